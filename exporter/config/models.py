@@ -1,0 +1,149 @@
+"""The typed configuration: what the rest of the program trusts.
+
+Every model forbids unknown keys and is frozen. Cross-field rules (unique names, check
+references) are validated here, once, so no other module re-checks config.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from exporter.config.events import EventsConfig
+from exporter.config.migrations import MigrationsConfig
+from exporter.config.types import Duration, Identifier, Strict
+
+Severity = Literal["critical", "warning"]
+
+
+class _CheckBase(Strict):
+    name: Identifier
+    table: str
+    category: Identifier
+    severity: Severity
+    description: str = ""
+    # The constraint the hardened schema uses to guard this check, when one exists.
+    # Informational (shown by verify); guarding itself is decided from the live catalog.
+    constraint: str | None = None
+
+
+class RowCheck(_CheckBase):
+    """Rows of `table` that break `rule`, with CHECK-constraint semantics: a row violates
+    the rule when it evaluates to false (NULL passes, as in PostgreSQL)."""
+
+    kind: Literal["row"]
+    rule: str
+
+
+class Reference(Strict):
+    table: str
+    column: str = "id"
+
+
+class OrphanCheck(_CheckBase):
+    """Rows whose non-null `column` points to no row of `references`."""
+
+    kind: Literal["orphan"]
+    column: str
+    references: Reference
+
+
+class DuplicateCheck(_CheckBase):
+    """Groups of rows sharing `columns` (rows with a NULL in any of them never clash, as
+    in a unique index), optionally restricted by `where` like a partial unique index."""
+
+    kind: Literal["duplicate"]
+    columns: Annotated[list[str], Field(min_length=1)]
+    where: str | None = None
+
+
+Check = Annotated[Union[RowCheck, OrphanCheck, DuplicateCheck], Field(discriminator="kind")]
+
+ConstraintKind = Literal["unique", "check", "foreign_key", "primary_key", "index"]
+
+
+class ExpectedConstraint(Strict):
+    table: str
+    name: str
+    kind: ConstraintKind
+    critical: bool = False
+
+
+class DatabaseConfig(Strict):
+    name: Identifier
+    dsn: Annotated[str, Field(min_length=1)]
+    db_schema: str = Field("public", alias="schema")
+    poll_interval: Duration = 60.0
+    # Guarded checks are answered from the catalog; every this often all tables are
+    # read anyway, to catch what a constraint cannot promise (rows loaded with triggers off).
+    full_scan_interval: Duration = 86400.0
+    connect_timeout: Duration = 5.0
+    statement_timeout: Duration = 30.0
+    lock_timeout: Duration = 1.0
+    pool_size: Annotated[int, Field(ge=1, le=20)] = 2
+    # Names of the checks to run here; all of them when omitted.
+    checks: list[Identifier] | None = None
+    migrations: MigrationsConfig = MigrationsConfig()
+
+    model_config = Strict.model_config | {"populate_by_name": True}
+
+
+class ExporterConfig(Strict):
+    listen: str = "0.0.0.0:19187"
+    log_format: Literal["plain", "json"] = "plain"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    sentry_dsn: str | None = None
+    max_concurrent_polls: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _empty_is_off(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Config(Strict):
+    exporter: ExporterConfig = ExporterConfig()
+    databases: Annotated[list[DatabaseConfig], Field(min_length=1)]
+    checks: list[Check] = []
+    constraints: list[ExpectedConstraint] = []
+    events: EventsConfig = EventsConfig()
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> "Config":
+        _unique("databases", [d.name for d in self.databases])
+        _unique("checks", [c.name for c in self.checks])
+        _unique("constraints", [(c.table, c.name) for c in self.constraints])
+        known = {c.name for c in self.checks}
+        for i, db in enumerate(self.databases):
+            for j, name in enumerate(db.checks or []):
+                if name not in known:
+                    raise ValueError(f"databases[{i}].checks[{j}]: no check named {name!r}")
+        return self
+
+    def checks_for(self, database: DatabaseConfig) -> list[RowCheck | OrphanCheck | DuplicateCheck]:
+        if database.checks is None:
+            return list(self.checks)
+        wanted = set(database.checks)
+        return [c for c in self.checks if c.name in wanted]
+
+
+def _unique(what: str, keys: list) -> None:
+    seen = set()
+    for key in keys:
+        if key in seen:
+            raise ValueError(f"{what}: {key!r} is defined twice")
+        seen.add(key)

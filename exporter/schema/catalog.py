@@ -1,0 +1,113 @@
+"""Live database catalog -> Schema.
+
+Four catalog queries, no table data read: cheap enough to run on every poll. Names come
+back unquoted, exactly as PostgreSQL stores them (Prisma's quoted camelCase included).
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from exporter.schema.model import (
+    CHECK,
+    EXCLUSION,
+    FOREIGN_KEY,
+    PRIMARY_KEY,
+    UNIQUE,
+    Column,
+    Constraint,
+    Index,
+    Schema,
+    Table,
+)
+
+_COLUMNS = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'p')
+ORDER BY c.relname, a.attnum
+"""
+
+# Index columns by position; an expression column (attnum 0) is shown by pg_get_indexdef.
+_INDEXES = """
+SELECT i.relname, t.relname, x.indisunique, x.indisprimary, x.indisvalid AND x.indisready,
+       pg_get_expr(x.indpred, x.indrelid), am.amname,
+       ARRAY(SELECT CASE WHEN k.attnum = 0 THEN pg_get_indexdef(x.indexrelid, k.ord::int, true)
+                         ELSE (SELECT attname FROM pg_attribute
+                               WHERE attrelid = x.indrelid AND attnum = k.attnum) END
+             FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+             WHERE k.ord <= x.indnkeyatts
+             ORDER BY k.ord)
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class t ON t.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+JOIN pg_am am ON am.oid = i.relam
+WHERE n.nspname = %(schema)s
+"""
+
+_CONSTRAINTS = """
+SELECT con.conname, t.relname, con.contype, con.convalidated, pg_get_constraintdef(con.oid),
+       ARRAY(SELECT attname FROM unnest(con.conkey) WITH ORDINALITY k(n, ord)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.ord),
+       rt.relname,
+       ARRAY(SELECT attname FROM unnest(con.confkey) WITH ORDINALITY k(n, ord)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.ord),
+       con.confdeltype, con.confupdtype
+FROM pg_constraint con
+JOIN pg_class t ON t.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+LEFT JOIN pg_class rt ON rt.oid = con.confrelid
+WHERE n.nspname = %(schema)s AND con.contype IN ('p', 'u', 'c', 'f', 'x')
+"""
+
+_ENUMS = """
+SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder)
+FROM pg_type t
+JOIN pg_namespace n ON n.oid = t.typnamespace
+JOIN pg_enum e ON e.enumtypid = t.oid
+WHERE n.nspname = %(schema)s
+GROUP BY t.typname
+"""
+
+_KINDS = {"p": PRIMARY_KEY, "u": UNIQUE, "c": CHECK, "f": FOREIGN_KEY, "x": EXCLUSION}
+_ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+def introspect(conn: psycopg.Connection, schema: str = "public") -> Schema:
+    """Read the structure of one PostgreSQL schema (namespace) into a Schema."""
+    params = {"schema": schema}
+    with conn.cursor() as cur:
+        columns: dict[str, dict[str, Column]] = {}
+        for table, name, type_, nullable, default in cur.execute(_COLUMNS, params):
+            columns.setdefault(table, {})[name] = Column(name, type_, nullable, default)
+
+        indexes = {}
+        for name, table, unique, primary, valid, predicate, method, cols in cur.execute(_INDEXES, params):
+            indexes[name] = Index(name, table, tuple(cols), unique, predicate, valid, primary, method)
+
+        constraints = {}
+        for row in cur.execute(_CONSTRAINTS, params):
+            name, table, contype, validated, definition, cols, ref_table, ref_cols, on_del, on_upd = row
+            foreign = contype == "f"
+            constraints[(table, name)] = Constraint(
+                name=name,
+                table=table,
+                kind=_KINDS[contype],
+                columns=tuple(cols),
+                definition=definition,
+                validated=validated,
+                ref_table=ref_table if foreign else None,
+                ref_columns=tuple(ref_cols) if foreign else (),
+                on_delete=_ACTIONS[on_del] if foreign else None,
+                on_update=_ACTIONS[on_upd] if foreign else None,
+            )
+
+        enums = {name: tuple(labels) for name, labels in cur.execute(_ENUMS, params)}
+
+    tables = {name: Table(name, cols) for name, cols in columns.items()}
+    return Schema(tables, indexes, constraints, enums)

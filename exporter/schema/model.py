@@ -1,0 +1,143 @@
+"""The one model of database structure.
+
+A `Schema` is produced by introspecting a live catalog (`catalog.py`), by replaying a
+migrations folder into a shadow database, by loading a snapshot file, or by parsing
+`schema.prisma`; it is consumed by drift (diff of two Schemas), by the guards that
+answer checks from the catalog, and by the pending-migration preflight.
+
+Everything is frozen: a Schema read during a poll is shared, never mutated.
+Names are the database's own (after Prisma's @map/@@map), unquoted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, asdict
+from typing import Any, Iterable, Mapping
+
+# Constraint kinds, as in the metric label `kind` of venzory_db_constraint_present.
+PRIMARY_KEY = "primary_key"
+UNIQUE = "unique"
+CHECK = "check"
+FOREIGN_KEY = "foreign_key"
+EXCLUSION = "exclusion"
+INDEX = "index"  # a plain (non-unique) index, only used by the constraint-presence report
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type() text, e.g. "integer", "timestamp(3) without time zone"
+    nullable: bool
+    default: str | None = None  # pg_get_expr() text, None when there is none
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    table: str
+    columns: tuple[str, ...]  # column names; an expression column is its pg_get_indexdef text
+    unique: bool
+    predicate: str | None = None  # partial index WHERE clause, pg_get_expr() text
+    valid: bool = True  # pg_index.indisvalid (false after a failed CREATE INDEX CONCURRENTLY)
+    primary: bool = False
+    method: str = "btree"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    name: str
+    table: str
+    kind: str  # PRIMARY_KEY | UNIQUE | CHECK | FOREIGN_KEY | EXCLUSION
+    columns: tuple[str, ...] = ()
+    definition: str = ""  # pg_get_constraintdef() text
+    validated: bool = True  # false for NOT VALID constraints
+    ref_table: str | None = None
+    ref_columns: tuple[str, ...] = ()
+    on_delete: str | None = None  # "CASCADE", "RESTRICT", "SET NULL", "SET DEFAULT", "NO ACTION"
+    on_update: str | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: Mapping[str, Column] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Schema:
+    tables: Mapping[str, Table] = field(default_factory=dict)
+    indexes: Mapping[str, Index] = field(default_factory=dict)  # by index name (unique per schema)
+    constraints: Mapping[tuple[str, str], Constraint] = field(default_factory=dict)  # by (table, name)
+    enums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # enum name -> labels in order
+
+    # -- lookups ---------------------------------------------------------------------------
+    def has_table(self, table: str) -> bool:
+        return table in self.tables
+
+    def has_column(self, table: str, column: str) -> bool:
+        return table in self.tables and column in self.tables[table].columns
+
+    def constraint(self, table: str, name: str) -> Constraint | None:
+        return self.constraints.get((table, name))
+
+    def constraints_of(self, table: str) -> Iterable[Constraint]:
+        return (c for (t, _), c in self.constraints.items() if t == table)
+
+    def indexes_of(self, table: str) -> Iterable[Index]:
+        return (i for i in self.indexes.values() if i.table == table)
+
+    # -- snapshot files ----------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tables": {
+                t.name: {"columns": [asdict(c) for c in t.columns.values()]}
+                for t in self.tables.values()
+            },
+            "indexes": [asdict(i) for i in self.indexes.values()],
+            "constraints": [asdict(c) for c in self.constraints.values()],
+            "enums": {name: list(labels) for name, labels in self.enums.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Schema":
+        tables = {
+            name: Table(name, {c["name"]: Column(**c) for c in spec["columns"]})
+            for name, spec in data["tables"].items()
+        }
+        indexes = {}
+        for raw in data["indexes"]:
+            raw = dict(raw, columns=tuple(raw["columns"]))
+            indexes[raw["name"]] = Index(**raw)
+        constraints = {}
+        for raw in data["constraints"]:
+            raw = dict(raw, columns=tuple(raw["columns"]), ref_columns=tuple(raw["ref_columns"]))
+            constraints[(raw["table"], raw["name"])] = Constraint(**raw)
+        enums = {name: tuple(labels) for name, labels in data["enums"].items()}
+        return cls(tables, indexes, constraints, enums)
+
+
+_CAST = re.compile(
+    r'::\s*(?:"[^"]+"|\w+(?:\(\d+(?:,\s*\d+)?\))?'
+    r'(?:\s+(?:varying|precision|with(?:out)?\s+time\s+zone))?(?:\(\d+(?:,\s*\d+)?\))?)(?:\[\])?',
+    re.I,
+)
+_NOISE = re.compile(r'[\s()"]')
+
+
+def normalize_expression(sql: str) -> str:
+    """A comparison key for two spellings of one SQL boolean expression.
+
+    PostgreSQL prints `CHECK ((quantity >= 0))` or
+    `(((status <> 'SENT'::"OrderStatus") OR ("sentAt" IS NOT NULL)))` for what a config
+    writes as `"quantity" >= 0` or `status::text <> 'SENT' OR "sentAt" IS NOT NULL`.
+    Dropping the CHECK keyword, casts, quotes, parentheses, white space and case makes
+    them equal. It can, in principle, equate two expressions that differ only in
+    parenthesisation; that is why guarded answers are re-verified by the periodic full scan.
+    """
+    text = sql.strip()
+    if text.upper().startswith("CHECK"):
+        text = text[5:]
+    text = re.sub(r"\s+NOT VALID\s*$", "", text, flags=re.I)
+    text = _CAST.sub("", text)
+    return _NOISE.sub("", text).lower()

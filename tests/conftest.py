@@ -1,0 +1,47 @@
+"""Shared fixtures: a real PostgreSQL server for the whole session.
+
+The suite starts its own throwaway cluster from the local server binaries, or uses the
+server of TEST_DATABASE_URL (its user must be allowed to CREATE DATABASE). Never mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from exporter.pgcluster import start_cluster
+
+
+class PgServer:
+    """A PostgreSQL server the tests may create and drop databases on."""
+
+    def __init__(self, admin_dsn: str, cluster=None):
+        self.admin_dsn = admin_dsn
+        self.cluster = cluster  # set when the suite started the server itself (it can stop it)
+
+    def dsn(self, dbname: str) -> str:
+        return make_conninfo(self.admin_dsn, dbname=dbname)
+
+    def create_database(self, name: str) -> str:
+        name = re.sub(r"[^a-z0-9_]", "_", name.lower())[:60]
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield PgServer(make_conninfo(url, dbname=conninfo_to_dict(url).get("dbname", "postgres")))
+        return
+    cluster = start_cluster()
+    try:
+        yield PgServer(cluster.dsn(), cluster)
+    finally:
+        cluster.destroy()
