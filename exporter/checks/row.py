@@ -1,0 +1,30 @@
+"""`row` checks: rows of a table that break a rule, with CHECK-constraint semantics.
+
+A row violates the rule when the rule is FALSE; NULL passes, exactly as PostgreSQL
+evaluates a CHECK constraint. That is why `reorderPoint IS NULL OR reorderPoint >= 0`
+and `reorderPoint >= 0` count the same rows, and why a clean database counts 0.
+"""
+
+from __future__ import annotations
+
+from exporter.checks.shape import TablePass, ident
+from exporter.config import RowCheck
+from exporter.schema.model import CHECK, Schema, normalize_expression
+
+
+def probe(check: RowCheck) -> TablePass:
+    return TablePass(f"({check.rule}) IS FALSE")
+
+
+def guard(check: RowCheck, schema: Schema) -> str | None:
+    """A validated CHECK constraint on the table with the same expression as the rule."""
+    wanted = normalize_expression(check.rule)
+    for constraint in schema.constraints_of(check.table):
+        if constraint.kind == CHECK and constraint.validated:
+            if normalize_expression(constraint.definition) == wanted:
+                return constraint.name
+    return None
+
+
+def inspect_sql(check: RowCheck) -> str:
+    return f"SELECT * FROM {ident(check.table)} WHERE ({check.rule}) IS FALSE;"

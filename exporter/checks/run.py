@@ -1,0 +1,155 @@
+"""Plan and run the checks of one database: guarded ones from the catalog, the rest with
+one query per table (plus one GROUP BY per duplicate key).
+
+A failure never hides another check: a table query that fails for a reason other than a
+timeout or a lost connection is retried check by check, so each check gets its own status
+and reason (the one bad rule fails alone). A lost connection propagates: the poll then
+reports the database down.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import psycopg
+
+from exporter.checks import duplicate, orphan, row
+from exporter.checks.shape import OwnQuery, TablePass, ident
+from exporter.config import Check, DuplicateCheck, OrphanCheck
+from exporter.db import is_connection_error
+from exporter.schema.model import Schema
+
+KINDS = {"row": row, "orphan": orphan, "duplicate": duplicate}
+
+OK, VIOLATED, FAILED = "ok", "violated", "failed"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: Check
+    status: str  # OK | VIOLATED | FAILED
+    violations: int | None = None  # rows; None when the check failed
+    groups: int | None = None  # duplicate checks only
+    guarded_by: str | None = None  # the live constraint that answered it
+    reason: str | None = None  # failed: timeout | lock_timeout | missing_table | missing_column | sql_error
+    error: str | None = None  # failed: the database's message
+    duration: float = 0.0  # seconds of the query that answered it (shared by a table pass)
+
+    @property
+    def guarded(self) -> bool:
+        return self.guarded_by is not None
+
+    @property
+    def inspect_sql(self) -> str:
+        return KINDS[self.check.kind].inspect_sql(self.check)
+
+
+def _counted(check: Check, violations: int, groups: int | None, duration: float) -> CheckResult:
+    return CheckResult(check, VIOLATED if violations else OK, violations, groups, duration=duration)
+
+
+def _failed(check: Check, reason: str, error: str, duration: float = 0.0) -> CheckResult:
+    return CheckResult(check, FAILED, reason=reason, error=error, duration=duration)
+
+
+def _missing(check: Check, schema: Schema) -> CheckResult | None:
+    """An older database without the table or a column the check names: failed, not queried."""
+    if not schema.has_table(check.table):
+        return _failed(check, "missing_table", f'table "{check.table}" does not exist')
+    columns = {OrphanCheck: lambda c: [c.column], DuplicateCheck: lambda c: c.columns}
+    for column in columns.get(type(check), lambda c: [])(check):
+        if not schema.has_column(check.table, column):
+            return _failed(check, "missing_column", f'column "{check.table}"."{column}" does not exist')
+    if isinstance(check, OrphanCheck) and not schema.has_column(check.references.table, check.references.column):
+        ref = check.references
+        return _failed(check, "missing_column", f'referenced column "{ref.table}"."{ref.column}" does not exist')
+    return None
+
+
+def _reason(error: psycopg.Error) -> str:
+    if isinstance(error, psycopg.errors.QueryCanceled):
+        return "timeout"
+    if isinstance(error, psycopg.errors.LockNotAvailable):
+        return "lock_timeout"
+    if isinstance(error, psycopg.errors.UndefinedTable):
+        return "missing_table"
+    if isinstance(error, psycopg.errors.UndefinedColumn):
+        return "missing_column"
+    return "sql_error"
+
+
+def _message(error: psycopg.Error) -> str:
+    diag = getattr(error, "diag", None)
+    return (diag and diag.message_primary) or str(error).strip() or type(error).__name__
+
+
+def _query(conn: psycopg.Connection, sql: str) -> tuple[tuple, float]:
+    started = time.monotonic()
+    row_ = conn.execute(sql).fetchone()
+    return row_, time.monotonic() - started
+
+
+def table_pass_sql(table: str, checks: list[Check]) -> str:
+    """One pass over `table` with one filtered count per check."""
+    counts, joins = [], []
+    for i, check in enumerate(checks):
+        probe = orphan.probe(check, f"p{i}") if isinstance(check, OrphanCheck) else KINDS[check.kind].probe(check)
+        counts.append(f"count(*) FILTER (WHERE {probe.condition})")
+        if probe.join:
+            joins.append(probe.join)
+    return f"SELECT {', '.join(counts)} FROM {ident(table)} t {' '.join(joins)}".rstrip()
+
+
+def _run_table(conn: psycopg.Connection, table: str, checks: list[Check]) -> list[CheckResult]:
+    try:
+        counts, duration = _query(conn, table_pass_sql(table, checks))
+    except psycopg.Error as e:
+        if is_connection_error(e):
+            raise
+        reason = _reason(e)
+        if len(checks) == 1 or reason in ("timeout", "lock_timeout"):
+            # Retrying one by one would only multiply the wait on a slow or locked table.
+            return [_failed(c, reason, _message(e)) for c in checks]
+        return [r for c in checks for r in _run_table(conn, table, [c])]
+    return [_counted(c, n, None, duration) for c, n in zip(checks, counts)]
+
+
+def _run_own(conn: psycopg.Connection, check: Check, probe: OwnQuery) -> CheckResult:
+    try:
+        (violations, groups), duration = _query(conn, probe.sql)
+    except psycopg.Error as e:
+        if is_connection_error(e):
+            raise
+        return _failed(check, _reason(e), _message(e))
+    return _counted(check, violations, groups, duration)
+
+
+def run_checks(
+    conn: psycopg.Connection, checks: Iterable[Check], schema: Schema, *, use_guards: bool
+) -> list[CheckResult]:
+    """Results in the order of `checks`."""
+    results: dict[str, CheckResult] = {}
+    by_table: dict[str, list[Check]] = {}
+    own: list[tuple[Check, OwnQuery]] = []
+    ordered = list(checks)
+    for check in ordered:
+        kind = KINDS[check.kind]
+        missing = _missing(check, schema)
+        if missing:
+            results[check.name] = missing
+            continue
+        guarded_by = kind.guard(check, schema) if use_guards else None
+        if guarded_by:
+            results[check.name] = CheckResult(check, OK, 0, 0 if check.kind == "duplicate" else None, guarded_by)
+        elif check.kind == "duplicate":
+            own.append((check, kind.probe(check)))
+        else:
+            by_table.setdefault(check.table, []).append(check)
+    for table, table_checks in by_table.items():
+        for result in _run_table(conn, table, table_checks):
+            results[result.check.name] = result
+    for check, probe in own:
+        results[check.name] = _run_own(conn, check, probe)
+    return [results[c.name] for c in ordered]

@@ -1,0 +1,115 @@
+"""Command line: parse flags, call one function per subcommand. Flags are a contract
+(docs/cli.md): add, never rename."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load_config
+from exporter.db import dsn_password
+from exporter.logs import register_secrets, setup_logging, setup_sentry
+from exporter.report import EXIT_CANNOT_RUN, exit_code, render_json, render_text
+
+log = logging.getLogger("exporter")
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config" / "venzory.yaml"
+
+
+def _load(path: str) -> Config:
+    config = load_config(path)
+    register_secrets([dsn_password(d.dsn) for d in config.databases])
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from exporter.daemon import Daemon
+
+    config = _load(args.config)
+    setup_logging(config.exporter.log_format, config.exporter.log_level)
+    setup_sentry(config.exporter.sentry_dsn)
+    Daemon(config, args.listen).run_forever()
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from exporter.poll import Poller
+
+    config = _load(args.config)
+    setup_logging(config.exporter.log_format, "error")
+    results = []
+    for database in config.databases:
+        poller = Poller(config, database)
+        try:
+            results.append(poller.poll(full_scan=args.full_scan))
+        finally:
+            poller.close()
+    if args.json:
+        print(render_json(results))
+    else:
+        print(render_text(results, {d.name: d.dsn for d in config.databases}))
+    return exit_code(results)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(
+        f"{args.config}: ok ({len(config.databases)} databases, {len(config.checks)} checks, "
+        f"{len(config.constraints)} expected constraints)"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exporter.demo import run_demo
+
+    return run_demo(args.config, args.listen)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="venzory-db-exporter",
+        description="Prometheus exporter and CI gate for the integrity of the Venzory PostgreSQL database.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser, required: bool = True) -> None:
+        kwargs = {"required": True} if required else {"default": str(DEFAULT_CONFIG)}
+        p.add_argument("--config", metavar="FILE", help="YAML config file", **kwargs)
+
+    run = sub.add_parser("run", help="run the exporter daemon")
+    with_config(run)
+    run.add_argument("--listen", metavar="HOST:PORT", help="listen address (default: exporter.listen, 0.0.0.0:19187)")
+    run.set_defaults(func=cmd_run)
+
+    verify = sub.add_parser("verify", help="run every check once and exit (0 healthy, 1 problems, 2 cannot run)")
+    with_config(verify)
+    verify.add_argument("--json", action="store_true", help="print one JSON object (docs/verify-json.md)")
+    verify.add_argument("--full-scan", action="store_true", help="read every table, even where a constraint guards it")
+    verify.set_defaults(func=cmd_verify)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
+    with_config(check)
+    check.set_defaults(func=cmd_check_config)
+
+    demo = sub.add_parser("demo", help="start a throwaway PostgreSQL with sample problems and run the exporter on it")
+    with_config(demo, required=False)
+    demo.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:19187")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        return 130

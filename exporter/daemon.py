@@ -1,0 +1,69 @@
+"""The long-running exporter: pollers + scheduler + store + HTTP server, and their lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+from exporter import __version__
+from exporter.config import Config, parse_listen
+from exporter.db import redact_dsn
+from exporter.metrics import Store
+from exporter.poll import Poller
+from exporter.scheduler import PollScheduler
+from exporter.server import HttpServer, make_app
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, config: Config, listen: str | None = None):
+        self.config = config
+        self.store = Store(d.name for d in config.databases)
+        self.pollers = [Poller(config, d) for d in config.databases]
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.store)
+        # The exporter's own memory, CPU and file descriptors: it must be watched too.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        host, port = parse_listen(listen or config.exporter.listen)
+        self.server = HttpServer(host, port, make_app(self.registry, self.store.ready))
+        self.scheduler = PollScheduler(
+            self.pollers, self.store.put, self.store.count_skipped, config.exporter.max_concurrent_polls
+        )
+        self._stop = threading.Event()
+
+    def start(self) -> "Daemon":
+        self.server.start()
+        for poller in self.pollers:
+            db = poller.database.config
+            log.info(
+                "watching %s (%s) every %.0fs, full scan every %.0fs, %d checks",
+                db.name, redact_dsn(db.dsn), db.poll_interval, db.full_scan_interval, len(poller.checks),
+            )
+        self.scheduler.start()
+        log.info("venzory-db-exporter %s listening on port %d", __version__, self.server.port)
+        return self
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self.server.stop()
+        for poller in self.pollers:
+            poller.close()
+
+    def run_forever(self) -> None:
+        """Start, block until SIGTERM or SIGINT, stop within a few seconds."""
+        def on_signal(signum, frame):
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        try:
+            self._stop.wait()
+        finally:
+            self.stop()

@@ -1,0 +1,140 @@
+"""The poll metric contract, in one file: PollResult -> Prometheus metric families.
+
+Families are built once per completed poll and kept with it (`Store`), so a scrape only
+serialises what is there: it never waits for a poll and never touches a database.
+Every name and label here is documented in docs/metrics.md; alerts and dashboards build
+on them - add, never rename.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.poll import PollResult
+
+CACHED = " Cached: from the last completed poll (see venzory_db_last_poll_timestamp_seconds)."
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc + CACHED, labels=labels)
+
+
+def families_for(result: PollResult) -> list[Metric]:
+    db = result.database
+    up = _gauge("venzory_db_up", "1 if the last poll reached the database and read its catalog, else 0.", ["database"])
+    up.add_metric([db], 1 if result.up else 0)
+    last = _gauge("venzory_db_last_poll_timestamp_seconds", "Unix time the last poll finished.", ["database"])
+    last.add_metric([db], result.finished_at)
+    duration = _gauge("venzory_db_poll_duration_seconds", "Wall time of the last poll.", ["database"])
+    duration.add_metric([db], result.duration)
+    full = _gauge("venzory_db_poll_full_scan", "1 if the last poll read every table, ignoring guards.", ["database"])
+    full.add_metric([db], 1 if result.full_scan else 0)
+    families = [up, last, duration, full]
+    if not result.up:
+        # No stale values: while the database is down its data series are absent,
+        # and the check and constraint series say nothing rather than something old.
+        return families
+
+    violations = _gauge(
+        "venzory_db_check_violations",
+        "Rows violating the check (for duplicate checks: rows involved in duplicate groups).",
+        ["database", "check", "table", "category", "severity"],
+    )
+    groups = _gauge("venzory_db_duplicate_groups", "Groups of duplicate rows.", ["database", "check", "table"])
+    success = _gauge("venzory_db_check_success", "1 if the check ran, 0 if it failed.", ["database", "check"])
+    check_duration = _gauge(
+        "venzory_db_check_duration_seconds",
+        "Duration of the query that answered the check (checks of one table share one query).",
+        ["database", "check"],
+    )
+    guarded = _gauge(
+        "venzory_db_check_guarded",
+        "1 if the check was answered from the catalog: a validated constraint makes violations impossible.",
+        ["database", "check"],
+    )
+    for r in result.checks:
+        c = r.check
+        success.add_metric([db, c.name], 0 if r.status == "failed" else 1)
+        check_duration.add_metric([db, c.name], r.duration)
+        guarded.add_metric([db, c.name], 1 if r.guarded else 0)
+        if r.violations is not None:
+            violations.add_metric([db, c.name, c.table, c.category, c.severity], r.violations)
+        if r.groups is not None:
+            groups.add_metric([db, c.name, c.table], r.groups)
+
+    labels = ["database", "table", "constraint", "kind", "severity"]
+    present = _gauge("venzory_db_constraint_present", "1 if the expected constraint or index exists.", labels)
+    valid = _gauge("venzory_db_constraint_valid", "1 if the expected constraint exists and is validated.", labels)
+    for c in result.constraints:
+        values = [db, c.table, c.name, c.kind, "critical" if c.critical else "warning"]
+        present.add_metric(values, 1 if c.present else 0)
+        valid.add_metric(values, 1 if c.valid else 0)
+    return families + [violations, groups, success, check_duration, guarded, present, valid]
+
+
+class Store(Collector):
+    """The latest poll of each database with its metric families, and the poll counters.
+
+    Written by the scheduler's threads, read by scrapes and /readyz: replacing one dict
+    entry under a lock is all the coordination needed.
+    """
+
+    def __init__(self, databases: Iterable[str]):
+        self.databases = list(databases)
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[PollResult, list[Metric]]] = {}
+        self._merged: list[Metric] = []
+        self._skipped = {name: 0 for name in self.databases}
+
+    def put(self, result: PollResult) -> None:
+        entry = (result, families_for(result))
+        with self._lock:
+            self._latest[result.database] = entry
+            self._merged = _merge(families for _, families in self._latest.values())
+
+    def latest(self, database: str) -> PollResult | None:
+        with self._lock:
+            entry = self._latest.get(database)
+        return entry[0] if entry else None
+
+    def count_skipped(self, database: str) -> None:
+        with self._lock:
+            self._skipped[database] = self._skipped.get(database, 0) + 1
+
+    def ready(self) -> bool:
+        with self._lock:
+            return all(name in self._latest for name in self.databases)
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            merged = self._merged
+            skipped = dict(self._skipped)
+        info = GaugeMetricFamily("venzory_db_exporter_build_info", "Version of the exporter.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        polls_skipped = CounterMetricFamily(
+            "venzory_db_polls_skipped",
+            "Polls not started because the previous poll of the database was still running.",
+            labels=["database"],
+        )
+        for name, count in skipped.items():
+            polls_skipped.add_metric([name], count)
+        yield polls_skipped
+        yield from merged
+
+
+def _merge(per_database: Iterable[list[Metric]]) -> list[Metric]:
+    """One family per metric name across databases: one HELP/TYPE block each."""
+    merged: dict[str, Metric] = {}
+    for families in per_database:
+        for family in families:
+            target = merged.get(family.name)
+            if target is None:
+                target = merged[family.name] = Metric(family.name, family.documentation, family.type)
+            target.samples.extend(family.samples)
+    return list(merged.values())

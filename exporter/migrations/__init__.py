@@ -1,0 +1,1 @@
+"""Prisma migrations: the `_prisma_migrations` history, checksums, replay and preflight."""

@@ -1,0 +1,234 @@
+"""Where a database stands in its Prisma migration history.
+
+`read_history` reads `_prisma_migrations` (one SELECT) and the migrations folder, and
+`classify` - a pure function of the two - gives every migration name one state, the way
+Prisma's schema engine sees it (docs: /work/shared/reference/prisma-facts.md):
+
+- failed: a row with finished_at NULL that was not rolled back. `prisma migrate deploy`
+  refuses to run while one exists (P3009), so this state wins over every other.
+- missing_from_folder: applied in the database, no folder of that name.
+- modified: applied, but migration.sql no longer matches the stored checksum (with
+  Prisma's CRLF/LF tolerance).
+- applied: applied and unchanged.
+- rolled_back: every row of the name carries rolled_back_at (`migrate resolve
+  --rolled-back`). Prisma ignores such rows, so deploy applies the folder again: the
+  migration is pending again (see `MigrationHistory.pending_names`). With no folder left
+  there is nothing to re-apply; it stays rolled_back, not missing_from_folder, because
+  deleting an abandoned migration's folder after rolling it back is the normal clean-up.
+- pending: a folder with no row.
+
+A name rolled back and then applied again (a rolled-back row plus a finished row) is
+applied: the rolled-back row is only an audit trail. Likewise a failed try resolved with
+`migrate resolve --applied` (Prisma marks the failed row rolled back).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import psycopg
+from psycopg import sql
+
+from exporter.migrations.checksum import checksum_matches, read_migration
+
+APPLIED = "applied"
+PENDING = "pending"
+FAILED = "failed"
+ROLLED_BACK = "rolled_back"
+MODIFIED = "modified"
+MISSING_FROM_FOLDER = "missing_from_folder"
+STATES = (APPLIED, PENDING, FAILED, ROLLED_BACK, MODIFIED, MISSING_FROM_FOLDER)
+
+# States only a readable folder can tell; unknown while the folder cannot be read.
+FOLDER_STATES = (PENDING, MODIFIED, MISSING_FROM_FOLDER)
+
+MIGRATION_FILE = "migration.sql"
+
+
+@dataclass(frozen=True)
+class MigrationRow:
+    """One row of `_prisma_migrations`."""
+
+    name: str
+    checksum: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    rolled_back_at: datetime | None = None
+    logs: str | None = None
+
+
+@dataclass(frozen=True)
+class FolderEntry:
+    """One migration folder: its migration.sql text, or why it could not be read."""
+
+    name: str
+    sql: str | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class MigrationItem:
+    name: str
+    state: str  # one of STATES
+    finished_at: datetime | None = None  # of the row that counts; None when not applied
+    detail: str = ""  # e.g. the first line of a failed row's logs
+    in_folder: bool = False  # a readable folder holds this migration
+
+
+@dataclass(frozen=True)
+class MigrationHistory:
+    managed: bool  # False: no _prisma_migrations table, the database is not managed by Prisma
+    folder_problem: str | None  # why the folder could not be listed (None: it was read)
+    items: tuple[MigrationItem, ...]  # sorted by name, as Prisma sorts folders
+    last_finished_at: datetime | None  # latest finished_at of a row that was not rolled back
+
+    @property
+    def folder_read(self) -> bool:
+        return self.folder_problem is None
+
+    @property
+    def counts(self) -> dict[str, int | None]:
+        """Migrations per state, all six states present. A state that needs the folder is
+        None (unknown, not 0) while the folder cannot be read: 0 would claim "nothing
+        pending" when we cannot know."""
+        counts: dict[str, int | None] = {state: 0 for state in STATES}
+        for item in self.items:
+            counts[item.state] += 1
+        if not self.folder_read:
+            counts.update({state: None for state in FOLDER_STATES})
+        return counts
+
+    @property
+    def pending_names(self) -> tuple[str, ...]:
+        """What `prisma migrate deploy` would apply, in order: pending folders and rolled-back
+        migrations whose folder is still there."""
+        return tuple(i.name for i in self.items if i.state == PENDING or (i.state == ROLLED_BACK and i.in_folder))
+
+    def by_state(self, state: str) -> tuple[MigrationItem, ...]:
+        return tuple(i for i in self.items if i.state == state)
+
+    @property
+    def summary(self) -> str:
+        """One line for logs and verify."""
+        if not self.managed:
+            head = "not managed by Prisma Migrate (no _prisma_migrations table)"
+        else:
+            head = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
+            head = head or "no migrations"
+        if self.folder_problem:
+            head += f"; migrations folder unreadable: {self.folder_problem}"
+        return head
+
+
+def classify(rows: Iterable[MigrationRow], folder: Iterable[FolderEntry] | None) -> tuple[MigrationItem, ...]:
+    """Every migration name in the rows or the folder, with its state (module docstring).
+
+    `folder` None means the folder could not be read: only the states the rows alone
+    decide (applied, failed, rolled_back) are given, and no name is called missing.
+    """
+    rows_by_name: dict[str, list[MigrationRow]] = {}
+    for row in rows:
+        rows_by_name.setdefault(row.name, []).append(row)
+    entries = None if folder is None else {entry.name: entry for entry in folder}
+    names = sorted(set(rows_by_name) | set(entries or ()))
+    return tuple(_classify_one(name, rows_by_name.get(name, []), entries) for name in names)
+
+
+def _classify_one(name: str, rows: list[MigrationRow], entries: Mapping[str, FolderEntry] | None) -> MigrationItem:
+    entry = entries.get(name) if entries is not None else None
+    in_folder = entry is not None
+    live = [r for r in rows if r.rolled_back_at is None]
+    failed = [r for r in live if r.finished_at is None]
+    if failed:
+        detail = _first_line(failed[-1].logs) or "failed, no logs recorded"
+        return MigrationItem(name, FAILED, None, detail, in_folder)
+    if live:
+        row = max(live, key=lambda r: r.finished_at)
+        if entries is None:
+            detail = "checksum not verified: folder unreadable"
+        elif entry is None:
+            return MigrationItem(name, MISSING_FROM_FOLDER, row.finished_at, "applied, but no folder of this name")
+        elif entry.sql is None:
+            detail = f"checksum not verified: {entry.problem}"
+        elif not checksum_matches(row.checksum, entry.sql):
+            return MigrationItem(name, MODIFIED, row.finished_at, f"{MIGRATION_FILE} changed after it was applied", True)
+        else:
+            detail = ""
+        return MigrationItem(name, APPLIED, row.finished_at, detail, in_folder)
+    if rows:  # every row rolled back: Prisma ignores them
+        if entries is None:
+            detail = "rolled back"
+        elif in_folder:
+            detail = "rolled back; pending again"
+        else:
+            detail = "rolled back; folder removed, nothing to re-apply"
+        return MigrationItem(name, ROLLED_BACK, None, detail, in_folder)
+    return MigrationItem(name, PENDING, None, entry.problem or "", True)
+
+
+def _first_line(text: str | None) -> str:
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def read_folder(folder: Path) -> list[FolderEntry]:
+    """The migration folders under `folder`, sorted by name. Raises OSError when the folder
+    itself cannot be listed; a single unreadable or half-written migration becomes an
+    entry with a problem, so one bad file does not hide the rest."""
+    entries = []
+    for child in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not child.is_dir():  # migration_lock.toml, README, ...
+            continue
+        path = Path(child.path) / MIGRATION_FILE
+        try:
+            entries.append(FolderEntry(child.name, read_migration(path)))
+        except FileNotFoundError:
+            entries.append(FolderEntry(child.name, None, f"{MIGRATION_FILE} missing (still being copied?)"))
+        except OSError as e:
+            entries.append(FolderEntry(child.name, None, f"{MIGRATION_FILE} unreadable: {e.strerror or e}"))
+    return entries
+
+
+_SELECT = """
+SELECT migration_name, checksum, started_at, finished_at, rolled_back_at, logs
+FROM {schema}._prisma_migrations
+ORDER BY started_at, migration_name
+"""
+
+
+def read_rows(conn: psycopg.Connection, schema: str = "public") -> list[MigrationRow] | None:
+    """The rows of `_prisma_migrations`, or None when the table does not exist."""
+    query = sql.SQL(_SELECT).format(schema=sql.Identifier(schema))
+    try:
+        # A savepoint when the caller is inside a transaction, so a missing table does
+        # not abort it; a plain statement on an autocommit session.
+        with conn.transaction():
+            return [MigrationRow(*row) for row in conn.execute(query)]
+    except psycopg.errors.UndefinedTable:
+        return None
+
+
+def read_history(conn: psycopg.Connection, folder: Path | None, schema: str = "public") -> MigrationHistory:
+    """The database's migration history against the folder (None: no folder configured).
+    Read-only: one SELECT on the database, the folder read from disk."""
+    rows = read_rows(conn, schema)
+    entries, folder_problem = None, "no migrations folder configured"
+    if folder is not None:
+        try:
+            entries, folder_problem = read_folder(folder), None
+        except OSError as e:
+            folder_problem = f"{folder}: {e.strerror or e}"
+    items = classify(rows or [], entries)
+    finished = [r.finished_at for r in rows or [] if r.rolled_back_at is None and r.finished_at]
+    return MigrationHistory(
+        managed=rows is not None,
+        folder_problem=folder_problem,
+        items=items,
+        last_finished_at=max(finished, default=None),
+    )

@@ -1,0 +1,92 @@
+"""One poll of one database -> an immutable PollResult.
+
+The daemon runs it on a schedule and stores the latest result per database; `verify`
+runs it once per database and renders it. Both take exactly this path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from exporter.checks.constraints import ConstraintResult, check_constraints
+from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
+from exporter.config import Config, DatabaseConfig
+from exporter.db import Database, is_connection_error
+from exporter.schema.catalog import introspect
+from exporter.schema.model import Schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    database: str
+    up: bool
+    started_at: float  # unix time
+    duration: float  # seconds
+    full_scan: bool = False  # guards were ignored: every table was read
+    error: str | None = None  # why the database is down
+    checks: tuple[CheckResult, ...] = ()
+    constraints: tuple[ConstraintResult, ...] = ()
+    schema: Schema | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def finished_at(self) -> float:
+        return self.started_at + self.duration
+
+    @property
+    def healthy(self) -> bool:
+        return self.up and not self.problems()
+
+    def problems(self) -> list[str]:
+        """One short line per thing that is not healthy (used by verify's summary)."""
+        if not self.up:
+            return [f"database unreachable: {self.error}"]
+        found = [f"check {c.check.name}: {c.status}" for c in self.checks if c.status in (VIOLATED, FAILED)]
+        found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if not c.healthy]
+        return found
+
+
+class Poller:
+    """Polls one database. Keeps only what must survive between polls: the pool and the
+    time of the last full scan."""
+
+    def __init__(self, config: Config, database: DatabaseConfig):
+        self.config = config
+        self.database = Database(database)
+        self.checks = config.checks_for(database)
+        self.last_full_scan: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.database.name
+
+    def full_scan_due(self, now: float) -> bool:
+        interval = self.database.config.full_scan_interval
+        return self.last_full_scan is None or now - self.last_full_scan >= interval
+
+    def poll(self, *, full_scan: bool | None = None) -> PollResult:
+        started, clock = time.time(), time.monotonic()
+        full = self.full_scan_due(started) if full_scan is None else full_scan
+        try:
+            with self.database.connection() as conn:
+                schema = introspect(conn, self.database.config.db_schema)
+                checks = run_checks(conn, self.checks, schema, use_guards=not full)
+        except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
+            if not is_connection_error(e):
+                log.exception("poll of %s failed unexpectedly", self.name)
+            else:
+                log.warning("database %s is down: %s", self.name, e)
+            return PollResult(self.name, False, started, time.monotonic() - clock, full, str(e).strip())
+        if full:
+            self.last_full_scan = started
+        constraints = check_constraints(self.config.constraints, schema)
+        return PollResult(
+            self.name, True, started, time.monotonic() - clock, full, None,
+            tuple(checks), tuple(constraints), schema,
+        )
+
+    def close(self) -> None:
+        self.database.close()
