@@ -62,9 +62,12 @@ def _missing(check: Check, schema: Schema) -> CheckResult | None:
     for column in columns.get(type(check), lambda c: [])(check):
         if not schema.has_column(check.table, column):
             return _failed(check, "missing_column", f'column "{check.table}"."{column}" does not exist')
-    if isinstance(check, OrphanCheck) and not schema.has_column(check.references.table, check.references.column):
+    if isinstance(check, OrphanCheck):
         ref = check.references
-        return _failed(check, "missing_column", f'referenced column "{ref.table}"."{ref.column}" does not exist')
+        if not schema.has_table(ref.table):
+            return _failed(check, "missing_table", f'referenced table "{ref.table}" does not exist')
+        if not schema.has_column(ref.table, ref.column):
+            return _failed(check, "missing_column", f'referenced column "{ref.table}"."{ref.column}" does not exist')
     return None
 
 
