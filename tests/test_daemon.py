@@ -117,6 +117,7 @@ def test_database_going_away_and_coming_back(pg_server):
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute('CREATE TABLE "LocationInventory" ("locationId" text, "itemId" text, quantity int NOT NULL)')
             conn.execute("""INSERT INTO "LocationInventory" VALUES ('l', 'i', -1)""")
+            conn.execute("CHECKPOINT")  # the test cluster runs with fsync off
         config = load_config(SHIPPED_CONFIG, env={"DATABASE_URL": dsn})
         poller = Poller(config, config.databases[0])
         first = poller.poll(full_scan=True)
