@@ -27,13 +27,12 @@ class NoPostgresBinaries(RuntimeError):
 
 def find_bindir() -> Path:
     """Where `initdb` and `pg_ctl` live: $PG_BINDIR, PATH, or Debian's /usr/lib/postgresql/N/bin."""
-    candidates = []
-    if os.environ.get("PG_BINDIR"):
-        candidates.append(Path(os.environ["PG_BINDIR"]))
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).parent)
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    if os.environ.get("PG_BINDIR"):  # an explicit choice is the only candidate
+        candidates = [Path(os.environ["PG_BINDIR"])]
+    else:
+        on_path = shutil.which("initdb")
+        candidates = [Path(on_path).parent] if on_path else []
+        candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
     for bindir in candidates:
         if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
             return bindir
