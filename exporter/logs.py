@@ -85,7 +85,6 @@ def setup_sentry(dsn: str | None) -> bool:
     sentry_sdk.init(
         dsn=dsn,
         release=f"venzory-db-exporter@{__version__}",
-        send_default_pii=False,
         before_send=lambda event, hint: _scrub(event),
         before_breadcrumb=lambda crumb, hint: _scrub(crumb),
     )

@@ -1,0 +1,70 @@
+"""Scheduling: first poll at once, no overlapping polls of one database, overruns skipped
+and counted rather than queued."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from exporter.config import Config
+from exporter.metrics import Store
+from exporter.poll import Poller
+from exporter.scheduler import PollScheduler
+
+
+@pytest.fixture(scope="module")
+def slow_dsn(pg_server):
+    dsn = pg_server.create_database("scheduler_slow")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE slow (id int)")
+        conn.execute("INSERT INTO slow VALUES (1)")
+    return dsn
+
+
+def config_for(dsn: str, interval: float, sleep: float) -> Config:
+    return Config.model_validate({
+        "databases": [{"name": "slow", "dsn": dsn, "poll_interval": interval}],
+        "checks": [{"name": "sleepy", "kind": "row", "table": "slow", "category": "test",
+                    "severity": "warning", "rule": f"pg_sleep({sleep}) IS NOT NULL"}],
+    })
+
+
+def test_overrunning_polls_are_skipped_and_never_overlap(slow_dsn):
+    config = config_for(slow_dsn, interval=0.2, sleep=1.0)
+    store = Store(["slow"])
+    running, overlaps, done = [], [], []
+    lock = threading.Lock()
+
+    class Tracking(Poller):
+        def poll(self, **kwargs):
+            with lock:
+                running.append(1)
+                if len(running) > 1:
+                    overlaps.append(time.monotonic())
+            try:
+                return super().poll(**kwargs)
+            finally:
+                with lock:
+                    running.pop()
+
+    poller = Tracking(config, config.databases[0])
+    started = time.monotonic()
+    scheduler = PollScheduler([poller], lambda r: (done.append(time.monotonic() - started), store.put(r)),
+                              store.count_skipped, max_concurrent=4)
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 15
+        while len(done) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.stop()
+        poller.close()
+    assert len(done) >= 2
+    assert done[0] < 2.0  # the first poll started at once (1 s of sleep in it)
+    assert overlaps == []
+    skipped = {s.labels["database"]: s.value for f in store.collect() if f.name == "venzory_db_polls_skipped" for s in f.samples}
+    assert skipped["slow"] >= 2
+    assert store.latest("slow").checks[0].violations == 0
