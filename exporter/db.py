@@ -13,6 +13,10 @@ Every session the exporter opens on a monitored database is:
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import psycopg
@@ -22,6 +26,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from exporter.config import DatabaseConfig
 
 APPLICATION_NAME = "venzory-db-exporter"
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseDown(Exception):
@@ -117,3 +123,59 @@ def is_connection_error(error: BaseException) -> bool:
     ):
         return True
     return isinstance(error, psycopg.errors.AdminShutdown)
+
+
+@dataclass
+class WatchOutcome:
+    cancelled: bool = False  # set when the query was cancelled because it blocked others
+
+
+class LockWatch:
+    """Cancels a query of ours as soon as it has blocked another session for `patience`.
+
+    Our scans only take ACCESS SHARE locks, but a migration's `ALTER TABLE` waits for them,
+    and every application query then queues behind that waiting ALTER: the monitor would
+    cause the outage it exists to catch. PostgreSQL has no setting for "give way to
+    others", so a watcher thread asks `pg_blocking_pids()` on a second connection while a
+    query runs, and cancels it once someone has waited on us for `patience` seconds. The
+    check is then reported as skipped for a lock and retried on the next poll.
+    """
+
+    def __init__(self, database: Database, patience: float = 2.0, interval: float = 0.2):
+        self.database = database
+        self.patience = patience
+        self.interval = interval
+
+    @contextlib.contextmanager
+    def watching(self, conn: psycopg.Connection) -> Iterator[WatchOutcome]:
+        outcome = WatchOutcome()
+        done = threading.Event()
+        thread = threading.Thread(target=self._watch, args=(conn, outcome, done), daemon=True, name="lock-watch")
+        thread.start()
+        try:
+            yield outcome
+        finally:
+            done.set()
+            thread.join(timeout=2)
+
+    def _watch(self, conn: psycopg.Connection, outcome: WatchOutcome, done: threading.Event) -> None:
+        if done.wait(self.interval):  # most queries end before the first look: no second connection
+            return
+        pid = conn.info.backend_pid
+        blocked_since = None
+        try:
+            with self.database.pool.connection(timeout=self.interval * 5) as watcher:
+                while not done.is_set():
+                    waiting = watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [pid]
+                    ).fetchone()[0]
+                    now = time.monotonic()
+                    blocked_since = (blocked_since or now) if waiting else None
+                    if blocked_since is not None and now - blocked_since >= self.patience:
+                        outcome.cancelled = True
+                        conn.cancel_safe(timeout=2)
+                        log.warning("cancelled a query of %s: it blocked %d session(s) for %.1fs", self.database.name, waiting, now - blocked_since)
+                        return
+                    done.wait(self.interval)
+        except Exception as e:  # noqa: BLE001 - without a watcher the statement timeout still bounds the query
+            log.debug("lock watch on %s unavailable: %s", self.database.name, e)

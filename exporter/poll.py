@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from exporter.checks.constraints import ConstraintResult, check_constraints
 from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
-from exporter.db import Database, is_connection_error
+from exporter.db import Database, LockWatch, is_connection_error
 from exporter.schema.catalog import introspect
 from exporter.schema.model import Schema
 
@@ -56,6 +56,7 @@ class Poller:
     def __init__(self, config: Config, database: DatabaseConfig):
         self.config = config
         self.database = Database(database)
+        self.lock_watch = LockWatch(self.database, database.yield_to_locks_after)
         self.checks = config.checks_for(database)
         self.last_full_scan: float | None = None
 
@@ -73,7 +74,7 @@ class Poller:
         try:
             with self.database.connection() as conn:
                 schema = introspect(conn, self.database.config.db_schema)
-                checks = run_checks(conn, self.checks, schema, use_guards=not full)
+                checks = run_checks(conn, self.checks, schema, use_guards=not full, watch=self.lock_watch)
         except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
             if not is_connection_error(e):
                 log.exception("poll of %s failed unexpectedly", self.name)

@@ -18,7 +18,7 @@ import psycopg
 from exporter.checks import duplicate, orphan, row
 from exporter.checks.shape import OwnQuery, TablePass, ident
 from exporter.config import Check, DuplicateCheck, OrphanCheck
-from exporter.db import is_connection_error
+from exporter.db import LockWatch, is_connection_error
 from exporter.schema.model import Schema
 
 KINDS = {"row": row, "orphan": orphan, "duplicate": duplicate}
@@ -33,7 +33,7 @@ class CheckResult:
     violations: int | None = None  # rows; None when the check failed
     groups: int | None = None  # duplicate checks only
     guarded_by: str | None = None  # the live constraint that answered it
-    reason: str | None = None  # failed: timeout | lock_timeout | missing_table | missing_column | sql_error
+    reason: str | None = None  # failed: timeout | lock_timeout | yielded_to_lock | missing_table | missing_column | sql_error
     error: str | None = None  # failed: the database's message
     duration: float = 0.0  # seconds of the query that answered it (shared by a table pass)
 
@@ -71,7 +71,16 @@ def _missing(check: Check, schema: Schema) -> CheckResult | None:
     return None
 
 
-def _reason(error: psycopg.Error) -> str:
+class YieldedToLock(Exception):
+    """Our query was cancelled because another session (a migration?) waited on its lock."""
+
+    def __str__(self) -> str:
+        return "gave way to a session waiting for its lock (a migration?); retried on the next poll"
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, YieldedToLock):
+        return "yielded_to_lock"
     if isinstance(error, psycopg.errors.QueryCanceled):
         return "timeout"
     if isinstance(error, psycopg.errors.LockNotAvailable):
@@ -83,14 +92,23 @@ def _reason(error: psycopg.Error) -> str:
     return "sql_error"
 
 
-def _message(error: psycopg.Error) -> str:
+def _message(error: Exception) -> str:
     diag = getattr(error, "diag", None)
     return (diag and diag.message_primary) or str(error).strip() or type(error).__name__
 
 
-def _query(conn: psycopg.Connection, sql: str) -> tuple[tuple, float]:
+def _query(conn: psycopg.Connection, sql: str, watch: LockWatch | None) -> tuple[tuple, float]:
     started = time.monotonic()
-    row_ = conn.execute(sql).fetchone()
+    if watch is None:
+        row_ = conn.execute(sql).fetchone()
+    else:
+        with watch.watching(conn) as outcome:
+            try:
+                row_ = conn.execute(sql).fetchone()
+            except psycopg.errors.QueryCanceled:
+                if outcome.cancelled:
+                    raise YieldedToLock() from None
+                raise
     return row_, time.monotonic() - started
 
 
@@ -105,24 +123,24 @@ def table_pass_sql(table: str, checks: list[Check]) -> str:
     return f"SELECT {', '.join(counts)} FROM {ident(table)} t {' '.join(joins)}".rstrip()
 
 
-def _run_table(conn: psycopg.Connection, table: str, checks: list[Check]) -> list[CheckResult]:
+def _run_table(conn: psycopg.Connection, table: str, checks: list[Check], watch: LockWatch | None) -> list[CheckResult]:
     try:
-        counts, duration = _query(conn, table_pass_sql(table, checks))
-    except psycopg.Error as e:
+        counts, duration = _query(conn, table_pass_sql(table, checks), watch)
+    except (psycopg.Error, YieldedToLock) as e:
         if is_connection_error(e):
             raise
         reason = _reason(e)
-        if len(checks) == 1 or reason in ("timeout", "lock_timeout"):
+        if len(checks) == 1 or reason in ("timeout", "lock_timeout", "yielded_to_lock"):
             # Retrying one by one would only multiply the wait on a slow or locked table.
             return [_failed(c, reason, _message(e)) for c in checks]
-        return [r for c in checks for r in _run_table(conn, table, [c])]
+        return [r for c in checks for r in _run_table(conn, table, [c], watch)]
     return [_counted(c, n, None, duration) for c, n in zip(checks, counts)]
 
 
-def _run_own(conn: psycopg.Connection, check: Check, probe: OwnQuery) -> CheckResult:
+def _run_own(conn: psycopg.Connection, check: Check, probe: OwnQuery, watch: LockWatch | None) -> CheckResult:
     try:
-        (violations, groups), duration = _query(conn, probe.sql)
-    except psycopg.Error as e:
+        (violations, groups), duration = _query(conn, probe.sql, watch)
+    except (psycopg.Error, YieldedToLock) as e:
         if is_connection_error(e):
             raise
         return _failed(check, _reason(e), _message(e))
@@ -130,9 +148,15 @@ def _run_own(conn: psycopg.Connection, check: Check, probe: OwnQuery) -> CheckRe
 
 
 def run_checks(
-    conn: psycopg.Connection, checks: Iterable[Check], schema: Schema, *, use_guards: bool
+    conn: psycopg.Connection,
+    checks: Iterable[Check],
+    schema: Schema,
+    *,
+    use_guards: bool,
+    watch: LockWatch | None = None,
 ) -> list[CheckResult]:
-    """Results in the order of `checks`."""
+    """Results in the order of `checks`. With `watch`, a query that blocks another
+    session gives way (see LockWatch)."""
     results: dict[str, CheckResult] = {}
     by_table: dict[str, list[Check]] = {}
     own: list[tuple[Check, OwnQuery]] = []
@@ -151,8 +175,8 @@ def run_checks(
         else:
             by_table.setdefault(check.table, []).append(check)
     for table, table_checks in by_table.items():
-        for result in _run_table(conn, table, table_checks):
+        for result in _run_table(conn, table, table_checks, watch):
             results[result.check.name] = result
     for check, probe in own:
-        results[check.name] = _run_own(conn, check, probe)
+        results[check.name] = _run_own(conn, check, probe, watch)
     return [results[c.name] for c in ordered]

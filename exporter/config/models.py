@@ -81,6 +81,9 @@ class DatabaseConfig(Strict):
     connect_timeout: Duration = 5.0
     statement_timeout: Duration = 30.0
     lock_timeout: Duration = 1.0
+    # A query of ours that another session (a migration's ALTER TABLE) has waited on this
+    # long is cancelled and retried on the next poll: the monitor must never hold up a deploy.
+    yield_to_locks_after: Duration = 2.0
     pool_size: Annotated[int, Field(ge=1, le=20)] = 2
     # Names of the checks to run here; all of them when omitted.
     checks: list[Identifier] | None = None
