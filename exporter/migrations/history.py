@@ -104,9 +104,11 @@ class MigrationHistory:
 
     @property
     def pending_names(self) -> tuple[str, ...]:
-        """What `prisma migrate deploy` would apply, in order: pending folders and rolled-back
-        migrations whose folder is still there."""
-        return tuple(i.name for i in self.items if i.state == PENDING or (i.state == ROLLED_BACK and i.in_folder))
+        """The migrations `prisma migrate deploy` still has to apply, in its order: pending
+        folders, rolled-back migrations whose folder is still there, and a failed one (deploy
+        retries it once it is resolved as rolled back) - what the preflight checks."""
+        unapplied = (PENDING, ROLLED_BACK, FAILED)
+        return tuple(i.name for i in self.items if i.state in unapplied and i.in_folder)
 
     def by_state(self, state: str) -> tuple[MigrationItem, ...]:
         return tuple(i for i in self.items if i.state == state)
@@ -120,7 +122,7 @@ class MigrationHistory:
             head = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
             head = head or "no migrations"
         if self.folder_problem:
-            head += f"; migrations folder unreadable: {self.folder_problem}"
+            head += f"; {self.folder_problem}"
         return head
 
 
@@ -144,7 +146,7 @@ def _classify_one(name: str, rows: list[MigrationRow], entries: Mapping[str, Fol
     live = [r for r in rows if r.rolled_back_at is None]
     failed = [r for r in live if r.finished_at is None]
     if failed:
-        detail = _first_line(failed[-1].logs) or "failed, no logs recorded"
+        detail = _failure_detail(failed[-1].logs)
         return MigrationItem(name, FAILED, None, detail, in_folder)
     if live:
         row = max(live, key=lambda r: r.finished_at)
@@ -170,11 +172,16 @@ def _classify_one(name: str, rows: list[MigrationRow], entries: Mapping[str, Fol
     return MigrationItem(name, PENDING, None, entry.problem or "", True)
 
 
-def _first_line(text: str | None) -> str:
-    for line in (text or "").splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+def _failure_detail(logs: str | None) -> str:
+    """The first line of a failed row's logs, plus the database's message when the logs
+    have Prisma's layout ("Database error code: N", blank, "Database error:", message)."""
+    lines = [line.strip() for line in (logs or "").splitlines() if line.strip()]
+    if not lines:
+        return "failed, no logs recorded"
+    if "Database error:" in lines[1:-1]:
+        message = lines[lines.index("Database error:", 1) + 1]
+        return f"{lines[0]}: {message}"
+    return lines[0]
 
 
 def read_folder(folder: Path) -> list[FolderEntry]:
@@ -223,7 +230,7 @@ def read_history(conn: psycopg.Connection, folder: Path | None, schema: str = "p
         try:
             entries, folder_problem = read_folder(folder), None
         except OSError as e:
-            folder_problem = f"{folder}: {e.strerror or e}"
+            folder_problem = f"migrations folder {folder} unreadable: {e.strerror or e}"
     items = classify(rows or [], entries)
     finished = [r.finished_at for r in rows or [] if r.rolled_back_at is None and r.finished_at]
     return MigrationHistory(
