@@ -43,16 +43,47 @@ def cmd_verify(args: argparse.Namespace) -> int:
     setup_logging(config.exporter.log_format, "error")
     results = []
     for database in config.databases:
+        if not args.json:
+            print(f"{database.name}: {database.migrations.describe_off()}")
         poller = Poller(config, database)
         try:
             results.append(poller.poll(full_scan=args.full_scan))
         finally:
             poller.close()
     if args.json:
-        print(render_json(results))
+        print(render_json(results, allow_pending=args.allow_pending))
     else:
-        print(render_text(results, {d.name: d.dsn for d in config.databases}))
-    return exit_code(results)
+        print(render_text(results, {d.name: d.dsn for d in config.databases}, allow_pending=args.allow_pending))
+    return exit_code(results, allow_pending=args.allow_pending)
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    """Replay a database's migrations folder on its shadow server and write the expected
+    schema to a file, for exporters that may not create databases (docs/migrations.md)."""
+    from exporter.migrations.shadow import ShadowError, expected_schema, folder_key, read_scripts, write_snapshot
+
+    config = _load(args.config)
+    database = next((d for d in config.databases if d.name == args.database), None) if args.database else config.databases[0]
+    if database is None:
+        print(f"snapshot: no database named {args.database!r} in {args.config}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    migrations = database.migrations
+    if not (migrations.dir and migrations.shadow_dsn):
+        print(f"snapshot: database {database.name} needs migrations.dir and migrations.shadow_dsn "
+              "(PRISMA_MIGRATIONS_DIR and SHADOW_DATABASE_URL in the shipped config)", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    try:
+        scripts = read_scripts(migrations.dir)
+        schema = expected_schema(migrations.dir, migrations.shadow_dsn, shadow_database=migrations.shadow_database)
+    except (OSError, ShadowError) as e:
+        print(f"snapshot: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    meta = {"folder_key": folder_key(scripts), "migrations": [name for name, _ in scripts],
+            "exporter_version": __version__}
+    write_snapshot(schema, Path(args.out), meta)
+    print(f"snapshot: {len(schema.tables)} tables, {len(schema.constraints)} constraints, "
+          f"{len(schema.indexes)} indexes from {len(scripts)} migrations -> {args.out}")
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -91,11 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(verify)
     verify.add_argument("--json", action="store_true", help="print one JSON object (docs/verify-json.md)")
     verify.add_argument("--full-scan", action="store_true", help="read every table, even where a constraint guards it")
+    verify.add_argument("--allow-pending", action="store_true", help="pending migrations are not a failure")
     verify.set_defaults(func=cmd_verify)
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
     with_config(check)
     check.set_defaults(func=cmd_check_config)
+
+    snapshot = sub.add_parser("snapshot", help="write the expected schema of the migrations folder to a JSON file")
+    with_config(snapshot)
+    snapshot.add_argument("--out", metavar="FILE.json", required=True)
+    snapshot.add_argument("--database", metavar="NAME", help="which configured database (default: the first)")
+    snapshot.set_defaults(func=cmd_snapshot)
 
     demo = sub.add_parser("demo", help="start a throwaway PostgreSQL with sample problems and run the exporter on it")
     with_config(demo, required=False)

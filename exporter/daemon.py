@@ -44,6 +44,7 @@ class Daemon:
                 "watching %s (%s) every %.0fs, full scan every %.0fs, %d checks",
                 db.name, redact_dsn(db.dsn), db.poll_interval, db.full_scan_interval, len(poller.checks),
             )
+            log.info("%s: %s", db.name, db.migrations.describe_off())
         self.scheduler.start()
         log.info("venzory-db-exporter %s listening on port %d", __version__, self.server.port)
         return self

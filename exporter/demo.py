@@ -46,6 +46,11 @@ def run_demo(config_path: str, listen: str) -> int:
     try:
         dsn = build_demo_database(cluster)
         os.environ["DATABASE_URL"] = cluster.url("venzory_demo")
+        # The migrations features too: history, drift, and the preflight of the five
+        # pending hardening migrations (the shadow replay runs on the demo server).
+        os.environ.setdefault("PRISMA_MIGRATIONS_DIR", str(MIGRATIONS))
+        os.environ.setdefault("PRISMA_SCHEMA", str(FIXTURE / "prisma" / "schema.prisma"))
+        os.environ.setdefault("SHADOW_DATABASE_URL", cluster.url("postgres"))
         host, _, port = listen.rpartition(":")
         print(
             f"demo: PostgreSQL {cluster.port} with sample problems ({dsn})\n"

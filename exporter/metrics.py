@@ -15,7 +15,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.migrations.history import APPLIED
+from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
+from exporter.schema.diff import KINDS as DRIFT_KINDS, MIGRATIONS, SCHEMA_PRISMA
 
 CACHED = " Cached: from the last completed poll (see venzory_db_last_poll_timestamp_seconds)."
 
@@ -74,7 +77,73 @@ def families_for(result: PollResult) -> list[Metric]:
         values = [db, c.table, c.name, c.kind, "critical" if c.critical else "warning"]
         present.add_metric(values, 1 if c.present else 0)
         valid.add_metric(values, 1 if c.valid else 0)
-    return families + [violations, groups, success, check_duration, guarded, present, valid]
+    families += [violations, groups, success, check_duration, guarded, present, valid]
+    if result.migrations:
+        families += _migration_families(db, result.migrations)
+    return families
+
+
+def _migration_families(db: str, m: MigrationsResult) -> list[Metric]:
+    ok = _gauge(
+        "venzory_db_migrations_part_success",
+        "1 if this part of the migrations assessment could be computed (history, expected_schema, "
+        "schema_prisma, preflight), 0 if its input was unreadable or unreachable.",
+        ["database", "part"],
+    )
+    failed_parts = {part for part, _ in m.errors}
+    for part in m.parts:
+        ok.add_metric([db, part], 0 if part in failed_parts else 1)
+    families = [ok]
+    if m.history:
+        states = _gauge("venzory_db_migrations", "Migrations per state.", ["database", "state"])
+        for state, count in m.history.counts.items():
+            if count is not None:  # unknown while the folder is unreadable: absent, not 0
+                states.add_metric([db, state], count)
+        info = _gauge("venzory_db_migration_info", "1 for each migration that is not plainly applied.",
+                      ["database", "migration", "state"])
+        for item in m.history.items:
+            if item.state != APPLIED:
+                info.add_metric([db, item.name, item.state], 1)
+        families += [states, info]
+        if m.history.last_finished_at:
+            last = _gauge("venzory_db_last_migration_finished_timestamp_seconds",
+                          "Unix time the most recent migration finished.", ["database"])
+            last.add_metric([db], m.history.last_finished_at.timestamp())
+            families.append(last)
+    if m.preflight:
+        blocked = _gauge("venzory_db_migration_blocked_rows",
+                         "Live rows that would make a pending migration fail on this constraint (0: it would pass).",
+                         ["database", "migration", "table", "constraint"])
+        unknown = _gauge("venzory_db_migration_preflight_unevaluable",
+                         "1 for a pending constraint that cannot be evaluated on the live database yet.",
+                         ["database", "migration", "table", "constraint"])
+        for p in m.preflight:
+            target = blocked if p.blocked_rows is not None else unknown
+            target.add_metric([db, p.migration, p.table, p.constraint], p.blocked_rows if p.blocked_rows is not None else 1)
+        families += [blocked, unknown]
+    if m.expected is not None or "schema_prisma" in m.parts:
+        families += _drift_families(db, m.drift, m.max_drift_series)
+    return families
+
+
+def _drift_families(db: str, drift, cap: int) -> list[Metric]:
+    counts = _gauge("venzory_db_schema_drift_items", "Schema drift items.", ["database", "source", "kind", "acknowledged"])
+    items = _gauge("venzory_db_schema_drift_item",
+                   "1 per schema drift item (capped by drift.max_item_series; the counts are never capped).",
+                   ["database", "source", "kind", "object", "acknowledged"])
+    tally: dict[tuple[str, str, str], int] = {}
+    for source in (MIGRATIONS, SCHEMA_PRISMA):
+        for kind in DRIFT_KINDS:
+            for acknowledged in ("false", "true"):
+                tally[(source, kind, acknowledged)] = 0
+    for i, d in enumerate(drift):
+        acknowledged = "true" if d.acknowledged else "false"
+        tally[(d.source, d.kind, acknowledged)] += 1
+        if i < cap:
+            items.add_metric([db, d.source, d.kind, d.object, acknowledged], 1)
+    for (source, kind, acknowledged), n in tally.items():
+        counts.add_metric([db, source, kind, acknowledged], n)
+    return [counts, items]
 
 
 class Store(Collector):

@@ -10,10 +10,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from exporter.checks.constraints import ConstraintResult, check_constraints
+from exporter.checks.constraints import ConstraintResult, check_constraints, expected_constraints
 from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
 from exporter.db import Database, LockWatch, is_connection_error
+from exporter.migrations.monitor import MigrationsMonitor, MigrationsResult
 from exporter.schema.catalog import introspect
 from exporter.schema.model import Schema
 
@@ -30,22 +31,24 @@ class PollResult:
     error: str | None = None  # why the database is down
     checks: tuple[CheckResult, ...] = ()
     constraints: tuple[ConstraintResult, ...] = ()
+    migrations: MigrationsResult | None = None  # None when the database has no migrations feature
     schema: Schema | None = field(default=None, repr=False, compare=False)
 
     @property
     def finished_at(self) -> float:
         return self.started_at + self.duration
 
-    @property
-    def healthy(self) -> bool:
-        return self.up and not self.problems()
+    def healthy(self, *, allow_pending: bool = False) -> bool:
+        return self.up and not self.problems(allow_pending=allow_pending)
 
-    def problems(self) -> list[str]:
-        """One short line per thing that is not healthy (used by verify's summary)."""
+    def problems(self, *, allow_pending: bool = False) -> list[str]:
+        """One short line per thing that is not healthy (verify's exit code and summary)."""
         if not self.up:
             return [f"database unreachable: {self.error}"]
         found = [f"check {c.check.name}: {c.status}" for c in self.checks if c.status in (VIOLATED, FAILED)]
         found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if not c.healthy]
+        if self.migrations:
+            found += self.migrations.problems(allow_pending=allow_pending)
         return found
 
 
@@ -59,6 +62,8 @@ class Poller:
         self.lock_watch = LockWatch(self.database, database.yield_to_locks_after)
         self.checks = config.checks_for(database)
         self.last_full_scan: float | None = None
+        monitor = MigrationsMonitor(database)
+        self.migrations = monitor if monitor.enabled else None
 
     @property
     def name(self) -> str:
@@ -75,6 +80,7 @@ class Poller:
             with self.database.connection() as conn:
                 schema = introspect(conn, self.database.config.db_schema)
                 checks = run_checks(conn, self.checks, schema, use_guards=not full, watch=self.lock_watch)
+                migrations = self.migrations.assess(conn, schema) if self.migrations else None
         except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
             if not is_connection_error(e):
                 log.exception("poll of %s failed unexpectedly", self.name)
@@ -83,10 +89,10 @@ class Poller:
             return PollResult(self.name, False, started, time.monotonic() - clock, full, str(e).strip())
         if full:
             self.last_full_scan = started
-        constraints = check_constraints(self.config.constraints, schema)
+        expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
-            tuple(checks), tuple(constraints), schema,
+            tuple(checks), tuple(check_constraints(expected, schema)), migrations, schema,
         )
 
     def close(self) -> None:

@@ -10,29 +10,49 @@ import json
 from typing import Iterable
 
 from exporter.db import redact_dsn
+from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_RUN = 0, 1, 2
 TICK, CROSS, FAIL = "✔", "✘", "!"
 
 
-def exit_code(results: Iterable[PollResult]) -> int:
+def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False) -> int:
     results = list(results)
     if any(not r.up for r in results):
         return EXIT_CANNOT_RUN
-    return EXIT_OK if all(r.healthy for r in results) else EXIT_PROBLEMS
+    return EXIT_OK if all(r.healthy(allow_pending=allow_pending) for r in results) else EXIT_PROBLEMS
 
 
-def to_json(results: Iterable[PollResult]) -> dict:
+def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> dict:
     results = list(results)
     return {
-        "ok": exit_code(results) == EXIT_OK,
+        "ok": exit_code(results, allow_pending=allow_pending) == EXIT_OK,
         "databases": [_database_json(r) for r in results],
     }
 
 
-def _database_json(r: PollResult) -> dict:
+def _migrations_json(m: MigrationsResult) -> dict:
+    history = m.history
     return {
+        "migrations": {
+            "managed": history.managed if history else None,
+            "states": history.counts if history else {},
+            "items": [{"name": i.name, "state": i.state, "detail": i.detail}
+                      for i in (history.items if history else ()) if i.state != "applied"],
+        },
+        "drift": [{"source": d.source, "kind": d.kind, "object": d.object, "detail": d.detail,
+                   "acknowledged": d.acknowledged} for d in m.drift],
+        "preflight": [{"migration": p.migration, "table": p.table, "constraint": p.constraint, "kind": p.kind,
+                       "blocked_rows": p.blocked_rows, "status": p.status, "reason": p.reason, "inspect_sql": p.sql}
+                      for p in m.preflight],
+        "migration_errors": [{"part": part, "error": message} for part, message in m.errors],
+    }
+
+
+def _database_json(r: PollResult) -> dict:
+    extra = _migrations_json(r.migrations) if r.migrations else {}
+    return extra | {
         "name": r.database,
         "up": r.up,
         "error": r.error,
@@ -71,8 +91,8 @@ def _database_json(r: PollResult) -> dict:
     }
 
 
-def render_json(results: Iterable[PollResult]) -> str:
-    return json.dumps(to_json(results), indent=2)
+def render_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> str:
+    return json.dumps(to_json(results, allow_pending=allow_pending), indent=2, default=str)
 
 
 def _check_line(c) -> list[str]:
@@ -89,7 +109,7 @@ def _check_line(c) -> list[str]:
     ]
 
 
-def render_text(results: Iterable[PollResult], dsns: dict[str, str]) -> str:
+def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pending: bool = False) -> str:
     lines: list[str] = []
     results = list(results)
     for r in results:
@@ -108,12 +128,44 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str]) -> str:
             tag = f"{c.kind}, critical" if c.critical else c.kind
             state = "present and valid" if c.healthy else c.detail
             lines.append(f"  {mark} {c.table}.{c.name} ({tag}): {state}")
+        if r.migrations:
+            lines.extend(_migration_lines(r.migrations, allow_pending))
         lines.append("")
-    lines.append(_summary(results))
+    lines.append(_summary(results, allow_pending))
     return "\n".join(lines)
 
 
-def _summary(results: list[PollResult]) -> str:
+def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
+    lines = ["Migrations:"]
+    for part, message in m.errors:
+        lines.append(f"  {FAIL} {part}: {message}")
+    if m.history:
+        bad = {"failed", "modified", "missing_from_folder"} | (set() if allow_pending else {"pending"})
+        mark = CROSS if any(m.history.counts.get(s) for s in bad) else TICK
+        lines.append(f"  {mark} {m.history.summary}")
+        for item in m.history.items:
+            if item.state != "applied":
+                detail = f" - {item.detail}" if item.detail else ""
+                lines.append(f"      {item.state}: {item.name}{detail}")
+    for p in m.preflight:
+        if p.status == "blocked":
+            lines.append(f"  {CROSS} {p.migration} will fail: {p.kind} {p.constraint} on {p.table} "
+                         f"blocked by {p.blocked_rows} rows")
+            lines.append(f"      inspect: {p.sql}")
+        elif p.status == "cannot_evaluate":
+            lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} cannot be evaluated yet: {p.reason}")
+        else:
+            lines.append(f"  {TICK} {p.migration}: {p.kind} {p.constraint} on {p.table} passes")
+    if m.drift or m.expected is not None or "schema_prisma" in m.parts:
+        lines.append("Drift:" if m.drift else f"  {TICK} no schema drift")
+    for d in m.drift:
+        mark = TICK if d.acknowledged else CROSS
+        note = " (acknowledged)" if d.acknowledged else ""
+        lines.append(f"  {mark} [{d.source}] {d.kind} {d.object}: {d.detail}{note}")
+    return lines
+
+
+def _summary(results: list[PollResult], allow_pending: bool) -> str:
     down = [r.database for r in results if not r.up]
     checks = [c for r in results if r.up for c in r.checks]
     violated = [c for c in checks if c.status == "violated"]
@@ -125,7 +177,11 @@ def _summary(results: list[PollResult]) -> str:
         f"{len(failed)} failed",
         f"{len(constraints)} constraints missing or not valid",
     ]
+    migration_problems = [p for r in results if r.up and r.migrations
+                          for p in r.migrations.problems(allow_pending=allow_pending)]
+    if any(r.migrations for r in results):
+        parts.append(f"{len(migration_problems)} migration/drift problems")
     if down:
         parts.append(f"unreachable: {', '.join(down)}")
-    mark = TICK if exit_code(results) == EXIT_OK else CROSS
+    mark = TICK if exit_code(results, allow_pending=allow_pending) == EXIT_OK else CROSS
     return f"{mark} Summary: " + ", ".join(parts)

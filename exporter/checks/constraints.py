@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exporter.config import ExpectedConstraint
-from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, Schema
+from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Schema
+
+# Prisma's bookkeeping table is not the app's schema.
+_IGNORED_TABLES = {"_prisma_migrations"}
 
 
 @dataclass(frozen=True)
@@ -62,3 +65,17 @@ def check_constraint(expected: ExpectedConstraint, schema: Schema) -> Constraint
 
 def check_constraints(expected: list[ExpectedConstraint], schema: Schema) -> list[ConstraintResult]:
     return [check_constraint(e, schema) for e in expected]
+
+
+def expected_constraints(configured: list[ExpectedConstraint], expected: Schema | None) -> list[ExpectedConstraint]:
+    """The config's list plus every constraint and unique index of the expected schema
+    (configured entries first, and they decide `critical`)."""
+    found = {(c.table, c.name): c for c in configured}
+    if expected is not None:
+        for c in expected.constraints.values():
+            if c.table not in _IGNORED_TABLES and c.kind in (PRIMARY_KEY, UNIQUE, CHECK, FOREIGN_KEY):
+                found.setdefault((c.table, c.name), ExpectedConstraint(table=c.table, name=c.name, kind=c.kind))
+        for i in expected.indexes.values():
+            if i.unique and not i.primary and i.table not in _IGNORED_TABLES:
+                found.setdefault((i.table, i.name), ExpectedConstraint(table=i.table, name=i.name, kind=UNIQUE))
+    return list(found.values())

@@ -1,0 +1,69 @@
+"""The names an event label may take: what the config and the expected schema know.
+
+Label values are bounded by these sets (anything else becomes "other"), so a flood of
+made-up constraint or table names cannot grow the number of series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+# Constraint kinds of the config / Schema that Prisma reports as errors, -> event kind.
+_EVENT_KIND = {"unique": "unique", "primary_key": "unique", "foreign_key": "foreign_key", "check": "check"}
+
+
+@dataclass(frozen=True)
+class KnownNames:
+    constraints: frozenset[str] = frozenset()
+    tables: frozenset[str] = frozenset()
+    critical_constraints: frozenset[str] = frozenset()
+    # (table or model name, columns in order) -> name of the unique constraint on them:
+    # Prisma 5 reports a unique violation by its columns only.
+    unique_columns: Mapping[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
+    # (table, name, event kind) of each expected constraint: the critical ones get their
+    # series created at 0 from the start.
+    expected: frozenset[tuple[str, str, str]] = frozenset()
+
+    @classmethod
+    def from_config(cls, config) -> "KnownNames":
+        """From config.constraints, the duplicate checks' guarding constraints, the
+        checks' tables and events.known_constraints."""
+        expected = frozenset(
+            (c.table, c.name, _EVENT_KIND[c.kind]) for c in config.constraints if c.kind in _EVENT_KIND
+        )
+        unique_columns = {
+            (check.table, tuple(check.columns)): check.constraint
+            for check in config.checks
+            if check.kind == "duplicate" and check.constraint
+        }
+        guarding = {check.constraint for check in config.checks if check.constraint}
+        return cls(
+            constraints=frozenset({c.name for c in config.constraints} | guarding
+                                  | set(config.events.known_constraints)),
+            tables=frozenset({c.table for c in config.constraints} | {check.table for check in config.checks}),
+            critical_constraints=frozenset(c.name for c in config.constraints if c.critical),
+            unique_columns=unique_columns,
+            expected=expected,
+        )
+
+    def with_schema(self, schema) -> "KnownNames":
+        """These names plus an (expected) `exporter.schema.model.Schema`'s tables,
+        constraints, unique indexes and their columns."""
+        unique_columns = dict(self.unique_columns)
+        names = set(self.constraints)
+        for constraint in schema.constraints.values():
+            names.add(constraint.name)
+            if constraint.kind in ("unique", "primary_key") and constraint.columns:
+                unique_columns.setdefault((constraint.table, tuple(constraint.columns)), constraint.name)
+        for index in schema.indexes.values():
+            if index.unique:
+                names.add(index.name)
+                unique_columns.setdefault((index.table, tuple(index.columns)), index.name)
+        return KnownNames(
+            constraints=frozenset(names),
+            tables=self.tables | frozenset(schema.tables),
+            critical_constraints=self.critical_constraints,
+            unique_columns=unique_columns,
+            expected=self.expected,
+        )

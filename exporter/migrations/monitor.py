@@ -1,0 +1,162 @@
+"""What one poll learns about a database's Prisma migrations: history, expected schema,
+drift, and the pending-migration preflight.
+
+Each part fails on its own: an unreachable shadow server or a half-copied schema.prisma
+is reported as that part's error while the other parts still answer. Expensive inputs
+are cached by their content - the folder replay (in shadow.py), schema.prisma's parse
+(here) - so a poll with nothing changed costs a few catalog reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from exporter.config import DatabaseConfig
+from exporter.db import is_connection_error
+from exporter.migrations import shadow
+from exporter.migrations.history import APPLIED, MODIFIED, MigrationHistory, read_history
+from exporter.migrations.preflight import BLOCKED, PreflightItem, preflight
+from exporter.schema.diff import MIGRATIONS, SCHEMA_PRISMA, DriftItem, acknowledge, diff_schemas
+from exporter.schema.model import Schema
+from exporter.schema.prisma import parse_prisma_schema, to_schema
+
+log = logging.getLogger(__name__)
+
+# Parts of the assessment, as reported in errors (and the `part` label of its metric).
+HISTORY, EXPECTED_SCHEMA, SCHEMA_PRISMA_PART, PREFLIGHT = "history", "expected_schema", "schema_prisma", "preflight"
+PARTS = (HISTORY, EXPECTED_SCHEMA, SCHEMA_PRISMA_PART, PREFLIGHT)
+
+
+@dataclass(frozen=True)
+class MigrationsResult:
+    history: MigrationHistory | None = None
+    expected: Schema | None = None  # what the applied migrations should have produced
+    drift: tuple[DriftItem, ...] = ()
+    preflight: tuple[PreflightItem, ...] = ()
+    errors: tuple[tuple[str, str], ...] = ()  # (part, message)
+    parts: tuple[str, ...] = ()  # parts this database has switched on
+    max_drift_series: int = 200  # cap on per-item drift series (config drift.max_item_series)
+
+    def problems(self, *, allow_pending: bool = False) -> list[str]:
+        found = [f"migrations {part}: {message}" for part, message in self.errors]
+        if self.history:
+            counts = self.history.counts
+            for state in ("failed", "modified", "missing_from_folder") + (() if allow_pending else ("pending",)):
+                if counts.get(state):
+                    names = ", ".join(i.name for i in self.history.by_state(state))
+                    found.append(f"migrations {state}: {names}")
+        found += [f"drift {d.source} {d.kind} {d.object}" for d in self.drift if not d.acknowledged]
+        found += [f"preflight {p.migration}: {p.table}.{p.constraint} blocked by {p.blocked_rows} rows"
+                  for p in self.preflight if p.status == BLOCKED]
+        return found
+
+
+class _ContentCache:
+    """The last value derived from a file, recomputed when the file's bytes change."""
+
+    def __init__(self, derive):
+        self._derive = derive
+        self._key: str | None = None
+        self._value = None
+
+    def get(self, path: Path):
+        data = path.read_bytes()
+        key = hashlib.sha256(data).hexdigest()
+        if key != self._key:
+            self._value, self._key = self._derive(data), key
+        return self._value
+
+
+def _prisma_schema(data: bytes) -> Schema:
+    return to_schema(parse_prisma_schema(data.decode("utf-8")))
+
+
+class MigrationsMonitor:
+    def __init__(self, database: DatabaseConfig):
+        self.database = database
+        self.config = database.migrations
+        self.features = self.config.features
+        self._prisma = _ContentCache(_prisma_schema)
+
+    @property
+    def enabled(self) -> bool:
+        f = self.features
+        return f.history or f.shadow or f.snapshot or f.schema_prisma
+
+    def parts(self) -> tuple[str, ...]:
+        f = self.features
+        on = {HISTORY: f.history, EXPECTED_SCHEMA: f.shadow or f.snapshot,
+              SCHEMA_PRISMA_PART: f.schema_prisma, PREFLIGHT: f.preflight}
+        return tuple(p for p in PARTS if on[p])
+
+    def assess(self, conn: psycopg.Connection, live: Schema) -> MigrationsResult:
+        errors: list[tuple[str, str]] = []
+
+        def attempt(part: str, work):
+            try:
+                return work()
+            except Exception as e:  # noqa: BLE001 - one part failing must not hide the others
+                if is_connection_error(e) and part in (HISTORY, PREFLIGHT):
+                    raise  # the monitored database itself is gone: the poll reports it down
+                if not isinstance(e, (OSError, ValueError, shadow.ShadowError, psycopg.Error)):
+                    log.exception("migrations %s of %s failed unexpectedly", part, self.database.name)
+                errors.append((part, _describe(e)))
+                return None
+
+        f, schema_name = self.features, self.database.db_schema
+        history = attempt(HISTORY, lambda: read_history(conn, self.config.dir, schema_name)) if f.history else None
+        steps = attempt(EXPECTED_SCHEMA, self._steps) if f.shadow else None
+        expected = None
+        if steps is not None:
+            expected = _applied_state(steps, history)
+        elif f.snapshot:
+            expected = attempt(EXPECTED_SCHEMA, lambda: shadow.load_snapshot(self.config.snapshot))
+
+        drift: list[DriftItem] = []
+        if expected is not None:
+            drift += diff_schemas(expected, live, MIGRATIONS)
+        if f.schema_prisma:
+            prisma = attempt(SCHEMA_PRISMA_PART, lambda: self._prisma.get(self.config.schema_prisma))
+            if prisma is not None:
+                drift += diff_schemas(prisma, live, SCHEMA_PRISMA)
+        drift = acknowledge(drift, self.config.drift.acknowledge)
+
+        checked: tuple[PreflightItem, ...] = ()
+        if steps is not None and history is not None and history.pending_names:
+            pending = [n for n in history.pending_names if n in steps.names]
+            checked = attempt(PREFLIGHT, lambda: preflight(conn, live, steps, pending, schema=schema_name)) or ()
+        return MigrationsResult(
+            history, expected, tuple(drift), tuple(checked), tuple(errors), self.parts(),
+            self.config.drift.max_item_series,
+        )
+
+    def _steps(self) -> shadow.ExpectedSteps:
+        return shadow.expected_steps(
+            self.config.dir, self.config.shadow_dsn,
+            shadow_database=self.config.shadow_database, connect_timeout=self.database.connect_timeout,
+        )
+
+
+def _applied_state(steps: shadow.ExpectedSteps, history: MigrationHistory | None) -> Schema:
+    """The Schema the applied migrations produce, as Prisma's shadow database does: drift is
+    a difference from what was applied, not from migrations still pending."""
+    if history is None or not history.managed:
+        return steps.final
+    applied = {i.name for i in history.items if i.state in (APPLIED, MODIFIED)}
+    done = [i for i, name in enumerate(steps.names) if name in applied]
+    return steps.steps[max(done)].schema if done else Schema()
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return f"{error.filename}: not found"
+    if isinstance(error, OSError):
+        return f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return str(error).strip() or type(error).__name__
