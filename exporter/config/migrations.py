@@ -33,7 +33,7 @@ OptionalDuration = Annotated[Duration | None, BeforeValidator(_empty_is_none)]
 class DriftAcknowledgement(Strict):
     """A known drift item that is reported but does not page: matched on `object`, and on
     `kind` / `source` when given (the values drift items carry, e.g. kind
-    "missing_column", source "shadow")."""
+    "missing_column", source "migrations" or "schema_prisma")."""
 
     object: Annotated[str, Field(min_length=1)]
     kind: OptionalText = None

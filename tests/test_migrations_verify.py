@@ -1,0 +1,193 @@
+"""Migrations, drift and preflight through the user's entry points: `verify` (text and
+JSON, exit codes) and the metrics, on databases built from the project's fixture."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import load_config
+from exporter.metrics import Store
+from exporter.poll import Poller
+from venzory_fixture import (
+    MIGRATIONS, PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_6, STEP_7, STEP_9,
+    STEP_10, build_database,
+)
+
+
+def env_for(pg_server, dsn: str, **extra: str) -> dict[str, str]:
+    defaults = dict(DATABASE_URL=dsn, PRISMA_MIGRATIONS_DIR=str(MIGRATIONS), PRISMA_SCHEMA=str(SCHEMA_PRISMA),
+                    SHADOW_DATABASE_URL=pg_server.admin_dsn)
+    return dict(os.environ, **(defaults | extra))
+
+
+def verify(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "exporter", "verify", "--config", str(SHIPPED_CONFIG), *args],
+                          env=env, capture_output=True, text=True, timeout=180)
+
+
+def poll(env: dict):
+    config = load_config(SHIPPED_CONFIG, env=env)
+    poller = Poller(config, config.databases[0])
+    try:
+        return poller.poll(full_scan=True)
+    finally:
+        poller.close()
+
+
+@pytest.fixture(scope="module")
+def problems_env(pg_server):
+    return env_for(pg_server, build_database(pg_server, "migv_problems", upto=STEP_6, seed="problems"))
+
+
+@pytest.fixture(scope="module")
+def clean_env(pg_server):
+    return env_for(pg_server, build_database(pg_server, "migv_clean", seed="clean"))
+
+
+def test_before_hardening_json(problems_env):
+    result = verify(problems_env, "--json")
+    assert result.returncode == 1, result.stderr
+    (db,) = json.loads(result.stdout)["databases"]
+    assert db["migrations"]["states"] == {"applied": 6, "pending": 5, "failed": 0, "rolled_back": 0,
+                                          "modified": 0, "missing_from_folder": 0}
+    assert [i["state"] for i in db["migrations"]["items"]] == ["pending"] * 5
+    blocked = {(p["migration"], p["table"], p["constraint"]): p["blocked_rows"]
+               for p in db["preflight"] if p["status"] == "blocked"}
+    assert blocked[(STEP_9, "LocationInventory", "check_quantity_non_negative")] == PROBLEM_VIOLATIONS["location_inventory_negative_quantity"]
+    assert blocked[(STEP_7, "Order", "Order_createdById_fkey")] == PROBLEM_VIOLATIONS["order_created_by_orphan"]
+    assert blocked[(STEP_10, "Item", "Item_practiceId_sku_key")] == PROBLEM_DUPLICATES["item_sku_duplicate"][1]
+    assert blocked[(STEP_7, "GlobalSupplier", "GlobalSupplier_name_key")] == PROBLEM_DUPLICATES["global_supplier_name_duplicate"][1]
+    verdicts = {p["migration"] for p in db["preflight"] if p["status"] == "blocked"}
+    assert verdicts == {STEP_7, STEP_9, STEP_10}
+    # Against the applied migrations, the only drift is the 8 foreign keys the seed dropped.
+    from_migrations = {(d["kind"], d["object"]) for d in db["drift"] if d["source"] == "migrations"}
+    assert from_migrations == {("missing_constraint", f"{t}.{t}_createdById_fkey") for t in
+                               ("Order", "GoodsReceipt", "StockAdjustment", "InventoryTransfer", "StockCountSession",
+                                "OrderTemplate")} | {("missing_constraint", "Order.Order_supplierId_fkey"),
+                                                     ("missing_constraint", "Item.Item_defaultSupplierId_fkey")}
+    assert db["migration_errors"] == []
+
+
+def test_before_hardening_text_names_the_blocking_rows(problems_env):
+    result = verify(problems_env)
+    assert result.returncode == 1
+    n = PROBLEM_VIOLATIONS["location_inventory_negative_quantity"]
+    assert (f"✘ {STEP_9} will fail: check check_quantity_non_negative on LocationInventory blocked by {n} rows"
+            in result.stdout)
+    assert "6 applied, 5 pending" in result.stdout
+
+
+def test_fully_migrated_clean_database_passes(clean_env):
+    result = verify(clean_env, "--json")
+    assert result.returncode == 0, result.stdout
+    (db,) = json.loads(result.stdout)["databases"]
+    assert db["migrations"]["states"]["applied"] == 11 and db["migrations"]["items"] == []
+    assert db["drift"] == [] and db["preflight"] == []
+    # The expected schema adds its own constraints to the configured ones.
+    names = {(c["table"], c["name"]) for c in db["constraints"]}
+    assert ("Order", "Order_createdById_fkey") in names and ("Item", "Item_pkey") in names
+    assert all(c["present"] and c["valid"] for c in db["constraints"])
+
+
+def test_pending_is_a_failure_unless_allowed(pg_server):
+    dsn = build_database(pg_server, "migv_pending", upto=STEP_10, seed=None)
+    env = env_for(pg_server, dsn)
+    assert verify(env).returncode == 1
+    result = verify(env, "--allow-pending", "--json")
+    (db,) = json.loads(result.stdout)["databases"]
+    assert db["migrations"]["states"]["pending"] == 1
+    # Step 11 formalizes the runbook's known drift: the schema.prisma items are acknowledged.
+    prisma = [d for d in db["drift"] if d["source"] == "schema_prisma"]
+    assert {(d["kind"], d["object"]) for d in prisma} == {
+        ("missing_column", "LocationInventory.createdAt"),
+        ("missing_index", "Order_practiceId_status_createdAt_idx"),
+        ("missing_index", "LocationInventory_itemId_reorderPoint_quantity_idx"),
+    }
+    assert all(d["acknowledged"] for d in prisma)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("tamper, state", [
+    ("UPDATE _prisma_migrations SET checksum = repeat('0', 64) WHERE migration_name = '20251105171437_init'", "modified"),
+    ("UPDATE _prisma_migrations SET finished_at = NULL, logs = 'boom' WHERE migration_name = '20251116000000_formalize_remaining_drift'", "failed"),
+    ("INSERT INTO _prisma_migrations (id, checksum, migration_name, finished_at) VALUES ('x', 'abc', '20251201000000_hotfix', now())", "missing_from_folder"),
+])
+def test_tampered_history_fails_verify(pg_server, tamper, state):
+    dsn = build_database(pg_server, f"migv_{state}", seed=None)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(tamper)
+    result = verify(env_for(pg_server, dsn), "--json", "--allow-pending")
+    assert result.returncode == 1
+    (db,) = json.loads(result.stdout)["databases"]
+    assert db["migrations"]["states"][state] == 1
+    assert state in {i["state"] for i in db["migrations"]["items"]}
+
+
+def test_drift_items_and_their_metrics(pg_server):
+    dsn = build_database(pg_server, "migv_drift", seed=None)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('DROP INDEX "Order_practiceId_status_createdAt_idx"')  # acknowledged
+        conn.execute('ALTER TABLE "Item" ADD COLUMN "legacyCode" text')
+    store = Store(["venzory"])
+    store.put(poll(env_for(pg_server, dsn)))
+    registry = CollectorRegistry()
+    registry.register(store)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+
+    def value(name, **labels):
+        return samples.get((name, tuple(sorted(dict(database="venzory", **labels).items()))))
+
+    assert value("venzory_db_schema_drift_item", source="migrations", kind="extra_column",
+                 object="Item.legacyCode", acknowledged="false") == 1
+    assert value("venzory_db_schema_drift_item", source="migrations", kind="missing_index",
+                 object="Order_practiceId_status_createdAt_idx", acknowledged="true") == 1
+    assert value("venzory_db_schema_drift_items", source="migrations", kind="extra_column", acknowledged="false") == 1
+    assert value("venzory_db_schema_drift_items", source="migrations", kind="enum_values", acknowledged="false") == 0
+    assert value("venzory_db_migrations", state="applied") == 11
+    assert value("venzory_db_migrations", state="failed") == 0
+    assert value("venzory_db_migrations_part_success", part="expected_schema") == 1
+    assert value("venzory_db_last_migration_finished_timestamp_seconds") > 1.7e9
+
+
+def test_unreadable_inputs_are_reported_and_the_rest_still_answers(pg_server, tmp_path):
+    dsn = build_database(pg_server, "migv_unreadable", seed="clean")
+    half_written = tmp_path / "schema.prisma"
+    half_written.write_text("model Item {\n  id String @id\n  name Str")
+    # A folder the shadow cache has never seen (same migrations, one comment more), and a
+    # shadow server that does not answer.
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, folder)
+    init = folder / "20251105171437_init" / "migration.sql"
+    init.write_text(init.read_text() + "\n-- copied by a deploy\n")
+    env = env_for(pg_server, dsn, PRISMA_SCHEMA=str(half_written), PRISMA_MIGRATIONS_DIR=str(folder),
+                  SHADOW_DATABASE_URL="postgresql://nobody@127.0.0.1:1/postgres?connect_timeout=1")
+    result = poll(env)
+    assert result.up
+    errors = dict(result.migrations.errors)
+    assert set(errors) == {"expected_schema", "schema_prisma"}
+    assert "line 3" in errors["schema_prisma"]
+    history = result.migrations.history  # still answered: the edited file is reported
+    assert (history.counts["applied"], history.counts["modified"]) == (10, 1)
+    assert all(c.status == "ok" for c in result.checks)
+
+
+def test_snapshot_round_trip_replaces_the_shadow(pg_server, clean_env, tmp_path):
+    out = tmp_path / "expected.json"
+    made = subprocess.run([sys.executable, "-m", "exporter", "snapshot", "--config", str(SHIPPED_CONFIG), "--out", str(out)],
+                          env=clean_env, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert "20 tables" in made.stdout or "21 tables" in made.stdout
+    env = dict(clean_env, SHADOW_DATABASE_URL="", SCHEMA_SNAPSHOT=str(out))
+    result = verify(env, "--json")
+    assert result.returncode == 0, result.stdout
+    assert json.loads(result.stdout)["databases"][0]["drift"] == []
