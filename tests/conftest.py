@@ -14,6 +14,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.pgcluster import start_cluster
+from venzory_fixture import STEP_6, build_database
 
 
 class PgServer:
@@ -45,3 +46,17 @@ def pg_server():
         yield PgServer(cluster.dsn(), cluster)
     finally:
         cluster.destroy()
+
+
+# Shared fixture databases, built once per session. Tests only READ them: a test that
+# changes a database builds its own with build_database().
+@pytest.fixture(scope="session")
+def problems_dsn(pg_server):
+    """The runbook's "before hardening" state: steps 1-6 and the seeded problems."""
+    return build_database(pg_server, "shared_problems", upto=STEP_6, seed="problems")
+
+
+@pytest.fixture(scope="session")
+def clean_dsn(pg_server):
+    """Fully migrated (all 11 steps) with clean data."""
+    return build_database(pg_server, "shared_clean", seed="clean")

@@ -28,16 +28,6 @@ def by_name(result):
     return {c.check.name: c for c in result.checks}
 
 
-@pytest.fixture(scope="module")
-def problems_dsn(pg_server):
-    return build_database(pg_server, "checks_problems", upto=STEP_6, seed="problems")
-
-
-@pytest.fixture(scope="module")
-def clean_dsn(pg_server):
-    return build_database(pg_server, "checks_clean", seed="clean")
-
-
 def test_every_check_is_covered_by_the_ground_truth(problems_dsn):
     names = {c.name for c in shipped_config(problems_dsn).checks}
     assert names == set(PROBLEM_VIOLATIONS) | set(PROBLEM_DUPLICATES)
@@ -63,12 +53,12 @@ def test_problem_database_lacks_the_hardening_constraints(problems_dsn):
     assert ("LocationInventory", "check_quantity_non_negative") in missing
     assert ("Item", "Item_practiceId_sku_key") in missing
     assert ("PracticeUser", "PracticeUser_practiceId_userId_key") not in missing  # from init
-    assert not result.healthy
+    assert not result.healthy()
 
 
 def test_clean_hardened_database_is_all_zero_and_guarded(clean_dsn):
     guarded = poll(clean_dsn, full_scan=False)
-    assert guarded.healthy, guarded.problems()
+    assert guarded.healthy(), guarded.problems()
     assert all(c.violations == 0 and c.guarded for c in guarded.checks), [
         c.check.name for c in guarded.checks if not c.guarded
     ]
@@ -76,7 +66,7 @@ def test_clean_hardened_database_is_all_zero_and_guarded(clean_dsn):
     assert by_name(guarded)["item_sku_duplicate"].guarded_by == "Item_practiceId_sku_key"
     assert all(c.present and c.valid for c in guarded.constraints)
     full = poll(clean_dsn, full_scan=True)
-    assert full.healthy, full.problems()
+    assert full.healthy(), full.problems()
     assert not any(c.guarded for c in full.checks)
 
 

@@ -49,11 +49,6 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
     raise AssertionError("condition not reached in time")
 
 
-@pytest.fixture(scope="module")
-def problems_dsn(pg_server):
-    return build_database(pg_server, "daemon_problems", upto=STEP_6, seed="problems")
-
-
 def test_metrics_readiness_and_health(problems_dsn):
     config = load_config(SHIPPED_CONFIG, env={"DATABASE_URL": problems_dsn})
     daemon = Daemon(config, "127.0.0.1:0")

@@ -155,16 +155,6 @@ TRICKY_VALID: dict[str, tuple[str, bool]] = {
 
 
 @pytest.fixture(scope="module")
-def clean_dsn(pg_server):
-    return build_database(pg_server, "fixture_clean", seed="clean")
-
-
-@pytest.fixture(scope="module")
-def problems_dsn(pg_server):
-    return build_database(pg_server, "fixture_problems", seed="problems")
-
-
-@pytest.fixture(scope="module")
 def step6_dsn(pg_server):
     return build_database(pg_server, "fixture_step6", upto=STEP_6)
 

@@ -77,11 +77,6 @@ def steps(pg_server):
 
 
 @pytest.fixture(scope="module")
-def problems_dsn(pg_server):
-    return build_database(pg_server, "preflight_problems", seed="problems")
-
-
-@pytest.fixture(scope="module")
 def result(problems_dsn, steps):
     return run_preflight(problems_dsn, steps)
 

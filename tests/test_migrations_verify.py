@@ -43,14 +43,14 @@ def poll(env: dict):
         poller.close()
 
 
-@pytest.fixture(scope="module")
-def problems_env(pg_server):
-    return env_for(pg_server, build_database(pg_server, "migv_problems", upto=STEP_6, seed="problems"))
+@pytest.fixture
+def problems_env(pg_server, problems_dsn):
+    return env_for(pg_server, problems_dsn)
 
 
-@pytest.fixture(scope="module")
-def clean_env(pg_server):
-    return env_for(pg_server, build_database(pg_server, "migv_clean", seed="clean"))
+@pytest.fixture
+def clean_env(pg_server, clean_dsn):
+    return env_for(pg_server, clean_dsn)
 
 
 def test_before_hardening_json(problems_env):

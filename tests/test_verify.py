@@ -20,16 +20,6 @@ def verify(dsn: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def problems_dsn(pg_server):
-    return build_database(pg_server, "verify_problems", upto=STEP_6, seed="problems")
-
-
-@pytest.fixture(scope="module")
-def clean_dsn(pg_server):
-    return build_database(pg_server, "verify_clean", seed="clean")
-
-
 def test_clean_database_passes(clean_dsn):
     result = verify(clean_dsn)
     assert result.returncode == 0, result.stdout + result.stderr
