@@ -95,6 +95,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Classify a log file or stdin once and print the counts (debugging, CI)."""
+    import json
+
+    from exporter.events import KnownNames, ingest
+
+    config = _load(args.config)
+    known = KnownNames.from_config(config)
+    try:
+        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
+    except OSError as e:
+        print(f"ingest: {args.file}: {e.strerror}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    with stream:
+        summary = ingest(stream, known, max_line_bytes=config.events.max_line_bytes)
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else summary)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from exporter.demo import run_demo
 
@@ -134,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--out", metavar="FILE.json", required=True)
     snapshot.add_argument("--database", metavar="NAME", help="which configured database (default: the first)")
     snapshot.set_defaults(func=cmd_snapshot)
+
+    ingest = sub.add_parser("ingest", help="classify Prisma error events of a log file (or - for stdin) once")
+    with_config(ingest)
+    ingest.add_argument("file", nargs="?", default="-", metavar="FILE|-")
+    ingest.add_argument("--json", action="store_true", help="print the counts as JSON")
+    ingest.set_defaults(func=cmd_ingest)
 
     demo = sub.add_parser("demo", help="start a throwaway PostgreSQL with sample problems and run the exporter on it")
     with_config(demo, required=False)

@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from exporter import __version__
 from exporter.config import Config, parse_listen
 from exporter.db import redact_dsn
+from exporter.events import EventPipeline, KnownNames
 from exporter.metrics import Store
-from exporter.poll import Poller
+from exporter.poll import Poller, PollResult
 from exporter.scheduler import PollScheduler
 from exporter.server import HttpServer, make_app
 
@@ -24,19 +25,34 @@ class Daemon:
         self.config = config
         self.store = Store(d.name for d in config.databases)
         self.pollers = [Poller(config, d) for d in config.databases]
+        self.known = KnownNames.from_config(config)
+        self.events = EventPipeline(config.events, [d.name for d in config.databases], self.known)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.store)
+        self.registry.register(self.events.collector)
         # The exporter's own memory, CPU and file descriptors: it must be watched too.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         host, port = parse_listen(listen or config.exporter.listen)
-        self.server = HttpServer(host, port, make_app(self.registry, self.store.ready))
+        self.server = HttpServer(host, port, make_app(self.registry, self.store.ready, self.events.wsgi_app))
         self.scheduler = PollScheduler(
-            self.pollers, self.store.put, self.store.count_skipped, config.exporter.max_concurrent_polls
+            self.pollers, self.on_result, self.store.count_skipped, config.exporter.max_concurrent_polls
         )
         self._stop = threading.Event()
 
+    def on_result(self, result: PollResult) -> None:
+        self.store.put(result)
+        # Event labels may take the constraint and table names the schema knows: the
+        # expected schema when there is one, else what the live catalog has.
+        schema = result.migrations.expected if result.migrations and result.migrations.expected else result.schema
+        if schema is not None:
+            known = KnownNames.from_config(self.config).with_schema(schema)
+            if known != self.known:
+                self.known = known
+                self.events.update_known(known)
+
     def start(self) -> "Daemon":
+        self.events.start()
         self.server.start()
         for poller in self.pollers:
             db = poller.database.config
@@ -52,6 +68,7 @@ class Daemon:
     def stop(self) -> None:
         self.scheduler.stop()
         self.server.stop()
+        self.events.stop()
         for poller in self.pollers:
             poller.close()
 

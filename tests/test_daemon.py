@@ -80,6 +80,21 @@ def test_metrics_readiness_and_health(problems_dsn):
         assert ("venzory_db_polls_skipped_total", ("database", "venzory")) in found
         assert not any(name.endswith("_created") for name, *_ in found)
         assert get(base + "/nope")[0] == 404
+
+        # Prisma error events: a CHECK violation as Prisma 7 really reports it (P2039).
+        event = (b'{"level":50,"err":{"type":"PrismaClientKnownRequestError","code":"P2039","message":"\\nInvalid '
+                 b'`prisma.locationInventory.update()` invocation:\\n\\nnew row for relation \\"LocationInventory\\" '
+                 b'violates check constraint \\"check_quantity_non_negative\\"","meta":{"modelName":"LocationInventory"}}}\n'
+                 b'{"level":30,"msg":"GET /api/items 200"}\n')
+        request = urllib.request.Request(base + "/events", data=event, method="POST",
+                                         headers={"Content-Type": "application/x-ndjson"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+        found = samples(get(base + "/metrics")[1])
+        key = ("venzory_db_prisma_errors_total", ("code", "P2039"), ("constraint", "check_quantity_non_negative"),
+               ("database", "venzory"), ("kind", "check"), ("model", "LocationInventory"))
+        assert found[key] == 1
+        assert found[("venzory_db_events_ignored_total", ("source", "http"))] == 1
     finally:
         daemon.stop()
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from exporter.config.events import EventsConfig
+from exporter.config.events import EventsConfig, validate_events
 from exporter.config.migrations import MigrationsConfig
 from exporter.config.types import Duration, Identifier, Strict
 
@@ -135,6 +135,7 @@ class Config(Strict):
             for j, name in enumerate(db.checks or []):
                 if name not in known:
                     raise ValueError(f"databases[{i}].checks[{j}]: no check named {name!r}")
+        validate_events(self)
         return self
 
     def checks_for(self, database: DatabaseConfig) -> list[RowCheck | OrphanCheck | DuplicateCheck]:
