@@ -52,6 +52,9 @@ DATABASE_METRICS = {
     "venzory_db_schema_drift_items",
     "venzory_db_schema_drift_item",
     "venzory_db_prisma_errors_total",
+    "venzory_db_poll_full_scan",
+    "venzory_db_migrations_part_success",
+    "venzory_db_migration_preflight_unevaluable",
 }
 OTHER_METRICS = {  # no database label
     "venzory_db_exporter_build_info",
@@ -60,6 +63,17 @@ OTHER_METRICS = {  # no database label
     "venzory_db_events_ignored_total",
 }
 CONTRACT_METRICS = DATABASE_METRICS | OTHER_METRICS
+DOCS = [REPO / "docs" / name for name in ("metrics.md", "migrations.md", "events.md")]
+
+
+def documented_metrics() -> set[str]:
+    """Every venzory_db_ metric name the docs list (the contract's source of truth)."""
+    text = "".join(p.read_text(encoding="utf-8") for p in DOCS if p.exists())
+    return set(re.findall(r"`(venzory_db_[a-z_]+)", text))
+
+
+def test_the_contract_is_documented():
+    assert CONTRACT_METRICS <= documented_metrics()
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # Grafana's global variables that may appear in queries and fields.

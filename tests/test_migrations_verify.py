@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.config import load_config
 from exporter.metrics import Store
 from exporter.poll import Poller
+from test_grafana import documented_metrics
 from venzory_fixture import (
     MIGRATIONS, PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_6, STEP_7, STEP_9,
     STEP_10, build_database,
@@ -157,6 +158,8 @@ def test_drift_items_and_their_metrics(pg_server):
     assert value("venzory_db_migrations", state="failed") == 0
     assert value("venzory_db_migrations_part_success", part="expected_schema") == 1
     assert value("venzory_db_last_migration_finished_timestamp_seconds") > 1.7e9
+    served = {name for name, _ in samples if name.startswith("venzory_db_")}
+    assert served - documented_metrics() == set(), "every metric served is documented in docs/"
 
 
 def test_unreadable_inputs_are_reported_and_the_rest_still_answers(pg_server, tmp_path):
