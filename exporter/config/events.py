@@ -82,6 +82,11 @@ class EventsConfig(Strict):
     # code="unknown", constraint="other", model="other".
     max_series: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
 
+    @field_validator("state_file")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None  # `${EVENTS_STATE_FILE:-}` unset: no state file
+
 
 def validate_events(config) -> None:
     """Cross-checks between `events` and `databases` (the lead calls this after loading).

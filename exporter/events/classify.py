@@ -83,6 +83,11 @@ _TABLE_IN_TEXT = re.compile(r'(?:relation|table) \\?"([^"\\]+)\\?"')
 # "Invalid `prisma.locationInventory.update()` invocation": the client's model accessor.
 _INVOCATION = re.compile(r"Invalid `[\w$]+\.(\w+)\.\w+\(\)` invocation")
 _INDEX_SUFFIX = " (index)"
+# Facts are kept (per batch, and in the Resolver's cache) and may come from anyone: cut
+# them to sizes real ones never reach (PostgreSQL names have at most 63 bytes).
+_NAME_CHARS = 128
+_TEXT_CHARS = 1000
+_MAX_COLUMNS = 32
 
 
 class ErrorFacts(NamedTuple):
@@ -130,7 +135,9 @@ def facts_from_error(error: Mapping[str, Any]) -> ErrorFacts:
     constraint, columns = _constraint_from_meta(meta, cause)
     model = _str(meta.get("modelName")) or _str(cause.get("table"))
     invocation = "" if model else first_line(message)
-    return ErrorFacts(code, sqlstate, constraint, columns, model, text, invocation)
+    return ErrorFacts(code and code[:_NAME_CHARS], sqlstate and sqlstate[:_NAME_CHARS],
+                      constraint and constraint[:_NAME_CHARS], columns, model and model[:_NAME_CHARS],
+                      text[:_TEXT_CHARS], invocation)
 
 
 def facts_from_text(message: str, target: str | None = None) -> ErrorFacts:
@@ -138,7 +145,8 @@ def facts_from_text(message: str, target: str | None = None) -> ErrorFacts:
     or the text after `prisma:error`. The database text is in the last non-empty line."""
     # "item.create" -> "item"; a raw query's target ("$executeRaw") names no model.
     model = target.partition(".")[0] if target and "." in target and not target.startswith("$") else None
-    return ErrorFacts(None, None, None, (), model, last_line(message), first_line(message))
+    return ErrorFacts(None, None, None, (), model and model[:_NAME_CHARS], last_line(message)[:_TEXT_CHARS],
+                      first_line(message))
 
 
 def _constraint_from_meta(meta: Mapping, cause: Mapping) -> tuple[str | None, tuple[str, ...]]:
@@ -162,11 +170,11 @@ def _constraint_from_meta(meta: Mapping, cause: Mapping) -> tuple[str | None, tu
 def last_line(message: str) -> str:
     """Prisma messages begin with "\\nInvalid `...` invocation" and a code frame; the
     database text is the last non-empty line."""
-    return message.rstrip().rpartition("\n")[2].strip()
+    return message.rstrip().rpartition("\n")[2].strip()[:_TEXT_CHARS]
 
 
 def first_line(message: str) -> str:
-    return message.lstrip().partition("\n")[0][:300]
+    return message.lstrip()[:_TEXT_CHARS].partition("\n")[0]
 
 
 def constraint_in_text(text: str) -> tuple[str | None, tuple[str, ...]]:
@@ -201,7 +209,8 @@ def _str(value: Any) -> str | None:
 def _columns(value: Any) -> tuple[str, ...]:
     if type(value) is not list:
         return ()
-    return tuple(c.strip().strip('"`') for c in value if isinstance(c, str) and c.strip().strip('"`'))
+    return tuple(c.strip().strip('"`')[:_NAME_CHARS] for c in value[:_MAX_COLUMNS]
+                 if isinstance(c, str) and c.strip().strip('"`'))
 
 
 def complete(facts: ErrorFacts) -> ErrorFacts:

@@ -1,10 +1,11 @@
 """WSGI app for POST /events: where a log shipper sends the app's log lines.
 
-The body is one JSON object, a JSON array (of objects or of log-line strings), or
-newline-delimited lines (`Content-Type: application/x-ndjson`, or any body that is not
-one JSON document), optionally gzip-encoded. Each record is counted on its own: a bad
-line is rejected with a reason and the good lines of the same body still count. Error
-messages never contain the input (docs/events.md, "HTTP API").
+The body is one JSON object, a JSON array (of objects or of log-line strings),
+newline-delimited JSON (`Content-Type: application/x-ndjson`, or any body that is not
+one JSON document), or a raw log (`text/plain`: read like a followed file), optionally
+gzip-encoded. Each record is counted on its own: a bad line is rejected with a reason
+and the good lines of the same body still count. Error messages never contain the
+input (docs/events.md, "HTTP API").
 """
 
 from __future__ import annotations
@@ -13,21 +14,30 @@ import gzip
 import hmac
 import io
 import json
+import threading
 import zlib
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 from urllib.parse import parse_qs
 
 from exporter.config.events import HttpEventsConfig
 from exporter.events.counters import Tally
 from exporter.events.parse import (
-    BAD_ENCODING, BAD_REQUEST, BODY_TOO_LARGE, LINE_TOO_LONG, UNAUTHORIZED, LineParser, Rejected,
-    outcome_of_value,
+    BAD_ENCODING, BAD_REQUEST, BODY_TOO_LARGE, BUSY, INVALID_JSON, LINE_TOO_LONG, UNAUTHORIZED, LineParser,
+    Rejected, load_json, outcome_of_value,
 )
 
 SOURCE = "http"
-_NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines",
-                 "application/jsonlines", "text/plain")
+_NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/jsonlines")
+_TEXT = "text/plain"
 _MAX_ERRORS_SHOWN = 20
+# Bodies read and counted at once: with the GIL more would not be faster, and each one
+# holds up to max_body_bytes (and its decoded text for a large array): this bounds memory.
+_CONCURRENT_BODIES = 1
+# Arrays up to this size are parsed at once (fast); larger ones element by element.
+_WHOLE_ARRAY_BYTES = 1 << 20
+_DECODER = json.JSONDecoder()
+_INVALID_JSON = Rejected(INVALID_JSON)
+_WAIT_FOR_TURN = 30.0
 _MAX_DISCARD = 64 << 20
 
 
@@ -48,19 +58,31 @@ class EventsApp:
         self.default_database = default_database
         self.sink = sink
         self._expected_auth = f"Bearer {config.token}".encode() if config.token else None
+        self._turns = threading.BoundedSemaphore(_CONCURRENT_BODIES)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
             return _respond(start_response, "405 Method Not Allowed",
                             {"error": "use POST to send events"}, [("Allow", "POST")])
+        body_read = False
         try:
             self._authorize(environ)
             database = self._database(environ)
-            body = self._body(environ)
+            if not self._turns.acquire(timeout=_WAIT_FOR_TURN):
+                raise _Refused("503 Service Unavailable", BUSY, "too many bodies at once: retry later",
+                               [("Retry-After", "5")])
+            try:
+                body_read = True
+                body = self._body(environ)
+                tally, errors = self._count(body, environ.get("CONTENT_TYPE", ""))
+                del body
+            finally:
+                self._turns.release()
         except _Refused as refused:
+            if not body_read:  # so the client reads our answer, not a reset connection
+                _discard(environ["wsgi.input"], min(_length(environ), self.config.max_body_bytes))
             self.sink.reject(SOURCE, refused.reason)
             return _respond(start_response, refused.status, {"error": refused.message}, refused.headers)
-        tally, errors = self._count(body, environ.get("CONTENT_TYPE", ""))
         self.sink.merge(SOURCE, database, tally)
         return self._answer(start_response, tally, errors)
 
@@ -88,10 +110,9 @@ class EventsApp:
         limit = self.config.max_body_bytes
         too_large = _Refused("413 Content Too Large", BODY_TOO_LARGE,
                              f"request body exceeds the limit of {limit} bytes (events.http.max_body_bytes)")
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
-        except ValueError:
-            raise _Refused("411 Length Required", BAD_REQUEST, "a Content-Length header is required") from None
+        length = _length(environ)
+        if length < 0:
+            raise _Refused("411 Length Required", BAD_REQUEST, "a Content-Length header is required")
         if length > limit:
             _discard(environ["wsgi.input"], length)
             raise too_large
@@ -122,16 +143,23 @@ class EventsApp:
             if type(outcome) is Rejected and len(errors) < _MAX_ERRORS_SHOWN:
                 errors.append({"record": position, "reason": outcome.reason})
 
-        if not content_type.split(";")[0].strip().lower() in _NDJSON_TYPES:
-            document = _json_document(body)
-            if document is not None:
-                for position, value in enumerate(document, 1):
-                    emit(outcome_of_value(value))
+        media_type = content_type.split(";")[0].strip().lower()
+        if media_type not in _NDJSON_TYPES:
+            records = _json_records(body)
+            if records is not None:
+                try:
+                    for position, value in enumerate(records, 1):
+                        emit(outcome_of_value(value))
+                except (ValueError, RecursionError):  # a large array broken part-way: the rest is lost
+                    position += 1
+                    emit(_INVALID_JSON)
                 return tally, errors
-        parser = LineParser(emit, json_only=True)
-        max_line = self.max_line_bytes
-        for position, line in enumerate(body.split(b"\n"), 1):
-            if len(line) > max_line:
+        # text/plain (also what a request without Content-Type gets) may be a raw log, as
+        # in a followed file: plain text lines are ignored there, not rejected.
+        parser = LineParser(emit, json_only=media_type != _TEXT)
+        limit = self.max_line_bytes
+        for position, line in enumerate(io.BytesIO(body), 1):  # lazily: no list of all lines
+            if len(line) > limit and len(line.rstrip(b"\r\n")) > limit:
                 parser.flush()
                 emit(Rejected(LINE_TOO_LONG))
             else:
@@ -155,13 +183,53 @@ class EventsApp:
         return _respond(start_response, "200 OK", answer)
 
 
-def _json_document(body: bytes) -> list | None:
-    """The body as one JSON document -> its records; None when it is not one (NDJSON)."""
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
+def _json_records(body: bytes) -> Iterable | None:
+    """The body as one JSON document -> its records (an array's elements, or the one
+    object); None when it is not one document (NDJSON)."""
+    start = body[:64].lstrip()[:1]
+    if start == b"[" and len(body) > _WHOLE_ARRAY_BYTES:
+        try:
+            return _array_elements(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+    if start not in (b"[", b"{"):
         return None
+    try:
+        value = load_json(body)
+    except (ValueError, RecursionError):
+        if start != b"[":
+            return None  # NDJSON, or a broken object: read line by line
+        try:
+            return _array_elements(body.decode("utf-8"))  # counts the elements before the break
+        except UnicodeDecodeError:
+            return None
     return value if isinstance(value, list) else [value]
+
+
+def _array_elements(text: str) -> Iterator:
+    """A JSON array's elements one at a time: memory for one element, not for all of
+    them (a large array of small objects is several times its size as Python objects).
+    Raises ValueError where the array stops being JSON, after the good elements."""
+    decode = _DECODER.raw_decode
+    at = _skip_space(text, text.index("[") + 1)
+    if text.startswith("]", at):
+        return
+    while True:
+        value, at = decode(text, at)
+        yield value
+        at = _skip_space(text, at)
+        if text.startswith(",", at):
+            at = _skip_space(text, at + 1)
+        elif text.startswith("]", at):
+            return
+        else:
+            raise ValueError("expected , or ] in the array")
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
 
 
 def _read_exactly(stream, length: int) -> bytes:
@@ -173,6 +241,14 @@ def _read_exactly(stream, length: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+def _length(environ: dict) -> int:
+    """Content-Length, or -1 when there is none (or it is not a number)."""
+    try:
+        return max(-1, int(environ.get("CONTENT_LENGTH") or ""))
+    except ValueError:
+        return -1
 
 
 def _discard(stream, length: int) -> None:

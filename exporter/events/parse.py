@@ -43,8 +43,9 @@ BODY_TOO_LARGE = "body_too_large"
 BAD_ENCODING = "bad_encoding"
 BAD_REQUEST = "bad_request"
 UNAUTHORIZED = "unauthorized"
+BUSY = "busy"
 REASONS = (INVALID_JSON, INVALID_UTF8, NOT_OBJECT, LINE_TOO_LONG, PARTIAL_LINE, BODY_TOO_LARGE,
-           BAD_ENCODING, BAD_REQUEST, UNAUTHORIZED)
+           BAD_ENCODING, BAD_REQUEST, UNAUTHORIZED, BUSY)
 
 
 class Rejected(NamedTuple):

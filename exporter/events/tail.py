@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20  # bytes read (and merged into the counters) at a time
 _FAIR_SHARE = 8 * CHUNK  # per file per round, so one busy file cannot starve the others
 _MIN_COPY_HEAD = 64  # a copy is recognised by at least this many identical first bytes
+_TAIL_BYTES = 256  # ... and by the bytes before the offset the original was read to
 _NEWLINE_SEARCH = 1 << 16  # how far back "start at end" looks for the last complete line
 _IDLE_FLUSH = 1.0  # seconds without growth that end a multi-line prisma:error message
 
@@ -60,12 +61,14 @@ class FollowedFile:
         self.skipping = False  # inside a line longer than the limit: dropping it
         self.size = -1
         self.head = os.pread(fd, HEAD_BYTES, 0)
+        self.tail = b""  # the bytes just before `offset`: with `head`, what a copy must match
         self.parser = parser
         self.last_growth = now
         self.unmatched_since: float | None = None
         # Set while this file looks like a copy of a followed one (copytruncate copies,
         # then truncates): it is read only once the original is truncated.
         self.copy_of: tuple[int, int] | None = None
+        self.opened_at = now
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -84,36 +87,38 @@ class FileSource:
         self.max_line_bytes = max_line_bytes
         self.rotate_wait = rotate_wait
         self.files: dict[tuple[int, int], FollowedFile] = {}
-        # (first bytes, offset) of files truncated or closed lately: a copy of one of
-        # them that shows up later (copytruncate) is read from where it was left.
-        self._history: deque[tuple[bytes, int]] = deque(maxlen=32)
+        # (head, offset, tail) of files truncated lately: a copy of one of them that shows
+        # up later (copytruncate) is read from where the original was left.
+        self._truncated: deque[tuple[bytes, int, bytes]] = deque(maxlen=32)
         self._tally = Tally()
 
     # -- discovery ---------------------------------------------------------------------------
     def scan(self, now: float, saved: dict[tuple[int, int], FileState] | None, start_at_end: bool) -> None:
         """Match the glob; open new files; note the files the glob no longer points to.
         `saved` is given on the first scan after start (None later)."""
-        matched = set()
+        found = []
         for path in sorted(glob.glob(self.spec.pattern)):
             try:
                 st = os.stat(path)
             except OSError:
                 continue
-            if not S_ISREG(st.st_mode):
-                continue
-            identity = (st.st_dev, st.st_ino)
-            matched.add(identity)
-            followed = self.files.get(identity)
+            if S_ISREG(st.st_mode):
+                found.append((path, st))
+        matched = {(st.st_dev, st.st_ino) for _, st in found}
+        for identity, followed in self.files.items():
+            if identity not in matched:
+                if followed.unmatched_since is None:
+                    followed.unmatched_since = now
+            else:
+                followed.unmatched_since = None
+        for path, st in found:
+            followed = self.files.get((st.st_dev, st.st_ino))
             if followed is not None:
                 followed.path = path  # renamed to another matching name: same file, same offset
-                followed.unmatched_since = None
                 continue
             opened = self._open(path, st, now, saved, start_at_end)
             if opened is not None:
-                self.files[identity] = opened
-        for identity, followed in self.files.items():
-            if identity not in matched and followed.unmatched_since is None:
-                followed.unmatched_since = now
+                self.files[opened.identity] = opened
 
     def _open(self, path: str, st: os.stat_result, now: float,
               saved: dict[tuple[int, int], FileState] | None, start_at_end: bool) -> FollowedFile | None:
@@ -139,12 +144,14 @@ class FileSource:
                 return 0  # appeared (or was replaced) while the exporter was down
             return _last_line_end(followed.fd, st.st_size)
         for original in self.files.values():
-            if _same_beginning(original.head, followed.head):
+            # copytruncate leaves the original where it was: one rotated away or deleted
+            # is not copied (a new file with its content is a new file).
+            if original.unmatched_since is None and _is_copy(followed, st.st_size, original.head, original.offset, original.tail):
                 followed.copy_of = original.identity
-                return min(original.offset, st.st_size)
-        for head, offset in reversed(self._history):  # the original was truncated already
-            if _same_beginning(head, followed.head):
-                return min(offset, st.st_size)
+                return original.offset
+        for head, offset, tail in reversed(self._truncated):  # the original was truncated already
+            if _is_copy(followed, st.st_size, head, offset, tail):
+                return offset
         return 0
 
     # -- reading -----------------------------------------------------------------------------
@@ -169,21 +176,15 @@ class FileSource:
         return more
 
     def _still_a_copy(self, copy: FollowedFile, now: float) -> bool:
-        """A copy waits for its original's truncation, which releases it (see
-        _restart_truncated). An original gone releases it as is; a copy still
-        untouched after rotate_wait is a plain backup: its content was counted from the
-        original, so only what is appended to it later is read."""
-        if copy.copy_of not in self.files:
-            copy.copy_of = None
-            return False
-        size = os.fstat(copy.fd).st_size
-        if size != copy.size:
-            copy.size, copy.last_growth = size, now
-            return True
-        if now - copy.last_growth < self.rotate_wait:
+        """A copy waits for its original's truncation, which releases it where the
+        original was left (_restart_truncated). If the original is not truncated within
+        rotate_wait, or goes away, the copy is a plain backup: its content was counted
+        from the original, so only what is appended to it later is read."""
+        if copy.copy_of in self.files and now - copy.opened_at < self.rotate_wait:
             return True
         copy.copy_of = None
-        copy.offset = copy.read_pos = size
+        copy.offset = copy.read_pos = copy.size = os.fstat(copy.fd).st_size
+        copy.tail = b""
         return False
 
     def _read_file(self, followed: FollowedFile, now: float, stop: threading.Event) -> bool:
@@ -217,7 +218,7 @@ class FileSource:
 
     def _restart_truncated(self, followed: FollowedFile) -> None:
         log.info("%s was truncated or rewritten: reading it from the beginning", followed.path)
-        self._history.append((followed.head, followed.offset))
+        self._truncated.append((followed.head, followed.offset, followed.tail))
         for copy in self.files.values():
             if copy.copy_of == followed.identity:  # copytruncate: read what the original lost
                 copy.copy_of = None
@@ -229,6 +230,7 @@ class FileSource:
         followed.skipping = False
         followed.offset = followed.read_pos = 0
         followed.head = os.pread(followed.fd, HEAD_BYTES, 0)
+        followed.tail = b""
 
     def _consume(self, followed: FollowedFile, chunk: bytes) -> None:
         chunk_start = followed.read_pos
@@ -237,14 +239,15 @@ class FileSource:
         if last_newline < 0:
             self._extend_partial(followed, chunk)
             return
+        end = last_newline + 1
+        carried = b"" if followed.skipping else bytes(followed.partial)  # the first line's start
+        before = b"" if followed.skipping else followed.tail + carried  # what precedes this chunk
         lines = chunk[:last_newline].split(b"\n")
-        first = lines[0]
         if followed.skipping:
             followed.skipping = False
-            lines = lines[1:]
-        elif followed.partial:
-            followed.partial += first
-            lines[0] = bytes(followed.partial)
+            del lines[0]  # the end of an over-long line, already rejected
+        elif carried:
+            lines[0] = carried + lines[0]
         followed.partial.clear()
         feed, limit = followed.parser.feed, self.max_line_bytes
         for line in lines:
@@ -252,8 +255,9 @@ class FileSource:
                 self._tally.add(Rejected(LINE_TOO_LONG))
             else:
                 feed(line)
-        followed.offset = chunk_start + last_newline + 1
-        self._extend_partial(followed, chunk[last_newline + 1:])
+        followed.offset = chunk_start + end
+        followed.tail = (before[-_TAIL_BYTES:] + chunk[max(0, end - _TAIL_BYTES):end])[-_TAIL_BYTES:]
+        self._extend_partial(followed, chunk[end:])
 
     def _extend_partial(self, followed: FollowedFile, data: bytes) -> None:
         if followed.skipping or not data:
@@ -272,7 +276,6 @@ class FileSource:
             followed.offset += len(followed.partial)
         followed.partial.clear()
         followed.parser.flush()
-        self._history.append((followed.head, followed.offset))
         followed.close()
         del self.files[followed.identity]
         log.info("stopped following %s (rotated away or deleted)", followed.path)
@@ -323,6 +326,9 @@ class Followers:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # mid-read: leave its files to it (a daemon thread)
+                log.warning("the file followers did not stop within %.1f s", timeout)
+                return
             self._thread = None
         for source in self.sources:
             source.flush()
@@ -376,9 +382,14 @@ class Followers:
             self._last_saved = entries
 
 
-def _same_beginning(a: bytes, b: bytes) -> bool:
-    n = min(len(a), len(b))
-    return n >= _MIN_COPY_HEAD and a[:n] == b[:n]
+def _is_copy(new: FollowedFile, new_size: int, head: bytes, offset: int, tail: bytes) -> bool:
+    """`new` holds the same bytes as the original at its beginning and just before where
+    the original was left: it is a copy (two app instances' logs with the same banner
+    are not)."""
+    n = min(len(head), len(new.head))
+    if n < _MIN_COPY_HEAD or head[:n] != new.head[:n] or new_size < offset:
+        return False
+    return not tail or os.pread(new.fd, len(tail), offset - len(tail)) == tail
 
 
 def _same_head(fd: int, entry: FileState) -> bool:
