@@ -32,7 +32,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     setup_logging(config.exporter.log_format, config.exporter.log_level)
     setup_sentry(config.exporter.sentry_dsn)
-    Daemon(config, args.listen).run_forever()
+    # SIGHUP reads the file again, through the same checks as at start.
+    Daemon(config, args.listen, load=lambda: _load(args.config)).run_forever()
     return 0
 
 

@@ -1,4 +1,9 @@
-"""Database access: one bounded, read-only connection pool per monitored database.
+"""Database access: short read-only sessions, one per poll, under a global connection cap.
+
+A poll opens its session, reads, and closes it: no connection is held between polls, so
+50 databases cost nothing while idle and a restarted server is simply connected to
+again. `ConnectionBudget` caps the sessions open at once across all databases
+(exporter.max_connections).
 
 Every session the exporter opens on a monitored database is:
 - read-only (`default_transaction_read_only`): a write attempted by any query fails in
@@ -7,13 +12,20 @@ Every session the exporter opens on a monitored database is:
   a poll (vacuum is never held back) and no lock outlives the statement that took it;
 - bounded by `statement_timeout` and `lock_timeout`: a query never waits long behind a
   migration's lock (the waiting itself would queue the app behind the migration);
-- named `application_name = venzory-db-exporter`, so a DBA sees who it is.
+- named `application_name = venzory-db-exporter`, so a DBA sees who it is;
+- bounded on the client side too: a statement the server has not answered within its
+  statement_timeout plus connect_timeout is abandoned (`NoAnswer`). statement_timeout is
+  enforced by the server, so it cannot end a wait when the network or a proxy in between
+  silently drops the traffic; TCP keepalives cannot either when a hung proxy still
+  acknowledges packets.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +33,6 @@ from typing import Iterator
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from exporter.config import DatabaseConfig
 
@@ -30,8 +41,37 @@ APPLICATION_NAME = "venzory-db-exporter"
 log = logging.getLogger(__name__)
 
 
+# Why a poll found its database down: the `reason` label of venzory_db_down_reason.
+CONNECT_TIMEOUT = "connect_timeout"  # no session within connect_timeout (host or network silent)
+TOO_MANY_CONNECTIONS = "too_many_connections"  # the server refused: its connection slots are full
+CONNECT_FAILED = "connect_failed"  # any other refusal: server down, authentication, no such database
+NO_ANSWER = "no_answer"  # connected, then the server stopped answering (see Session)
+CONNECTION_LOST = "connection_lost"  # the session broke during the poll (server killed, restarted)
+EXPORTER_LIMIT = "exporter_connection_limit"  # exporter.max_connections sessions were open already
+ERROR = "error"  # an unexpected failure of the exporter itself (logged with its traceback)
+DOWN_REASONS = (CONNECT_TIMEOUT, TOO_MANY_CONNECTIONS, CONNECT_FAILED, NO_ANSWER, CONNECTION_LOST, EXPORTER_LIMIT, ERROR)
+
+# What the server says when its slots are full: "sorry, too many clients already",
+# "remaining connection slots are reserved for ..." (SQLSTATE 53300, which libpq does not
+# hand over for a failed connection attempt, so the English text is all there is).
+_SLOTS_FULL = ("too many clients", "connection slots are reserved", "too many connections")
+
+
 class DatabaseDown(Exception):
-    """The database could not be reached (connect, pool or connection-level failure)."""
+    """The database could not be reached (connect or connection-level failure)."""
+
+    def __init__(self, message: str, reason: str = CONNECT_FAILED):
+        super().__init__(message)
+        self.reason = reason
+
+
+class NoAnswer(DatabaseDown):
+    def __init__(self, seconds: float):
+        super().__init__(
+            f"no answer from the server within {seconds:.0f}s (statement_timeout + connect_timeout): "
+            "the network or a proxy is dropping the traffic, or the server hangs; session abandoned",
+            NO_ANSWER,
+        )
 
 
 def redact_dsn(dsn: str) -> str:
@@ -64,59 +104,188 @@ def session_options(config: DatabaseConfig) -> dict[str, object]:
     options = " ".join([user_options, *(f"-c {k}={v}" for k, v in settings.items())]).strip()
     return {
         "application_name": APPLICATION_NAME,
+        # libpq (and psycopg) wait at least 2 s, whatever is asked.
         "connect_timeout": max(1, round(config.connect_timeout)),
         "options": options,
         "autocommit": True,
-        # Dead peers are noticed by the kernel instead of hanging a poll forever.
+        # Dead peers are noticed by the kernel instead of hanging a poll forever: an idle
+        # session after 10 + 3 x 5 s of silence, and one with data sent but not
+        # acknowledged (packets dropped) after the same 25 s (Linux TCP_USER_TIMEOUT).
         "keepalives": 1,
         "keepalives_idle": 10,
         "keepalives_interval": 5,
         "keepalives_count": 3,
+        "tcp_user_timeout": 25_000,
     }
 
 
-class Database:
-    """The pool of one monitored database. Connections are opened lazily and checked
-    before use, so a restarted server is reconnected to without restarting the exporter."""
+class Session(psycopg.Connection):
+    """A session that abandons a statement the server has not answered in time, and that
+    another thread can break off at once (`interrupt`, used at shutdown and reload).
 
-    def __init__(self, config: DatabaseConfig):
+    The server cancels a statement at statement_timeout; if its answer has still not
+    arrived `grace` seconds later, it never will: psycopg's wait gets a deadline, the
+    session is closed and the poll ends with `NoAnswer`.
+    """
+
+    statement_timeout: float = 30.0
+    grace: float = 5.0
+    _socket: socket.socket | None = None
+
+    @classmethod
+    def open(cls, config: DatabaseConfig) -> "Session":
+        try:
+            session = cls.connect(config.dsn, **session_options(config))
+        except psycopg.errors.ConnectionTimeout as e:
+            raise DatabaseDown(f"no connection within connect_timeout: {e}", CONNECT_TIMEOUT) from None
+        except psycopg.OperationalError as e:
+            message = str(e).strip()
+            slots_full = any(text in message for text in _SLOTS_FULL)
+            raise DatabaseDown(message, TOO_MANY_CONNECTIONS if slots_full else CONNECT_FAILED) from None
+        session.statement_timeout, session.grace = config.statement_timeout, config.connect_timeout
+        # Our own handle on the socket: shutting it down from another thread wakes a
+        # thread blocked reading it, whatever the network does.
+        session._socket = socket.socket(fileno=os.dup(session.pgconn.socket))
+        return session
+
+    def wait(self, gen, interval: float = 0.1, timeout: float | None = None):
+        deadline = self.statement_timeout + self.grace
+        try:
+            return super().wait(gen, interval, timeout if timeout is not None else deadline)
+        except psycopg.errors._WaitTimeout:  # documented by Connection.wait (psycopg >= 3.3)
+            if timeout is not None:
+                raise
+            self.close()
+            raise NoAnswer(deadline) from None
+
+    def interrupt(self) -> None:
+        """Break the session off now: ask the server to cancel what runs (in the
+        background: the network may be what is broken) and shut the socket, so a thread
+        waiting on it fails at once."""
+        try:
+            cancel = self.pgconn.get_cancel()
+            threading.Thread(target=cancel.cancel, name="cancel", daemon=True).start()
+        except psycopg.Error:
+            pass  # already closed
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        super().close()
+        if self._socket is not None:
+            self._socket.close()
+
+
+@contextlib.contextmanager
+def statement_timeout(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
+    """Statements inside run with their own statement_timeout (a check's `timeout`): SET
+    LOCAL in a short transaction, so the session's own setting comes back by itself."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(round(seconds * 1000))])
+        if not isinstance(conn, Session):
+            yield
+            return
+        default, conn.statement_timeout = conn.statement_timeout, seconds  # the client-side deadline follows
+        try:
+            yield
+        finally:
+            conn.statement_timeout = default
+
+
+class ConnectionBudget:
+    """At most `limit` sessions open at once to all monitored databases together
+    (exporter.max_connections): a hard bound a DBA can count on, whatever the number of
+    databases. Resized in place on a config reload, so sessions of the old config count."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_use = 0
+        self._changed = threading.Condition()
+
+    def resize(self, limit: int) -> None:
+        with self._changed:
+            self.limit = limit
+            self._changed.notify_all()
+
+    def take(self, wait: float) -> bool:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.in_use < self.limit, timeout=wait):
+                return False
+            self.in_use += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._changed:
+            self.in_use -= 1
+            self._changed.notify()
+
+
+class Database:
+    """Sessions to one monitored database: at most `pool_size` at once (the poll's and,
+    while a query runs, its lock watcher's), each counted in the shared budget."""
+
+    def __init__(self, config: DatabaseConfig, budget: ConnectionBudget | None = None):
         self.config = config
-        self.pool = ConnectionPool(
-            conninfo=config.dsn,
-            kwargs=session_options(config),
-            min_size=0,
-            max_size=config.pool_size,
-            open=False,
-            timeout=config.connect_timeout + 1,
-            check=ConnectionPool.check_connection,
-            name=config.name,
-        )
-        self._opened = False
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._open: set[Session] = set()
+        self._closed = False
 
     @property
     def name(self) -> str:
         return self.config.name
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        if not self._opened:
-            self.pool.open(wait=False)
-            self._opened = True
+    def connection(self, *, extra: bool = False) -> Iterator[Session]:
+        """A new session, closed on exit. `extra` (the lock watcher's): only if a slot is
+        free right now, else DatabaseDown - the caller does without."""
+        with self._lock:
+            if self._closed:
+                raise DatabaseDown(f"{self.name}: the exporter is stopping or reloading", ERROR)
+            if extra and len(self._open) >= self.config.pool_size:
+                raise DatabaseDown(f"{self.name}: pool_size ({self.config.pool_size}) sessions open already", EXPORTER_LIMIT)
+        # A poll waits for a slot no longer than it would wait for a connection.
+        if self.budget and not self.budget.take(0 if extra else self.config.connect_timeout):
+            raise DatabaseDown(
+                f"exporter.max_connections ({self.budget.limit}) sessions are open already", EXPORTER_LIMIT
+            )
         try:
-            with self.pool.connection() as conn:
-                yield conn
-        except PoolTimeout as e:
-            raise DatabaseDown(f"no connection within {self.pool.timeout:.0f}s: {e}") from None
+            session = Session.open(self.config)
+            with self._lock:
+                self._open.add(session)
+                interrupted = self._closed
+            try:
+                if interrupted:
+                    session.interrupt()
+                yield session
+            finally:
+                with self._lock:
+                    self._open.discard(session)
+                session.close()
+        finally:
+            if self.budget:
+                self.budget.give_back()
 
     def close(self) -> None:
-        if self._opened:
-            self.pool.close(timeout=2)
-            self._opened = False
+        """No new sessions; the open ones are broken off at once (shutdown, reload)."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._open)
+        for session in sessions:
+            session.interrupt()
+
+
+def down_reason(error: BaseException) -> str:
+    """The `reason` label for a poll that failed with `error`."""
+    if isinstance(error, DatabaseDown):
+        return error.reason
+    return CONNECTION_LOST if is_connection_error(error) else ERROR
 
 
 def is_connection_error(error: BaseException) -> bool:
     """True when the error says the connection (not the query) failed."""
-    if isinstance(error, (DatabaseDown, PoolTimeout)):
+    if isinstance(error, DatabaseDown):
         return True
     if isinstance(error, psycopg.OperationalError) and not isinstance(
         error, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
@@ -164,7 +333,7 @@ class LockWatch:
         pid = conn.info.backend_pid
         blocked_since = None
         try:
-            with self.database.pool.connection(timeout=self.interval * 5) as watcher:
+            with self.database.connection(extra=True) as watcher:
                 while not done.is_set():
                     waiting = watcher.execute(
                         "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [pid]

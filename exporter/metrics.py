@@ -39,9 +39,12 @@ def families_for(result: PollResult) -> list[Metric]:
     full.add_metric([db], 1 if result.full_scan else 0)
     families = [up, last, duration, full]
     if not result.up:
+        reason = _gauge("venzory_db_down_reason", "1 for the reason the last poll found the database down "
+                        "(absent while it is up).", ["database", "reason"])
+        reason.add_metric([db, result.down_reason or "error"], 1)
         # No stale values: while the database is down its data series are absent,
         # and the check and constraint series say nothing rather than something old.
-        return families
+        return families + [reason]
 
     violations = _gauge(
         "venzory_db_check_violations",
@@ -150,7 +153,8 @@ class Store(Collector):
     """The latest poll of each database with its metric families, and the poll counters.
 
     Written by the scheduler's threads, read by scrapes and /readyz: replacing one dict
-    entry under a lock is all the coordination needed.
+    entry under a lock is all the coordination needed. It outlives config reloads, so
+    the counters are never reset by one.
     """
 
     def __init__(self, databases: Iterable[str]):
@@ -159,11 +163,23 @@ class Store(Collector):
         self._latest: dict[str, tuple[PollResult, list[Metric]]] = {}
         self._merged: list[Metric] = []
         self._skipped = {name: 0 for name in self.databases}
+        self._was_ready = False
 
     def put(self, result: PollResult) -> None:
         entry = (result, families_for(result))
         with self._lock:
+            if result.database not in self.databases:
+                return  # a database a reload removed
             self._latest[result.database] = entry
+            self._merged = _merge(families for _, families in self._latest.values())
+
+    def set_databases(self, databases: Iterable[str]) -> None:
+        """After a reload: the series of removed databases go, the others stay as they are
+        until their next poll, and the counters of the databases kept keep counting."""
+        with self._lock:
+            self.databases = list(databases)
+            self._latest = {name: entry for name, entry in self._latest.items() if name in self.databases}
+            self._skipped = {name: self._skipped.get(name, 0) for name in self.databases}
             self._merged = _merge(families for _, families in self._latest.values())
 
     def latest(self, database: str) -> PollResult | None:
@@ -176,8 +192,11 @@ class Store(Collector):
             self._skipped[database] = self._skipped.get(database, 0) + 1
 
     def ready(self) -> bool:
+        """Every database has completed a poll (up or down). Once ready, a reload does not
+        make it unready: a database it adds shows in /metrics after its first poll."""
         with self._lock:
-            return all(name in self._latest for name in self.databases)
+            self._was_ready = self._was_ready or all(name in self._latest for name in self.databases)
+            return self._was_ready
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from exporter.checks.constraints import ConstraintResult, check_constraints, expected_constraints
 from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
-from exporter.db import Database, LockWatch, is_connection_error
+from exporter.db import ERROR, ConnectionBudget, Database, LockWatch, down_reason, is_connection_error
 from exporter.migrations.monitor import MigrationsMonitor, MigrationsResult
 from exporter.schema.catalog import introspect
 from exporter.schema.model import Schema
@@ -33,6 +33,7 @@ class PollResult:
     constraints: tuple[ConstraintResult, ...] = ()
     migrations: MigrationsResult | None = None  # None when the database has no migrations feature
     schema: Schema | None = field(default=None, repr=False, compare=False)
+    down_reason: str | None = None  # why the database is down: one of exporter.db.DOWN_REASONS
 
     @property
     def finished_at(self) -> float:
@@ -53,12 +54,12 @@ class PollResult:
 
 
 class Poller:
-    """Polls one database. Keeps only what must survive between polls: the pool and the
-    time of the last full scan."""
+    """Polls one database. Keeps only what must survive between polls: the time of the
+    last full scan (each poll opens and closes its own session)."""
 
-    def __init__(self, config: Config, database: DatabaseConfig):
+    def __init__(self, config: Config, database: DatabaseConfig, budget: ConnectionBudget | None = None):
         self.config = config
-        self.database = Database(database)
+        self.database = Database(database, budget)
         self.lock_watch = LockWatch(self.database, database.yield_to_locks_after)
         self.checks = config.checks_for(database)
         self.last_full_scan: float | None = None
@@ -82,11 +83,13 @@ class Poller:
                 checks = run_checks(conn, self.checks, schema, use_guards=not full, watch=self.lock_watch)
                 migrations = self.migrations.assess(conn, schema) if self.migrations else None
         except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
-            if not is_connection_error(e):
+            reason = down_reason(e)
+            if reason == ERROR and not is_connection_error(e):
                 log.exception("poll of %s failed unexpectedly", self.name)
             else:
-                log.warning("database %s is down: %s", self.name, e)
-            return PollResult(self.name, False, started, time.monotonic() - clock, full, str(e).strip())
+                log.warning("database %s is down (%s): %s", self.name, reason, str(e).strip())
+            return PollResult(self.name, False, started, time.monotonic() - clock, full, str(e).strip(),
+                              down_reason=reason)
         if full:
             self.last_full_scan = started
         expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
@@ -96,4 +99,5 @@ class Poller:
         )
 
     def close(self) -> None:
+        """Stop polling: a poll in flight is broken off at once (shutdown, reload)."""
         self.database.close()

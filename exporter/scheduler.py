@@ -6,11 +6,14 @@
   plus a little jitter.
 - `max_instances=1`: a database is never polled twice at the same time; a poll due while
   the previous one still runs is skipped and counted, not queued (`coalesce`).
+- After `stop()` no result is delivered: a poll broken off by a shutdown or a reload
+  would otherwise report its database down.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -35,13 +38,25 @@ class PollScheduler:
             timezone=timezone.utc,
         )
         self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._stopped = False
+        self._running = 0
+        self._idle = threading.Condition()
 
     def _skipped(self, event: JobEvent) -> None:
         log.warning("poll of %s skipped: the previous poll is still running", event.job_id)
         self._on_skipped(event.job_id)
 
     def _run(self, poller: Poller) -> None:
-        self._on_result(poller.poll())
+        with self._idle:
+            self._running += 1
+        try:
+            result = poller.poll()
+            if not self._stopped:
+                self._on_result(result)
+        finally:
+            with self._idle:
+                self._running -= 1
+                self._idle.notify_all()
 
     def start(self) -> None:
         now = datetime.now(timezone.utc)
@@ -56,6 +71,11 @@ class PollScheduler:
         self._scheduler.start()
 
     def stop(self) -> None:
-        # Running polls are bounded by their statement timeouts; do not wait for them here,
-        # shutdown must stay within a few seconds.
+        # Do not wait for running polls here: the caller breaks them off (Poller.close).
+        self._stopped = True
         self._scheduler.shutdown(wait=False)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no poll is running (within `timeout` seconds)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout=timeout)

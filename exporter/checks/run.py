@@ -1,5 +1,6 @@
 """Plan and run the checks of one database: guarded ones from the catalog, the rest with
-one query per table (plus one GROUP BY per duplicate key).
+one query per table (plus one GROUP BY per duplicate key, and one query per check that
+has its own `timeout`).
 
 A failure never hides another check: a table query that fails for a reason other than a
 timeout or a lost connection is retried check by check, so each check gets its own status
@@ -18,7 +19,7 @@ import psycopg
 from exporter.checks import duplicate, orphan, row
 from exporter.checks.shape import OwnQuery, TablePass, ident
 from exporter.config import Check, DuplicateCheck, OrphanCheck
-from exporter.db import LockWatch, is_connection_error
+from exporter.db import LockWatch, is_connection_error, statement_timeout
 from exporter.schema.model import Schema
 
 KINDS = {"row": row, "orphan": orphan, "duplicate": duplicate}
@@ -97,8 +98,11 @@ def _message(error: Exception) -> str:
     return (diag and diag.message_primary) or str(error).strip() or type(error).__name__
 
 
-def _query(conn: psycopg.Connection, sql: str, watch: LockWatch | None) -> tuple[tuple, float]:
+def _query(conn: psycopg.Connection, sql: str, watch: LockWatch | None, timeout: float | None = None) -> tuple[tuple, float]:
     started = time.monotonic()
+    if timeout is not None:
+        with statement_timeout(conn, timeout):
+            return _query(conn, sql, watch)[0], time.monotonic() - started
     if watch is None:
         row_ = conn.execute(sql).fetchone()
     else:
@@ -123,9 +127,10 @@ def table_pass_sql(table: str, checks: list[Check]) -> str:
     return f"SELECT {', '.join(counts)} FROM {ident(table)} t {' '.join(joins)}".rstrip()
 
 
-def _run_table(conn: psycopg.Connection, table: str, checks: list[Check], watch: LockWatch | None) -> list[CheckResult]:
+def _run_table(conn: psycopg.Connection, table: str, checks: list[Check], watch: LockWatch | None,
+               timeout: float | None = None) -> list[CheckResult]:
     try:
-        counts, duration = _query(conn, table_pass_sql(table, checks), watch)
+        counts, duration = _query(conn, table_pass_sql(table, checks), watch, timeout)
     except (psycopg.Error, YieldedToLock) as e:
         if is_connection_error(e):
             raise
@@ -139,7 +144,7 @@ def _run_table(conn: psycopg.Connection, table: str, checks: list[Check], watch:
 
 def _run_own(conn: psycopg.Connection, check: Check, probe: OwnQuery, watch: LockWatch | None) -> CheckResult:
     try:
-        (violations, groups), duration = _query(conn, probe.sql, watch)
+        (violations, groups), duration = _query(conn, probe.sql, watch, check.timeout)
     except (psycopg.Error, YieldedToLock) as e:
         if is_connection_error(e):
             raise
@@ -159,6 +164,7 @@ def run_checks(
     session gives way (see LockWatch)."""
     results: dict[str, CheckResult] = {}
     by_table: dict[str, list[Check]] = {}
+    alone: list[Check] = []  # row and orphan checks with their own timeout
     own: list[tuple[Check, OwnQuery]] = []
     ordered = list(checks)
     for check in ordered:
@@ -172,11 +178,15 @@ def run_checks(
             results[check.name] = CheckResult(check, OK, 0, 0 if check.kind == "duplicate" else None, guarded_by)
         elif check.kind == "duplicate":
             own.append((check, kind.probe(check)))
+        elif check.timeout is not None:
+            alone.append(check)
         else:
             by_table.setdefault(check.table, []).append(check)
     for table, table_checks in by_table.items():
         for result in _run_table(conn, table, table_checks, watch):
             results[result.check.name] = result
+    for check in alone:
+        results[check.name] = _run_table(conn, check.table, [check], watch, check.timeout)[0]
     for check, probe in own:
         results[check.name] = _run_own(conn, check, probe, watch)
     return [results[c.name] for c in ordered]

@@ -26,6 +26,9 @@ class _CheckBase(Strict):
     # The constraint the hardened schema uses to guard this check, when one exists.
     # Informational (shown by verify); guarding itself is decided from the live catalog.
     constraint: str | None = None
+    # A check with its own timeout runs in a query of its own with this statement_timeout
+    # (not in its table's shared pass), so it alone fails when it is too slow.
+    timeout: Duration | None = None
 
 
 class RowCheck(_CheckBase):
@@ -98,6 +101,22 @@ class ExporterConfig(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sentry_dsn: str | None = None
     max_concurrent_polls: Annotated[int, Field(ge=1, le=64)] = 4
+    # Hard cap on the sessions open at once to all monitored databases together; default
+    # 2 x max_concurrent_polls (each poll's session, plus its lock watcher's).
+    max_connections: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+    @property
+    def connection_limit(self) -> int:
+        return self.max_connections or 2 * self.max_concurrent_polls
+
+    @model_validator(mode="after")
+    def _a_session_per_poll(self) -> "ExporterConfig":
+        if self.connection_limit < self.max_concurrent_polls:
+            raise ValueError(
+                f"max_connections ({self.max_connections}) must be at least max_concurrent_polls "
+                f"({self.max_concurrent_polls}): every running poll needs a session"
+            )
+        return self
 
     @field_validator("sentry_dsn")
     @classmethod

@@ -32,6 +32,7 @@ _ENVELOPE_KEYS = ("log", "message")
 _MARKER = "prisma:error"
 _MARKER_BYTES = _MARKER.encode()
 _CAUSE_DEPTH = 3
+_KEPT_CHARS = 1000  # of each line of an open multi-line message
 
 # Reasons a line or request is rejected: the `reason` label's values.
 INVALID_JSON = "invalid_json"
@@ -191,7 +192,7 @@ class LineParser:
             self.flush()
             self.emit(_REJECTED[INVALID_UTF8])
             return
-        self._open.append(text)
+        self._open.append(text[:_KEPT_CHARS])  # bounded: 40 lines of up to max_line_bytes
         self.emit(IGNORED)
         # The database text ends the message; a code-frame line ("  52 ...") is the
         # app's own source, so it is not taken for it.

@@ -32,9 +32,12 @@ class EventPipeline:
     """`.collector` (all event metrics), `.wsgi_app` (POST /events), `.start()` /
     `.stop()` (the file followers), `.update_known()` (after a poll learned the schema)."""
 
-    def __init__(self, config: EventsConfig, databases: list[str], known: KnownNames):
+    def __init__(self, config: EventsConfig, databases: list[str], known: KnownNames,
+                 counters: EventCounters | None = None):
         self.config = config
-        self.counters = EventCounters(config.max_series)
+        # A config reload builds a new pipeline around the same counters: never reset.
+        self.counters = counters or EventCounters(config.max_series)
+        self.counters.max_series = config.max_series
         self.sink = Sink(self.counters, known)
         default = default_database(config, databases)
         self.wsgi_app: Callable = (EventsApp(config.http, databases, default, self.sink, config.max_line_bytes)

@@ -128,6 +128,9 @@ class FileSource:
             log.warning("cannot open followed file %s: %s", path, e.strerror)
             return None
         st = os.fstat(fd)  # the file actually opened, if the path changed in between
+        if (st.st_dev, st.st_ino) in self.files:
+            os.close(fd)  # renamed onto a path that was matched too: already followed
+            return None
         parser = LineParser(self._tally.add)
         followed = FollowedFile(path, fd, st, 0, parser, now)
         followed.offset = followed.read_pos = self._start_offset(followed, st, saved, start_at_end)

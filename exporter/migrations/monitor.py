@@ -110,6 +110,9 @@ class MigrationsMonitor:
 
         f, schema_name = self.features, self.database.db_schema
         history = attempt(HISTORY, lambda: read_history(conn, self.config.dir, schema_name)) if f.history else None
+        if history is not None and history.folder_problem:
+            # The rows are still classified, but pending/modified/missing are unknown.
+            errors.append((HISTORY, history.folder_problem))
         steps = attempt(EXPECTED_SCHEMA, self._steps) if f.shadow else None
         expected = None
         if steps is not None:
