@@ -183,7 +183,8 @@ def layout() -> list[tuple[dict, int, int]]:
 
         (row("Application errors (Prisma)"), 24, 1),
         (stat("Constraint violations (1h)", "Check, foreign key and unique violations in the last hour (VenzoryDbConstraintViolationRateHigh pages above 10).",
-              [target(f'sum by (database) (increase(venzory_db_prisma_errors_total{{{DB}, kind=~"check|foreign_key|unique"}}[1h]))', "{{database}}")],
+              [target(f'sum by (database) (venzory_db_prisma_errors:increase1h{{{DB}, kind=~"check|foreign_key|unique"}} '
+                     f'or increase(venzory_db_prisma_errors_total{{{DB}, kind=~"check|foreign_key|unique"}}[1h]))', "{{database}}")],
               steps=thresholds((None, "green"), (1, "yellow"), (10.001, "red"))), 6, 8),
         (timeseries("Errors by kind (per hour)", "Prisma errors per hour, by kind (a CHECK violation is kind check whatever its code).",
                     [target(f"sum by (database, kind) (rate(venzory_db_prisma_errors_total{{{DB}}}[$__rate_interval])) * 3600",
