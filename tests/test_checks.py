@@ -123,3 +123,31 @@ def test_an_older_database_fails_the_checks_it_cannot_answer(pg_server):
     assert (receipt.status, receipt.reason) == ("failed", "missing_table")
     assert 'table "GoodsReceipt" does not exist' == receipt.error
     assert checks["location_inventory_negative_quantity"].status == "ok"
+
+
+def test_orphans_of_a_parent_without_unique_key_do_not_multiply_other_counts(pg_server):
+    # A reference to a column that is not unique (a broken or legacy schema): the join must
+    # not count a child row once per matching parent row.
+    from exporter.config import Config
+
+    dsn = pg_server.create_database("checks_non_unique_parent")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE parent (k text)")
+        conn.execute("INSERT INTO parent VALUES ('a'), ('a'), ('a'), ('b')")
+        conn.execute("CREATE TABLE child (ref text, qty int)")
+        conn.execute("INSERT INTO child VALUES ('a', -1), ('a', 1), ('b', -2), ('gone', -3), (NULL, 4)")
+    config = Config.model_validate({
+        "databases": [{"name": "main", "dsn": dsn}],
+        "checks": [
+            {"name": "child_orphan", "kind": "orphan", "table": "child", "column": "ref",
+             "references": {"table": "parent", "column": "k"}, "category": "orphaned_reference", "severity": "warning"},
+            {"name": "child_qty", "kind": "row", "table": "child", "rule": "qty >= 0",
+             "category": "invalid_quantity", "severity": "warning"},
+        ],
+    })
+    poller = Poller(config, config.databases[0])
+    try:
+        result = poller.poll(full_scan=True)
+    finally:
+        poller.close()
+    assert {c.check.name: c.violations for c in result.checks} == {"child_orphan": 1, "child_qty": 3}

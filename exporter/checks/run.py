@@ -116,21 +116,21 @@ def _query(conn: psycopg.Connection, sql: str, watch: LockWatch | None, timeout:
     return row_, time.monotonic() - started
 
 
-def table_pass_sql(table: str, checks: list[Check]) -> str:
+def table_pass_sql(table: str, checks: list[Check], schema: Schema) -> str:
     """One pass over `table` with one filtered count per check."""
     counts, joins = [], []
     for i, check in enumerate(checks):
-        probe = orphan.probe(check, f"p{i}") if isinstance(check, OrphanCheck) else KINDS[check.kind].probe(check)
+        probe = orphan.probe(check, f"p{i}", schema) if isinstance(check, OrphanCheck) else KINDS[check.kind].probe(check)
         counts.append(f"count(*) FILTER (WHERE {probe.condition})")
         if probe.join:
             joins.append(probe.join)
     return f"SELECT {', '.join(counts)} FROM {ident(table)} t {' '.join(joins)}".rstrip()
 
 
-def _run_table(conn: psycopg.Connection, table: str, checks: list[Check], watch: LockWatch | None,
-               timeout: float | None = None) -> list[CheckResult]:
+def _run_table(conn: psycopg.Connection, table: str, checks: list[Check], schema: Schema,
+               watch: LockWatch | None, timeout: float | None = None) -> list[CheckResult]:
     try:
-        counts, duration = _query(conn, table_pass_sql(table, checks), watch, timeout)
+        counts, duration = _query(conn, table_pass_sql(table, checks, schema), watch, timeout)
     except (psycopg.Error, YieldedToLock) as e:
         if is_connection_error(e):
             raise
@@ -138,7 +138,7 @@ def _run_table(conn: psycopg.Connection, table: str, checks: list[Check], watch:
         if len(checks) == 1 or reason in ("timeout", "lock_timeout", "yielded_to_lock"):
             # Retrying one by one would only multiply the wait on a slow or locked table.
             return [_failed(c, reason, _message(e)) for c in checks]
-        return [r for c in checks for r in _run_table(conn, table, [c], watch)]
+        return [r for c in checks for r in _run_table(conn, table, [c], schema, watch)]
     return [_counted(c, n, None, duration) for c, n in zip(checks, counts)]
 
 
@@ -183,10 +183,10 @@ def run_checks(
         else:
             by_table.setdefault(check.table, []).append(check)
     for table, table_checks in by_table.items():
-        for result in _run_table(conn, table, table_checks, watch):
+        for result in _run_table(conn, table, table_checks, schema, watch):
             results[result.check.name] = result
     for check in alone:
-        results[check.name] = _run_table(conn, check.table, [check], watch, check.timeout)[0]
+        results[check.name] = _run_table(conn, check.table, [check], schema, watch, check.timeout)[0]
     for check, probe in own:
         results[check.name] = _run_own(conn, check, probe, watch)
     return [results[c.name] for c in ordered]
