@@ -131,6 +131,7 @@ class Session(psycopg.Connection):
     statement_timeout: float = 30.0
     grace: float = 5.0
     _socket: socket.socket | None = None
+    _answering = True  # False once the server is known not to answer: close without waiting
 
     @classmethod
     def open(cls, config: DatabaseConfig) -> "Session":
@@ -155,6 +156,7 @@ class Session(psycopg.Connection):
         except psycopg.errors._WaitTimeout:  # documented by Connection.wait (psycopg >= 3.3)
             if timeout is not None:
                 raise
+            self._answering = False
             self.close()
             raise NoAnswer(deadline) from None
 
@@ -167,14 +169,27 @@ class Session(psycopg.Connection):
             threading.Thread(target=cancel.cancel, name="cancel", daemon=True).start()
         except psycopg.Error:
             pass  # already closed
+        self._answering = False
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        super().close()
-        if self._socket is not None:
-            self._socket.close()
+        super().close()  # sends Terminate
+        if self._socket is None:
+            return
+        # Our handle keeps the socket open until the server closes it, which it does
+        # once its backend has exited and freed its slot: so the next session never
+        # counts twice against exporter.max_connections, the server's max_connections
+        # or the role's CONNECTION LIMIT. Normally a millisecond; never more than 1 s.
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_WR)
+            if self._answering:
+                self._socket.settimeout(1.0)
+                while self._socket.recv(4096):
+                    pass
+        self._socket.close()
+        self._socket = None
 
 
 @contextlib.contextmanager

@@ -81,7 +81,7 @@ class Poller:
             with self.database.connection() as conn:
                 schema = introspect(conn, self.database.config.db_schema)
                 checks = run_checks(conn, self.checks, schema, use_guards=not full, watch=self.lock_watch)
-                migrations = self.migrations.assess(conn, schema) if self.migrations else None
+                migrations = self.migrations.assess(conn, schema, checks) if self.migrations else None
         except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
             reason = down_reason(e)
             if reason == ERROR and not is_connection_error(e):

@@ -67,6 +67,13 @@ def test_before_hardening_json(problems_env):
     assert blocked[(STEP_7, "Order", "Order_createdById_fkey")] == PROBLEM_VIOLATIONS["order_created_by_orphan"]
     assert blocked[(STEP_10, "Item", "Item_practiceId_sku_key")] == PROBLEM_DUPLICATES["item_sku_duplicate"][1]
     assert blocked[(STEP_7, "GlobalSupplier", "GlobalSupplier_name_key")] == PROBLEM_DUPLICATES["global_supplier_name_duplicate"][1]
+    # The checks of the same poll already counted the runbook's constraints: the preflight
+    # takes their numbers instead of scanning the tables again.
+    reasons = {(p["table"], p["constraint"]): p["reason"] for p in db["preflight"]}
+    assert reasons[("LocationInventory", "check_quantity_non_negative")] == \
+        "counted by check location_inventory_negative_quantity"
+    assert reasons[("Item", "Item_practiceId_sku_key")] == "counted by check item_sku_duplicate"
+    assert reasons[("Order", "Order_createdById_fkey")] == "counted by check order_created_by_orphan"
     verdicts = {p["migration"] for p in db["preflight"] if p["status"] == "blocked"}
     assert verdicts == {STEP_7, STEP_9, STEP_10}
     # Against the applied migrations, the only drift is the 8 foreign keys the seed dropped.

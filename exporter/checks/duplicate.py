@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from exporter.checks.shape import OwnQuery, ident
 from exporter.config import DuplicateCheck
-from exporter.schema.model import Schema, normalize_expression
+from exporter.schema.model import Constraint, Index, Schema, normalize_expression
 
 
 def _where(check: DuplicateCheck) -> str:
@@ -32,13 +32,24 @@ def probe(check: DuplicateCheck) -> OwnQuery:
 def guard(check: DuplicateCheck, schema: Schema) -> str | None:
     """A valid unique index over a subset of the key whose partial predicate, if any, is
     the check's own `where` (a unique (a) also makes (a, b) unique)."""
-    wanted = normalize_expression(check.where) if check.where else None
     for index in schema.indexes_of(check.table):
-        if not (index.unique and index.valid) or not set(index.columns) <= set(check.columns):
-            continue
-        if index.predicate is None or normalize_expression(index.predicate) == wanted:
+        if index.unique and index.valid and set(index.columns) <= set(check.columns) and _same_rows(check, index):
             return index.name
     return None
+
+
+def counts_same_rows(check: DuplicateCheck, rule: Constraint | Index) -> bool:
+    """The rows this unique index would reject are exactly the check's duplicate rows."""
+    return (
+        isinstance(rule, Index) and rule.unique and rule.table == check.table
+        and set(rule.columns) == set(check.columns) and _same_rows(check, rule)
+    )
+
+
+def _same_rows(check: DuplicateCheck, index: Index) -> bool:
+    """The index covers the check's rows: not partial, or partial with the check's `where`."""
+    wanted = normalize_expression(check.where) if check.where else None
+    return index.predicate is None or normalize_expression(index.predicate) == wanted
 
 
 def inspect_sql(check: DuplicateCheck) -> str:

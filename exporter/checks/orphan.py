@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from exporter.checks.shape import TablePass, ident
 from exporter.config import OrphanCheck
-from exporter.schema.model import FOREIGN_KEY, Schema
+from exporter.schema.model import FOREIGN_KEY, Constraint, Index, Schema
 
 
 def probe(check: OrphanCheck, alias: str, schema: Schema) -> TablePass:
@@ -36,15 +36,18 @@ def _unique_key(check: OrphanCheck, schema: Schema) -> bool:
 def guard(check: OrphanCheck, schema: Schema) -> str | None:
     """A validated foreign key from exactly this column to the referenced column."""
     for constraint in schema.constraints_of(check.table):
-        if (
-            constraint.kind == FOREIGN_KEY
-            and constraint.validated
-            and constraint.columns == (check.column,)
-            and constraint.ref_table == check.references.table
-            and constraint.ref_columns == (check.references.column,)
-        ):
+        if constraint.validated and counts_same_rows(check, constraint):
             return constraint.name
     return None
+
+
+def counts_same_rows(check: OrphanCheck, rule: Constraint | Index) -> bool:
+    """The rows this foreign key would reject are exactly the check's orphans."""
+    return (
+        isinstance(rule, Constraint) and rule.kind == FOREIGN_KEY and rule.table == check.table
+        and rule.columns == (check.column,)
+        and rule.ref_table == check.references.table and rule.ref_columns == (check.references.column,)
+    )
 
 
 def inspect_sql(check: OrphanCheck) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from exporter.checks.shape import TablePass, ident
 from exporter.config import RowCheck
-from exporter.schema.model import CHECK, Schema, normalize_expression
+from exporter.schema.model import CHECK, Constraint, Index, Schema, normalize_expression
 
 
 def probe(check: RowCheck) -> TablePass:
@@ -18,12 +18,18 @@ def probe(check: RowCheck) -> TablePass:
 
 def guard(check: RowCheck, schema: Schema) -> str | None:
     """A validated CHECK constraint on the table with the same expression as the rule."""
-    wanted = normalize_expression(check.rule)
     for constraint in schema.constraints_of(check.table):
-        if constraint.kind == CHECK and constraint.validated:
-            if normalize_expression(constraint.definition) == wanted:
-                return constraint.name
+        if constraint.validated and counts_same_rows(check, constraint):
+            return constraint.name
     return None
+
+
+def counts_same_rows(check: RowCheck, rule: Constraint | Index) -> bool:
+    """The rows violating this CHECK constraint are exactly the check's violations."""
+    return (
+        isinstance(rule, Constraint) and rule.kind == CHECK and rule.table == check.table
+        and normalize_expression(rule.definition) == normalize_expression(check.rule)
+    )
 
 
 def inspect_sql(check: RowCheck) -> str:

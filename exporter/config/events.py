@@ -44,6 +44,13 @@ class HttpEventsConfig(Strict):
     token: str | None = None
     # Applies to the decompressed body too, so a gzip bomb stops at this size.
     max_body_bytes: ByteSize = 8 * 1024 * 1024
+    # Bodies are read one at a time: one sent slowly must not hold up the others for long.
+    # The whole body must arrive within this, else 408.
+    body_timeout: Duration = 30.0
+    # Authenticated requests accepted per second on average (a token bucket; 0 = no
+    # limit), and at once above that rate; more get 429 with Retry-After.
+    rate_limit: Annotated[float, Field(ge=0)] = 100.0
+    rate_burst: Annotated[int, Field(ge=1)] = 200
 
     @field_validator("token")
     @classmethod

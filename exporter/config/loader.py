@@ -17,40 +17,82 @@ class ConfigError(Exception):
     """A config that cannot be used. str() is the operator-facing message."""
 
 
-# ${VAR} or ${VAR:-default}; $$ escapes a literal dollar.
-_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ${VAR}, ${VAR:-default} or ${file:/path}; $$ escapes a literal dollar.
+_VARIABLE = re.compile(r"\$\$|\$\{file:([^}]+)\}|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A secret file is a password or a DSN: anything larger is a wrong path (/dev/zero, a log).
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+class _Expander:
+    """Expands the variables of one config file. Remembers every value it read from a
+    file (`${file:...}`, `VAR_FILE`): those are secrets, never shown in an error."""
+
+    def __init__(self, env: os._Environ | dict[str, str]):
+        self.env = env
+        self.secrets: list[str] = []
+
+    def expand(self, text: str, path: str) -> str:
+        def substitute(match: re.Match) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            if match.group(1) is not None:
+                return self._read_secret(match.group(1).strip(), path)
+            return self._variable(match.group(2), match.group(3), path)
+
+        return _VARIABLE.sub(substitute, text)
+
+    def _variable(self, name: str, default: str | None, path: str) -> str:
+        value, from_file = self.env.get(name), self.env.get(f"{name}_FILE")
+        if value and from_file:
+            raise _KeyProblem(path, f"both {name} and {name}_FILE are set: set only one of them")
+        if value:
+            return value
+        # Docker and Kubernetes secrets: DATABASE_URL_FILE=/run/secrets/db_url stands for
+        # DATABASE_URL, the convention of the official images.
+        if from_file:
+            return self._read_secret(from_file, path, f" (from {name}_FILE)")
+        if default is not None:
+            return default
+        raise _KeyProblem(path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional, "
+                                f"or set {name}_FILE to a file holding the value)")
+
+    def _read_secret(self, file: str, path: str, via: str = "") -> str:
+        # The error names the file, never its content.
+        try:
+            with open(file, "rb") as stream:
+                data = stream.read(MAX_SECRET_FILE_BYTES + 1)
+        except OSError as e:
+            raise _KeyProblem(path, f"cannot read secret file {file}{via}: {e.strerror or type(e).__name__}") from None
+        if len(data) > MAX_SECRET_FILE_BYTES:
+            raise _KeyProblem(path, f"secret file {file}{via} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _KeyProblem(path, f"secret file {file}{via} is not UTF-8 text") from None
+        # `echo secret > file` and editors end the file with a newline: not part of the value.
+        value = text.removesuffix("\n").removesuffix("\r")
+        self.secrets.append(value)
+        return value
+
+    def tree(self, value: Any, path: str = "") -> Any:
+        # Expansion happens after YAML parsing, so a secret containing ':' or '#' needs no quoting.
+        if isinstance(value, str):
+            return self.expand(value, path)
+        if isinstance(value, dict):
+            return {k: self.tree(v, _join(path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.tree(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
 
 
 def expand(text: str, path: str, env: os._Environ | dict[str, str]) -> str:
-    def substitute(match: re.Match) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        value = env.get(name)
-        if value:
-            return value
-        if default is not None:
-            return default
-        raise _KeyProblem(path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional)")
-
-    return _VARIABLE.sub(substitute, text)
+    return _Expander(env).expand(text, path)
 
 
 class _KeyProblem(Exception):
     def __init__(self, path: str, problem: str):
         super().__init__(problem)
         self.path, self.problem = path, problem
-
-
-def _expand_tree(value: Any, path: str, env) -> Any:
-    # Expansion happens after YAML parsing, so a secret containing ':' or '#' needs no quoting.
-    if isinstance(value, str):
-        return expand(value, path, env)
-    if isinstance(value, dict):
-        return {k: _expand_tree(v, _join(path, k), env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_tree(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
-    return value
 
 
 def _join(path: str, key: Any) -> str:
@@ -81,6 +123,11 @@ def _where(file: str, lines: dict[str, int], path: str) -> str:
     return f"{prefix}: {path}" if path else prefix
 
 
+def problem_at(file: str, lines: dict[str, int], path: str, problem: str) -> ConfigError:
+    """One "file:line: key.path: problem" error (for checks made after validation)."""
+    return ConfigError(f"{_where(file, lines, path)}: {problem}")
+
+
 def _loc_path(loc: tuple, data: Any) -> str:
     """pydantic's error location -> 'checks[3].rule' (dropping union tags like 'row')."""
     path, node = "", data
@@ -99,9 +146,8 @@ def _loc_path(loc: tuple, data: Any) -> str:
     return path
 
 
-def load_config(file: str | Path, env: dict[str, str] | None = None) -> Config:
-    file = str(file)
-    env = os.environ if env is None else env
+def read_yaml(file: str) -> tuple[Any, dict[str, int]]:
+    """The parsed document and its key path -> line index, or a ConfigError."""
     try:
         text = Path(file).read_text(encoding="utf-8")
     except OSError as e:
@@ -115,21 +161,40 @@ def load_config(file: str | Path, env: dict[str, str] | None = None) -> Config:
         mark = getattr(e, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else file
         raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:  # a document nested thousands of levels deep
+        raise ConfigError(f"{file}: invalid YAML: nested too deeply") from None
+    return raw, (_line_index(node) if node is not None else {})
+
+
+def validation_error(file: str, lines: dict[str, int], data: Any, error: ValidationError,
+                     hide: list[str] = ()) -> ConfigError:
+    """pydantic's errors as one "file:line: key.path: problem" line each; the `hide`
+    values (secrets read from files) are replaced by *** should a message quote them."""
+    problems = []
+    for err in error.errors(include_url=False, include_input=False):
+        path = _loc_path(err["loc"], data)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{_where(file, lines, path)}: {message}")
+    text = "\n".join(problems)
+    for secret in hide:
+        if secret:
+            text = text.replace(secret, "***")
+    return ConfigError(text)
+
+
+def load_config(file: str | Path, env: dict[str, str] | None = None) -> Config:
+    file = str(file)
+    raw, lines = read_yaml(file)
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping at the top (databases:, checks:, ...)")
-    lines = _line_index(node)
+    expander = _Expander(os.environ if env is None else env)
     try:
-        data = _expand_tree(raw, "", env)
+        data = expander.tree(raw)
     except _KeyProblem as e:
         raise ConfigError(f"{_where(file, lines, e.path)}: {e.problem}") from None
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        problems = []
-        for err in e.errors(include_url=False, include_input=False):
-            path = _loc_path(err["loc"], data)
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                message = "unknown key"
-            problems.append(f"{_where(file, lines, path)}: {message}")
-        raise ConfigError("\n".join(problems)) from None
+        raise validation_error(file, lines, data, e, expander.secrets) from None

@@ -15,6 +15,7 @@ import hmac
 import io
 import json
 import threading
+import time
 import zlib
 from typing import Callable, Iterable, Iterator
 from urllib.parse import parse_qs
@@ -22,9 +23,10 @@ from urllib.parse import parse_qs
 from exporter.config.events import HttpEventsConfig
 from exporter.events.counters import Tally
 from exporter.events.parse import (
-    BAD_ENCODING, BAD_REQUEST, BODY_TOO_LARGE, BUSY, INVALID_JSON, LINE_TOO_LONG, UNAUTHORIZED, LineParser,
-    Rejected, load_json, outcome_of_value,
+    BAD_ENCODING, BAD_REQUEST, BODY_TOO_LARGE, BUSY, INVALID_JSON, LINE_TOO_LONG, RATE_LIMITED, TIMEOUT,
+    UNAUTHORIZED, LineParser, Rejected, load_json, outcome_of_value,
 )
+from exporter.ratelimit import TokenBucket, retry_after
 
 SOURCE = "http"
 _NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/jsonlines")
@@ -59,6 +61,14 @@ class EventsApp:
         self.sink = sink
         self._expected_auth = f"Bearer {config.token}".encode() if config.token else None
         self._turns = threading.BoundedSemaphore(_CONCURRENT_BODIES)
+        # Checked after authentication: a client without the token cannot use up the
+        # shipper's share.
+        self._rate = TokenBucket(config.rate_limit, config.rate_burst) if config.rate_limit else None
+
+    @property
+    def authenticates(self) -> bool:
+        """True when requests must carry the bearer token (events.http.token)."""
+        return self._expected_auth is not None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
@@ -67,6 +77,7 @@ class EventsApp:
         body_read = False
         try:
             self._authorize(environ)
+            self._limit_rate()
             database = self._database(environ)
             if not self._turns.acquire(timeout=_WAIT_FOR_TURN):
                 raise _Refused("503 Service Unavailable", BUSY, "too many bodies at once: retry later",
@@ -95,6 +106,12 @@ class EventsApp:
             raise _Refused("401 Unauthorized", UNAUTHORIZED, "missing or wrong bearer token",
                            [("WWW-Authenticate", 'Bearer realm="events"')])
 
+    def _limit_rate(self) -> None:
+        if self._rate is not None and (wait := self._rate.take()):
+            raise _Refused("429 Too Many Requests", RATE_LIMITED,
+                           "too many requests (events.http.rate_limit): retry later",
+                           [("Retry-After", retry_after(wait))])
+
     def _database(self, environ: dict) -> str:
         asked = parse_qs(environ.get("QUERY_STRING", "")).get("database")
         if asked:
@@ -116,7 +133,10 @@ class EventsApp:
         if length > limit:
             _discard(environ["wsgi.input"], length)
             raise too_large
-        body = _read_exactly(environ["wsgi.input"], length)
+        body = _read_exactly(environ["wsgi.input"], length, time.monotonic() + self.config.body_timeout)
+        if body is None:
+            raise _Refused("408 Request Timeout", TIMEOUT,
+                           f"the body did not arrive within {self.config.body_timeout:g}s (events.http.body_timeout)")
         encoding = environ.get("HTTP_CONTENT_ENCODING", "identity").strip().lower()
         if encoding in ("", "identity"):
             return body
@@ -232,10 +252,20 @@ def _skip_space(text: str, at: int) -> int:
     return at
 
 
-def _read_exactly(stream, length: int) -> bytes:
+def _read_exactly(stream, length: int, deadline: float) -> bytes | None:
+    """The body, or None when it has not all arrived by `deadline` (or the client went
+    silent): it is read while the one body turn is held, so a slow sender must not keep it."""
+    # read1: one read of the socket at a time, so the deadline is looked at between reads
+    # (read() would wait for the whole chunk).
+    read = getattr(stream, "read1", stream.read)
     chunks, remaining = [], length
     while remaining > 0:
-        chunk = stream.read(min(remaining, 1 << 20))
+        if time.monotonic() > deadline:
+            return None
+        try:
+            chunk = read(min(remaining, 1 << 20))
+        except TimeoutError:  # the server's per-read timeout
+            return None
         if not chunk:
             break
         chunks.append(chunk)

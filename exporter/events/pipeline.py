@@ -55,6 +55,11 @@ class EventPipeline:
         self.counters.precreate(self._sources, dict.fromkeys(self._databases), known)
 
     @property
+    def authenticates(self) -> bool:
+        """POST /events checks a bearer token of its own (events.http.token)."""
+        return isinstance(self.wsgi_app, EventsApp) and self.wsgi_app.authenticates
+
+    @property
     def collector(self) -> EventCounters:
         return self.counters
 

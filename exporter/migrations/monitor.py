@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import psycopg
 
+from exporter.checks.run import KINDS, CheckResult
 from exporter.config import DatabaseConfig
 from exporter.db import is_connection_error
 from exporter.migrations import shadow
 from exporter.migrations.history import APPLIED, MODIFIED, MigrationHistory, read_history
-from exporter.migrations.preflight import BLOCKED, PreflightItem, preflight
+from exporter.migrations.preflight import BLOCKED, OK, PlannedCount, PreflightItem, plan_preflight, run_planned
 from exporter.schema.diff import MIGRATIONS, SCHEMA_PRISMA, DriftItem, acknowledge, diff_schemas
 from exporter.schema.model import Schema
 from exporter.schema.prisma import parse_prisma_schema, to_schema
@@ -94,7 +96,7 @@ class MigrationsMonitor:
               SCHEMA_PRISMA_PART: f.schema_prisma, PREFLIGHT: f.preflight}
         return tuple(p for p in PARTS if on[p])
 
-    def assess(self, conn: psycopg.Connection, live: Schema) -> MigrationsResult:
+    def assess(self, conn: psycopg.Connection, live: Schema, checks: Sequence[CheckResult] = ()) -> MigrationsResult:
         errors: list[tuple[str, str]] = []
 
         def attempt(part: str, work):
@@ -132,7 +134,7 @@ class MigrationsMonitor:
         checked: tuple[PreflightItem, ...] = ()
         if steps is not None and history is not None and history.pending_names:
             pending = [n for n in history.pending_names if n in steps.names]
-            checked = attempt(PREFLIGHT, lambda: preflight(conn, live, steps, pending, schema=schema_name)) or ()
+            checked = attempt(PREFLIGHT, lambda: _preflight(conn, live, steps, pending, schema_name, checks)) or ()
         return MigrationsResult(
             history, expected, tuple(drift), tuple(checked), tuple(errors), self.parts(),
             self.config.drift.max_item_series,
@@ -143,6 +145,29 @@ class MigrationsMonitor:
             self.config.dir, self.config.shadow_dsn,
             shadow_database=self.config.shadow_database, connect_timeout=self.database.connect_timeout,
         )
+
+
+def _preflight(conn, live: Schema, steps, pending, schema: str, checks: Sequence[CheckResult]) -> tuple[PreflightItem, ...]:
+    """The preflight, where a check of this same poll already counted the same rows (the
+    runbook's constraints are the checks' own questions) taking its number instead of
+    scanning the table again."""
+    items = []
+    for plan in plan_preflight(live, steps, pending, schema=schema):
+        answer = _answered_by_check(plan, checks)
+        items.append(answer or run_planned(conn, [plan])[0])
+    return tuple(items)
+
+
+def _answered_by_check(plan: PlannedCount, checks: Sequence[CheckResult]) -> PreflightItem | None:
+    if plan.count_sql is None or plan.addition is None or plan.addition.rule is None:
+        return None
+    for result in checks:
+        if result.violations is not None and KINDS[result.check.kind].counts_same_rows(result.check, plan.addition.rule):
+            return replace(
+                plan.item, status=BLOCKED if result.violations else OK, blocked_rows=result.violations,
+                duplicate_groups=result.groups, reason=f"counted by check {result.check.name}",
+            )
+    return None
 
 
 def _applied_state(steps: shadow.ExpectedSteps, history: MigrationHistory | None) -> Schema:

@@ -72,6 +72,7 @@ class PlannedCount:
 
     item: PreflightItem
     count_sql: str | None
+    addition: "Addition | None" = None  # what is counted (lets a check's count answer it)
 
 
 # -- what a migration adds (pure) ---------------------------------------------------------
@@ -157,7 +158,7 @@ def _plan_one(
             listing, count, note = _duplicates_sql(add.rule, live, after, schema)
     except _CannotEvaluate as e:
         return PlannedCount(replace(base, reason=str(e)), None)
-    return PlannedCount(replace(base, sql=listing, reason=note), count)
+    return PlannedCount(replace(base, sql=listing, reason=note), count, add)
 
 
 class _CannotEvaluate(Exception):
