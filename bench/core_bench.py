@@ -64,6 +64,7 @@ from exporter.db import session_options  # noqa: E402
 from exporter.migrations.replay import apply_migrations  # noqa: E402
 from exporter.pgcluster import free_port, start_cluster  # noqa: E402
 from exporter.poll import Poller  # noqa: E402
+from exporter.schema.catalog import introspect  # noqa: E402
 
 CONFIG = REPO / "config" / "venzory.yaml"
 MIGRATIONS = REPO / "tests" / "fixtures" / "venzory" / "prisma" / "migrations"
@@ -399,6 +400,12 @@ def poll_counts(result) -> dict:
             for c in result.checks}
 
 
+def sum_of_minimums(breakdowns: list[dict]) -> float:
+    """Each query's fastest run, summed: what the method costs when no other process gets
+    in its way. Much steadier than the medians on a busy machine."""
+    return sum(min(b[k] for b in breakdowns) for k in breakdowns[0])
+
+
 def poll_breakdown(result) -> dict:
     """Seconds per query of a poll: one per table pass, one per duplicate check."""
     out = {}
@@ -409,35 +416,10 @@ def poll_breakdown(result) -> dict:
 
 
 # ----------------------------------------------------------------------------------------
-# What-if: the orphan joins without DISTINCT. Every configured parent key is a primary key,
-# so `LEFT JOIN (SELECT DISTINCT key FROM parent)` can be `LEFT JOIN parent` with the same
-# counts; this measures the table passes both ways, interleaved, and checks the counts.
-
-_DISTINCT_JOIN = re.compile(r'\(SELECT DISTINCT ("[^"]+") AS parent_key FROM ("[^"]+")\)')
-
-
-def what_if_no_distinct(config, checks, repeat: int) -> dict:
-    passes = [(label, sql) for label, sql in poll_queries(checks) if "DISTINCT" in sql]
-    shipped = {label: [] for label, _ in passes}
-    plain = {label: [] for label, _ in passes}
-    with exporter_session(config) as conn:
-        for _ in range(repeat):
-            for label, sql in passes:
-                t, a = timed(lambda: conn.execute(sql).fetchone())
-                shipped[label].append(t)
-                t, b = timed(lambda: conn.execute(_DISTINCT_JOIN.sub(r"(SELECT \1 AS parent_key FROM \2)", sql)).fetchone())
-                plain[label].append(t)
-                assert a == b, (label, a, b)
-    per_table = {label: {"shipped_s": median(shipped[label]), "no_distinct_s": median(plain[label])} for label in shipped}
-    return {"per_table": per_table, "load1": load1(),
-            "shipped_s": sum(v["shipped_s"] for v in per_table.values()),
-            "no_distinct_s": sum(v["no_distinct_s"] for v in per_table.values())}
-
-
-# ----------------------------------------------------------------------------------------
 # EXPLAIN (ANALYZE, BUFFERS) of every query of the poll and of the floor
 
-def poll_queries(checks) -> list[tuple[str, str]]:
+def poll_queries(checks, schema) -> list[tuple[str, str]]:
+    """The poll's own SQL (the full scan's: no guards), built by the exporter's code."""
     by_table: dict[str, list] = {}
     queries = []
     for c in checks:
@@ -445,7 +427,7 @@ def poll_queries(checks) -> list[tuple[str, str]]:
             queries.append((f"{c.name} (dup)", duplicate_kind.probe(c).sql))
         else:
             by_table.setdefault(c.table, []).append(c)
-    return [(f"{t} (table pass)", table_pass_sql(t, cs)) for t, cs in by_table.items()] + queries
+    return [(f"{t} (table pass)", table_pass_sql(t, cs, schema)) for t, cs in by_table.items()] + queries
 
 
 def explain_all(config, queries, folder: Path, prefix: str, settings=()) -> list[dict]:
@@ -668,9 +650,14 @@ def summarize(results: dict) -> list[tuple[str, str, str, str, str]]:
          f"<= {t['poll_vs_floor_max']}x", ok(poll_vs_floor <= t["poll_vs_floor_max"]), ""),
         ("runbook / poll (run by run)", f"{runbook_vs_poll:.2f}x ({min(paired_rp):.2f}-{max(paired_rp):.2f})",
          f">= {t['runbook_vs_poll_min']}x", ok(runbook_vs_poll >= t["runbook_vs_poll_min"]), ""),
+        ("poll / floor, sums of per-query minimums",
+         f"{poll['sum_of_query_minimums_s'] / floor_['sum_of_query_minimums_s']:.2f}x", "", "", ""),
+        ("runbook / poll, sums of per-query minimums",
+         f"{runbook['sum_of_query_minimums_s'] / poll['sum_of_query_minimums_s']:.2f}x", "", "", ""),
         ("guarded poll (hardened)", f"{guarded['median_ms']:.1f} ms (p95 {guarded['p95_ms']:.1f})",
          f"< {t['guarded_poll_ms_max']:.0f} ms", ok(guarded["median_ms"] < t["guarded_poll_ms_max"]),
          f"{guarded['load1']}"),
+        ("  of which: open + close the session", f"{guarded['session_open_close_median_ms']:.1f} ms", "", "", ""),
         ("full poll (hardened, for reference)", f"{results['hardened_full_poll']['median_s']:.3f} s", "", "",
          f"{results['hardened_full_poll']['load1']}"),
         ("/metrics idle: median / p99", f"{metrics['idle']['median_ms']:.2f} / {metrics['idle']['p99_ms']:.2f} ms",
@@ -691,10 +678,6 @@ def summarize(results: dict) -> list[tuple[str, str, str, str, str]]:
     for db, m in results.get("migrations_feature", {}).items():
         rows.append((f"extra: poll w/ migrations feature, {db.removeprefix('venzory_')}",
                      f"{m['median_s']:.3f} s ({m['preflight_queries']} preflight queries)", "", "", f"{m['load1']}"))
-    w = results.get("what_if_no_distinct")
-    if w:
-        rows.append(("what-if: orphan table passes w/o DISTINCT",
-                     f"{w['shipped_s']:.3f} -> {w['no_distinct_s']:.3f} s", "", "", f"{w['load1']}"))
     results["verdict"] = {"poll_vs_floor": round(poll_vs_floor, 3), "runbook_vs_poll": round(runbook_vs_poll, 3),
                           "poll_vs_floor_by_run": [round(x, 3) for x in paired_pf],
                           "runbook_vs_poll_by_run": [round(x, 3) for x in paired_rp],
@@ -717,8 +700,10 @@ def main() -> int:
     parser.add_argument("--gets", type=int, default=1000, help="GETs of /metrics per phase")
     parser.add_argument("--work-mem", default="'4MB'", help="server work_mem (default PostgreSQL's 4MB)")
     parser.add_argument("--shared-buffers", default="'2GB'")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the JSON and the plans (bench/out)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    out = args.out.resolve()
+    logging.basicConfig(level=logging.ERROR)
 
     results: dict = {"args": vars(args), "targets": TARGETS, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     cluster = start_cluster(settings=server_settings(args.work_mem, args.shared_buffers))
@@ -765,15 +750,18 @@ def main() -> int:
         counted, truth = poll_counts(polls[mid][1]), runbooks[-1]["counts"]
         results["full_poll"] = {
             "median_s": median([s for s, _ in polls]), "runs_s": [s for s, _ in polls], "first_s": first_s,
+            "sum_of_query_minimums_s": sum_of_minimums([poll_breakdown(r) for _, r in polls]),
             "load1": median(loads["poll"]), "breakdown_s": poll_breakdown(polls[mid][1]),
             "counts": counted, "counts_agree_with_runbook": counted == truth,
             "statuses": {c.check.name: c.status for c in polls[mid][1].checks},
         }
         results["floor"] = {"median_s": median([f["seconds"] for f in floors]), "runs_s": [f["seconds"] for f in floors],
+                            "sum_of_query_minimums_s": sum_of_minimums([f["queries"] for f in floors]),
                             "load1": median(loads["floor"]),
                             "breakdown_s": {k: median([f["queries"][k] for f in floors]) for k in floors[0]["queries"]}}
         results["runbook"] = {"median_s": median([r["seconds"] for r in runbooks]),
                               "runs_s": [r["seconds"] for r in runbooks], "load1": median(loads["runbook"]),
+                              "sum_of_query_minimums_s": sum_of_minimums([r["queries"] for r in runbooks]),
                               "breakdown_s": {k: median([r["queries"][k] for r in runbooks])
                                               for k in runbooks[0]["queries"]},
                               "counts": truth}
@@ -788,10 +776,17 @@ def main() -> int:
         for _ in range(max(20, args.repeat)):
             s, g = timed(hpoller.poll, full_scan=False)
             guarded.append(s)
+        sessions = []  # what opening and closing the poll's session costs (part of every poll)
+        for _ in range(20):
+            started = time.perf_counter()
+            with hpoller.database.connection():
+                pass
+            sessions.append(time.perf_counter() - started)
         hfull = [timed(hpoller.poll, full_scan=True) for _ in range(args.repeat)]
         hpoller.close()
         results["guarded_poll"] = {
             "median_ms": median(guarded) * 1000, "p95_ms": percentile(guarded, 0.95) * 1000,
+            "min_ms": min(guarded) * 1000, "session_open_close_median_ms": median(sessions) * 1000,
             "runs_ms": [round(s * 1000, 2) for s in guarded], "load1": gload,
             "guarded_checks": sum(c.guarded for c in g.checks), "checks": len(g.checks), "healthy": _healthy(g),
             "unguarded": [c.check.name for c in g.checks if not c.guarded],
@@ -810,14 +805,15 @@ def main() -> int:
         results["migrations_feature"] = measure_migrations_feature(cluster, args.repeat)
 
         # Where the time goes.
-        print("what-if: orphan joins without DISTINCT ...", flush=True)
-        results["what_if_no_distinct"] = what_if_no_distinct(config, checks, max(5, args.repeat))
         print("EXPLAIN (ANALYZE, BUFFERS) ...", flush=True)
-        explain_dir = OUT / "explain"
+        explain_dir = out / "explain"
+        with exporter_session(config) as conn:
+            live = introspect(conn, config.databases[0].db_schema)
         results["explain"] = {
-            "poll": explain_all(config, poll_queries(checks), explain_dir, "poll"),
+            "poll": explain_all(config, poll_queries(checks, live), explain_dir, "poll"),
             "floor": explain_all(config, floor_q, explain_dir, "floor", FLOOR_SETTINGS),
-            "poll_jit_off": explain_all(config, poll_queries(checks), explain_dir, "poll_jit_off", ("SET jit = off",)),
+            "poll_jit_off": explain_all(config, poll_queries(checks, live), explain_dir, "poll_jit_off",
+                                        ("SET jit = off",)),
         }
         results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         results["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -826,10 +822,10 @@ def main() -> int:
         print()
         print_table(rows)
         print(f"\ncounts agree with the runbook's queries: {results['full_poll']['counts_agree_with_runbook']}")
-        OUT.mkdir(parents=True, exist_ok=True)
-        out_file = OUT / f"core_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.mkdir(parents=True, exist_ok=True)
+        out_file = out / f"core_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
         out_file.write_text(json.dumps(results, indent=2, default=str))
-        print(f"results: {out_file.relative_to(REPO)}; plans: {explain_dir.relative_to(REPO)}/")
+        print(f"results: {out_file}; plans: {explain_dir}/")
         if args.keep:
             print(f"kept: problems {cluster.url('venzory_problems')}, hardened {cluster.url('venzory_hardened')}"
                   f" (data {cluster.datadir}; stop with pg_ctl -D {cluster.datadir} stop)")

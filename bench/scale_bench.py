@@ -224,6 +224,14 @@ def proc_sample(pid: int) -> dict:
             "cpu_s": (int(fields[11]) + int(fields[12])) / CLK_TCK, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
+def code_version() -> dict:
+    """Which exporter code was measured: others edit it while benchmarks run (read-only git)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return {"head": git("rev-parse", "--short", "HEAD"),
+            "modified": git("status", "--short", "--", "exporter").splitlines()}
+
+
 def exporter_log_problems(log_path: Path) -> dict:
     """Warnings, errors and tracebacks in the daemon's log."""
     lines = log_path.read_text(errors="replace").splitlines()
@@ -400,7 +408,7 @@ def run(args) -> dict:
     cluster = start_cluster(settings={"max_connections": str(max(200, 3 * args.databases + 50)),
                                       "shared_buffers": "'256MB'"})
     print(f"cluster on port {cluster.port}, data in {cluster.datadir}", flush=True)
-    result: dict = {"args": vars(args), "uptime_start": uptime()}
+    result: dict = {"args": vars(args), "uptime_start": uptime(), "code": code_version()}
     proc = None
     try:
         create_monitor_role(cluster)
@@ -418,6 +426,10 @@ def run(args) -> dict:
                           "shadow_dsn": cluster.dsn("postgres")}
         config = write_config(OUT / f"scale_bench-{stamp}.yaml", [(n, dsn) for n, _, dsn in dbs],
                               poll_interval=args.interval, migrations=migrations)
+        loaded = load_config(config, env={})
+        limits = {"max_concurrent_polls": loaded.exporter.max_concurrent_polls,
+                  "max_connections": getattr(loaded.exporter, "connection_limit", None),
+                  "pool_size": loaded.databases[0].pool_size}
         port = free_port()
         log_path = OUT / f"scale_bench-{stamp}.log"
         count_activity = activity_counter(cluster)
@@ -502,7 +514,7 @@ def run(args) -> dict:
                             "median_after_ready": statistics.median(after_ready) if after_ready else None,
                             "max_active": max(actives), "median_active": statistics.median(actives),
                             "histogram_after_ready": dict(sorted(conn_hist.items())),
-                            "pool_size": 2, "sampler_errors": activity.errors[:5]},
+                            "sampler_errors": activity.errors[:5], **limits},
             "memory": {"rss_at_ready_mb": next((s["rss_mb"] for t, s in mem if t >= ready_s), None),
                        "rss_end_mb": final["rss_mb"], "rss_max_mb": max(s["rss_mb"] for _, s in mem),
                        "hwm_mb": final["hwm_mb"], "threads_end": final["threads"], "fds_end": final["fds"],
@@ -546,6 +558,7 @@ def print_report(r: dict) -> None:
     print(f"== {r['databases']['count']} databases {r['databases']['kinds']}, poll_interval {a['interval']}s, "
           f"migrations {'on' if a['migrations'] else 'off'}, observed {a['duration']}s ==")
     print(f"load: start [{r['uptime_start']}]  end [{r['uptime_end']}]")
+    print(f"code: {r['code']}")
     print(f"ready (first poll of every database done): {r['ready_s']} s")
     print("\npolls per round (k-th poll of every database; seconds from the first poll's start):")
     print("  round  first start  last start  start spread  all done")
@@ -559,7 +572,9 @@ def print_report(r: dict) -> None:
     print(f"observed interval between polls of a database: {s['observed_interval_s']}")
     print(f"poll duration s: first {s['first_poll_duration_s']}\n                 later {s['later_poll_duration_s']}")
     print(f"\nconnections (application_name={APPLICATION_NAME}, every 0.5 s, {c['samples']} samples): "
-          f"max {c['max']}, median after ready {c['median_after_ready']}, max active {c['max_active']}")
+          f"max {c['max']}, median after ready {c['median_after_ready']}, max active {c['max_active']} "
+          f"(max_concurrent_polls {c['max_concurrent_polls']}, max_connections {c['max_connections']}, "
+          f"pool_size {c['pool_size']})")
     print(f"  histogram after ready (connections: samples): {c['histogram_after_ready']}")
     print(f"\nRSS: at ready {m['rss_at_ready_mb']} MB, end {m['rss_end_mb']} MB, max {m['rss_max_mb']} MB, "
           f"peak {m['hwm_mb']} MB; threads {m['threads_end']}, fds {m['fds_end']}, CPU {m['cpu_s']} s; "

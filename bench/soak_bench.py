@@ -62,7 +62,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from scale_bench import (  # noqa: E402 - shared helpers
-    CLK_TCK, MIGRATIONS, MONITOR_ROLE, OUT, REPO, SCHEMA_PRISMA, Sampler, create_monitor_role, exporter_log_problems,
+    CLK_TCK, MIGRATIONS, code_version, MONITOR_ROLE, OUT, REPO, SCHEMA_PRISMA, Sampler, create_monitor_role, exporter_log_problems,
     grant_read, http_get, load1, parse_metrics, percentile, proc_sample, series_count, slope_per_hour, start_exporter,
     stop_exporter, summary, uptime, wait_ready, write_config,
 )
@@ -264,33 +264,94 @@ def pgbench_summary(log_path: Path) -> dict:
 # ------------------------------------------------------------------------------------------
 # The database side
 
-def backend_cpu_sampler(cluster):
-    """CPU seconds of every backend connected to the soak database, by who it is; a backend's
-    last sample stands for it once it is gone (at most 10 s of its CPU is lost)."""
-    conn = psycopg.connect(cluster.dsn(), autocommit=True, application_name="soak-bench-sampler")
-    seen: dict[int, tuple[str, float]] = {}
+class BackendCpu(threading.Thread):
+    """CPU seconds of the server's backends by who they are, from /proc every `every` s.
 
-    def sample() -> dict:
-        rows = conn.execute(
-            "SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), backend_type, state "
-            "FROM pg_stat_activity WHERE datname = %s", [DB]).fetchall()
-        exporter_sessions = 0
-        for pid, user, app, backend_type, _ in rows:
-            who = ("exporter" if user == MONITOR_ROLE else "pgbench" if app == "pgbench"
-                   else "autovacuum" if "autovacuum" in backend_type else "other")
-            exporter_sessions += who == "exporter"
+    The exporter opens a session per poll that lives well under a second, so a slow
+    sampler would miss it: the process title (`postgres: USER DB HOST(PORT) STATE`, or
+    `parallel worker for PID N`, `autovacuum worker DB`) says whose a backend is, and its
+    CPU (utime + stime) is kept at its last sample. What a backend spends after its last
+    sample is lost; the postmaster's cutime + cstime (reaped children, exact) bounds it:
+    `unattributed_s` is the difference. Connection start-up (fork, authentication, catalog
+    caches) is included, unlike in pg_stat_statements."""
+
+    def __init__(self, cluster, every: float = 0.1):
+        super().__init__(daemon=True, name="backend-cpu")
+        self.every = every
+        self.postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+        self.last: dict[int, tuple[str, float]] = {}  # pid -> (who, cpu seconds at its last sample)
+        self.gone: dict[str, float] = {}  # who -> CPU of backends that exited
+        self.sessions: list[int] = []  # exporter backends alive at each sample
+        self.started_pids: dict[str, int] = {}
+        self._halt = threading.Event()
+        self.reaped_start = self._reaped()
+
+    def _reaped(self) -> float:
+        fields = Path(f"/proc/{self.postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+    def _who(self, pid: int, title: str, alive: dict[int, tuple[str, float]]) -> str:
+        if f" {MONITOR_ROLE} " in title:
+            return "exporter"
+        if "parallel worker for PID" in title:
+            leader = int(title.rsplit(" ", 1)[1])
+            return (alive.get(leader) or self.last.get(leader) or ("other",))[0]
+        if title.startswith("postgres: postgres ") and f" {DB} " in title:
+            return "pgbench"  # the superuser sessions on the soak database: pgbench's clients
+        if "autovacuum" in title:
+            return "autovacuum"
+        return "other"
+
+    def sample(self) -> None:
+        alive: dict[int, tuple[str, float]] = {}
+        try:
+            children = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children").read_text().split()
+        except OSError:
+            return
+        parallel = []
+        for child in map(int, children):
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                title = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            seen[pid] = (who, (int(fields[11]) + int(fields[12])) / CLK_TCK)
-        totals: dict[str, float] = {}
-        for who, cpu in seen.values():
-            totals[who] = totals.get(who, 0.0) + cpu
-        return {"exporter_sessions": exporter_sessions, "cpu_by_who": totals}
+            cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            if "parallel worker for PID" in title:
+                parallel.append((child, title, cpu))
+                continue
+            alive[child] = (self._who(child, title, alive), cpu)
+        for child, title, cpu in parallel:  # after their leaders
+            alive[child] = (self._who(child, title, alive), cpu)
+        for pid, (who, cpu) in self.last.items():
+            if pid not in alive:
+                self.gone[who] = self.gone.get(who, 0.0) + cpu
+        for pid, (who, _) in alive.items():
+            if pid not in self.last:
+                self.started_pids[who] = self.started_pids.get(who, 0) + 1
+        self.last = alive
+        self.sessions.append(sum(1 for who, _ in alive.values() if who == "exporter"))
 
-    sample.close = conn.close  # type: ignore[attr-defined]
-    return sample
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self._halt.is_set():
+            self.sample()
+            next_at += self.every
+            self._halt.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self) -> dict:
+        self._halt.set()
+        self.join(timeout=5)
+        by_who = dict(self.gone)
+        for who, cpu in self.last.values():
+            by_who[who] = by_who.get(who, 0.0) + cpu
+        reaped = self._reaped() - self.reaped_start
+        gone_total = sum(self.gone.values())
+        return {"cpu_s": {k: round(v, 2) for k, v in sorted(by_who.items())},
+                "backends_started": self.started_pids,
+                "reaped_cpu_s": round(reaped, 2), "unattributed_s": round(reaped - gone_total, 2),
+                "exporter_sessions": {"max": max(self.sessions, default=0),
+                                      "mean": round(statistics.fmean(self.sessions), 3) if self.sessions else None,
+                                      "samples": len(self.sessions)}}
 
 
 def postgres_cpu_seconds(cluster) -> float:
@@ -352,7 +413,7 @@ def run(args) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     seconds = int(args.minutes * 60)
-    result: dict = {"args": vars(args), "uptime_start": uptime()}
+    result: dict = {"args": vars(args), "uptime_start": uptime(), "code": code_version()}
     print(f"load at start: {result['uptime_start']}", flush=True)
     from exporter.pgcluster import free_port, start_cluster
 
@@ -392,10 +453,9 @@ def run(args) -> dict:
         cpu0 = proc_sample(exporter.pid)["cpu_s"]
         t0 = time.time()
         memory = Sampler(10, lambda: proc_sample(exporter.pid), "proc")
-        backends = backend_cpu_sampler(cluster)
-        database = Sampler(10, backends, "backends")
+        backends = BackendCpu(cluster)
         memory.start()
-        database.start()
+        backends.start()
 
         scrapes: list[dict] = []
         polls: dict[float, dict] = {}
@@ -432,11 +492,9 @@ def run(args) -> dict:
         final_text = body.decode() if status == 200 else last_text
         record_poll(polls, final_text)
         memory.stop()
-        database.stop()
+        db_side = backends.stop()
         final_proc = proc_sample(exporter.pid)
         pg_cpu = postgres_cpu_seconds(cluster) - pg_cpu_start
-        db_side = database.samples[-1][1] if database.samples else {}
-        backends.close()
         stmts = statements(cluster)
         result["uptime_end"] = uptime()
         result["shutdown"] = stop_exporter(exporter)
@@ -444,8 +502,8 @@ def run(args) -> dict:
         result["pgbench"] = pgbench_summary(pgbench_log)
         result["poster"] = {**poster_info, **poster_result}
         result.update(analyse(t0, seconds, scrapes, polls, memory.samples, cpu0, final_proc, final_text, stmts,
-                              db_side, pg_cpu, database.samples))
-        result["sampler_errors"] = memory.errors[:5] + database.errors[:5]
+                              db_side, pg_cpu))
+        result["sampler_errors"] = memory.errors[:5]
         path = OUT / f"soak_bench-{stamp}.json"
         path.write_text(json.dumps(result, indent=1, default=str))
         (OUT / f"soak_bench-{stamp}.prom").write_text(final_text)
@@ -483,7 +541,7 @@ def record_poll(polls: dict[float, dict], text: str) -> None:
                        "skipped_total": sum(v for _, v in m.get("venzory_db_polls_skipped_total", []))}
 
 
-def analyse(t0, seconds, scrapes, polls, mem_samples, cpu0, final_proc, text, stmts, db_side, pg_cpu, db_samples) -> dict:
+def analyse(t0, seconds, scrapes, polls, mem_samples, cpu0, final_proc, text, stmts, db_side, pg_cpu) -> dict:
     ok = [s for s in scrapes if s["status"] == 200]
     poll_list = sorted(polls.values(), key=lambda p: p["finished"])
     in_window = [p for p in poll_list if p["finished"] >= t0]
@@ -511,9 +569,8 @@ def analyse(t0, seconds, scrapes, polls, mem_samples, cpu0, final_proc, text, st
     ours = by_user.get(MONITOR_ROLE, {"exec_ms": 0, "plan_ms": 0, "calls": 0})
     total_ms = sum(u["exec_ms"] + u["plan_ms"] for u in by_user.values())
     ours_ms = ours["exec_ms"] + ours["plan_ms"]
-    cpu_by_who = db_side.get("cpu_by_who", {})
+    cpu_by_who = {k: v for k, v in db_side["cpu_s"].items() if k != "other"}  # other: the server's own processes
     backend_total = sum(cpu_by_who.values())
-    sessions = [s["exporter_sessions"] for _, s in db_samples]
     parsed = parse_metrics(text, ("venzory_db_events_", "venzory_db_prisma_errors", "process_cpu_seconds",
                                   "process_resident_memory", "venzory_db_polls_skipped"))
     errors_by = {}
@@ -545,15 +602,15 @@ def analyse(t0, seconds, scrapes, polls, mem_samples, cpu0, final_proc, text, st
         "database_time": {
             "by_user": by_user, "exporter_ms": round(ours_ms, 1), "all_ms": round(total_ms, 1),
             "exporter_share": round(ours_ms / total_ms, 4) if total_ms else None,
-            "exporter_ms_per_poll": round(ours_ms / max(1, len(in_window)), 1),
+            # Every poll runs each table pass once: the most calls of one statement = the polls.
+            "polls_in_statistics": max((t["calls"] for t in stmts["top_exporter"]), default=0),
+            "exporter_ms_per_poll": round(ours_ms / max(1, max((t["calls"] for t in stmts["top_exporter"]), default=1)), 1),
             "exporter_calls": ours["calls"], "top_exporter_statements": stmts["top_exporter"],
             "pg_stat_statements_dealloc": stmts["dealloc"],
-            "backend_cpu_s": {k: round(v, 1) for k, v in cpu_by_who.items()},
+            "backend_cpu": db_side,
             "exporter_backend_cpu_share": round(cpu_by_who.get("exporter", 0) / backend_total, 4) if backend_total else None,
-            "server_cpu_s_all_databases": round(pg_cpu, 1),
+            "server_cpu_s": round(pg_cpu, 1),
             "exporter_backend_cpu_share_of_server": round(cpu_by_who.get("exporter", 0) / pg_cpu, 4) if pg_cpu else None,
-            "exporter_sessions": {"max": max(sessions) if sessions else None,
-                                  "median": statistics.median(sessions) if sessions else None},
         },
     }
 
@@ -576,6 +633,7 @@ def print_report(r: dict) -> None:
           f"({r['database']['bytes'] / 1e6:.0f} MB), poll_interval {a['poll_interval']}s, "
           f"migrations {'off' if a['no_migrations'] else 'on'} ==")
     print(f"load: start [{r['uptime_start']}]  end [{r['uptime_end']}]")
+    print(f"code: {r['code']}")
     print(f"\n/metrics every 1 s: {s['n']} scrapes, non-200 {s['non_200']}, latency ms {s['latency_ms']}, "
           f"{s['bytes']} bytes, {s['series']} series")
     print(f"POST /events: {po['posts']} POSTs of {a['batch']} lines ({po['raw_bytes_per_body'] / 1024:.0f} KiB, "
@@ -600,9 +658,12 @@ def print_report(r: dict) -> None:
     for user, u in d["by_user"].items():
         print(f"  {user:16} calls {u['calls']:>9}  exec {u['exec_ms'] / 1000:8.1f} s  plan {u['plan_ms'] / 1000:6.1f} s  "
               f"blocks {u['blocks']}")
-    print(f"backend CPU s (/proc, sampled every 10 s): {d['backend_cpu_s']}; exporter's share "
-          f"{(d['exporter_backend_cpu_share'] or 0) * 100:.2f} %; whole server {d['server_cpu_s_all_databases']} s")
-    print(f"exporter sessions: {d['exporter_sessions']}")
+    b = d["backend_cpu"]
+    print(f"backend CPU s (/proc every 0.1 s, by process title): {b['cpu_s']}; exporter's share of the backends' "
+          f"(exporter + pgbench + autovacuum) {(d['exporter_backend_cpu_share'] or 0) * 100:.2f} %, of the whole server "
+          f"({d['server_cpu_s']} s) {(d['exporter_backend_cpu_share_of_server'] or 0) * 100:.2f} %; "
+          f"unattributed (exited between samples) {b['unattributed_s']} s")
+    print(f"backends started: {b['backends_started']}; exporter sessions alive: {b['exporter_sessions']}")
     print("top exporter statements:")
     for t in d["top_exporter_statements"][:6]:
         print(f"  {t['calls']:>6} calls {t['exec_ms']:>9.1f} ms exec {t['plan_ms']:>7.1f} ms plan  {t['query'][:90]}")
@@ -621,7 +682,7 @@ def main() -> int:
     parser.add_argument("--events-per-second", type=float, default=5000.0)
     parser.add_argument("--batch", type=int, default=500, help="lines per POST")
     parser.add_argument("--distinct-bodies", type=int, default=40)
-    parser.add_argument("--tps", type=float, default=150.0, help="pgbench rate limit (0: unthrottled)")
+    parser.add_argument("--tps", type=float, default=300.0, help="pgbench rate limit (0: unthrottled)")
     parser.add_argument("--clients", type=int, default=4, help="pgbench clients")
     parser.add_argument("--scale", type=float, default=0.05, help="core_bench scale of the database")
     parser.add_argument("--kind", choices=["problems", "hardened"], default="problems")

@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import quote, quote_plus, urlsplit
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
@@ -22,19 +23,57 @@ DEFAULT_CONFIG = REPO / "config" / "venzory.yaml"
 
 def _load(path: str) -> Config:
     config = load_config(path)
-    register_secrets([dsn_password(d.dsn) for d in config.databases])
+    register_secrets(secrets_of(config))
     return config
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Every secret of a config, to be redacted from logs, Sentry events and verify's
+    output: DSN passwords (as written in a URL too), the events token, the Sentry key."""
+    secrets: list[str | None] = []
+    for database in config.databases:
+        for dsn in (database.dsn, database.migrations.shadow_dsn):
+            password = dsn_password(dsn) if dsn else None
+            if password:
+                secrets += [password, quote(password, safe=""), quote_plus(password)]
+    secrets.append(config.events.http.token)
+    if config.exporter.sentry_dsn:
+        parts = urlsplit(config.exporter.sentry_dsn)
+        secrets += [parts.username, parts.password]
+    return [s for s in secrets if s]
+
+
+def _web_settings(args: argparse.Namespace, config: Config):
+    """The web config of `--web.config.file`, else of exporter.web_config; None: plain
+    HTTP without authentication."""
+    from exporter.webconfig import load_web_config
+
+    path = args.web_config or config.exporter.web_config
+    return load_web_config(path) if path else None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from exporter.daemon import Daemon
 
     config = _load(args.config)
+    web = _web_settings(args, config)  # validated before anything starts: exit 2 when invalid
     setup_logging(config.exporter.log_format, config.exporter.log_level)
     setup_sentry(config.exporter.sentry_dsn)
+    if web is not None:
+        _log_web(web)
     # SIGHUP reads the file again, through the same checks as at start.
-    Daemon(config, args.listen, load=lambda: _load(args.config)).run_forever()
+    Daemon(config, args.listen, load=lambda: _load(args.config), web=web).run_forever()
     return 0
+
+
+def _log_web(web) -> None:
+    what = [name for name, on in (("TLS", web.tls), ("basic auth", web.auth), ("rate limit", web.rate_limit)) if on]
+    log.info("web config %s: %s", web.file, ", ".join(what) or "nothing to apply")
+    for note in web.notes:
+        log.warning("web config %s: %s", web.file, note)
+    if web.auth and not web.tls:
+        log.warning("web config %s: basic auth without TLS sends passwords in clear text: "
+                    "add tls_server_config", web.file)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -89,10 +128,13 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
+    web = _web_settings(args, config)
     print(
         f"{args.config}: ok ({len(config.databases)} databases, {len(config.checks)} checks, "
         f"{len(config.constraints)} expected constraints)"
     )
+    if web is not None:
+        print(f"{web.file}: ok (TLS {'on' if web.tls else 'off'}, basic auth {'on' if web.auth else 'off'})")
     return 0
 
 
@@ -136,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the exporter daemon")
     with_config(run)
     run.add_argument("--listen", metavar="HOST:PORT", help="listen address (default: exporter.listen, 0.0.0.0:19187)")
+    run.add_argument("--web.config.file", "--web-config", dest="web_config", metavar="FILE",
+                     help="TLS, basic auth and headers for every endpoint, in exporter-toolkit's format "
+                          "(default: exporter.web_config; docs/security.md)")
     run.set_defaults(func=cmd_run)
 
     verify = sub.add_parser("verify", help="run every check once and exit (0 healthy, 1 problems, 2 cannot run)")
@@ -147,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")
     with_config(check)
+    check.add_argument("--web.config.file", "--web-config", dest="web_config", metavar="FILE",
+                       help="validate this web config too (default: exporter.web_config)")
     check.set_defaults(func=cmd_check_config)
 
     snapshot = sub.add_parser("snapshot", help="write the expected schema of the migrations folder to a JSON file")

@@ -20,18 +20,20 @@ from exporter.metrics import Store
 from exporter.poll import Poller, PollResult
 from exporter.scheduler import PollScheduler
 from exporter.server import HttpServer, make_app
+from exporter.webconfig import WebSettings
 
 log = logging.getLogger(__name__)
 
 
 # Settings read once at start; a reload that changes them says they wait for a restart.
-RESTART_ONLY = ("listen", "log_format", "log_level", "sentry_dsn")
+RESTART_ONLY = ("listen", "log_format", "log_level", "sentry_dsn", "web_config")
 # How long a stop waits for polls it broke off before the process exits without them.
 STOP_GRACE = 3.0
 
 
 class Daemon:
-    def __init__(self, config: Config, listen: str | None = None, load: Callable[[], Config] | None = None):
+    def __init__(self, config: Config, listen: str | None = None, load: Callable[[], Config] | None = None,
+                 web: WebSettings | None = None):
         self.config = config
         self._load = load  # reads the config file again (SIGHUP); None: no reload
         self.budget = ConnectionBudget(config.exporter.connection_limit)
@@ -47,8 +49,10 @@ class Daemon:
         PlatformCollector(registry=self.registry)
         host, port = parse_listen(listen or config.exporter.listen)
         # Through self.events at each request: a reload may replace the pipeline.
+        # `web`: TLS, basic auth, headers (the web config); /events keeps its own token.
         self.server = HttpServer(host, port, make_app(
-            self.registry, self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)))
+            self.registry, self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)),
+            web, events_authenticate=lambda: self.events.authenticates)
         self.scheduler = self._schedule()
         self._stopping: str | bool = False  # set by the signal handlers
         self._reload_requested = False
@@ -73,13 +77,7 @@ class Daemon:
     def start(self) -> "Daemon":
         self.events.start()
         self.server.start()
-        for poller in self.pollers:
-            db = poller.database.config
-            log.info(
-                "watching %s (%s) every %.0fs, full scan every %.0fs, %d checks",
-                db.name, redact_dsn(db.dsn), db.poll_interval, db.full_scan_interval, len(poller.checks),
-            )
-            log.info("%s: %s", db.name, db.migrations.describe_off())
+        self._describe_pollers()
         self.scheduler.start()
         log.info("venzory-db-exporter %s listening on port %d", __version__, self.server.port)
         return self
@@ -117,9 +115,19 @@ class Daemon:
             else:
                 self.events.update_known(self.known)
             self.scheduler = self._schedule()
+            self._describe_pollers()
             self.scheduler.start()
         log.info("config reloaded: %d databases (%s)", len(names), ", ".join(names))
         return True
+
+    def _describe_pollers(self) -> None:
+        for poller in self.pollers:
+            db = poller.database.config
+            log.info(
+                "watching %s (%s) every %gs, full scan every %gs, %d checks",
+                db.name, redact_dsn(db.dsn), db.poll_interval, db.full_scan_interval, len(poller.checks),
+            )
+            log.info("%s: %s", db.name, db.migrations.describe_off())
 
     def _poller(self, config: Config, database, old: Config) -> Poller:
         poller = Poller(config, database, self.budget)

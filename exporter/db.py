@@ -131,6 +131,7 @@ class Session(psycopg.Connection):
     statement_timeout: float = 30.0
     grace: float = 5.0
     _socket: socket.socket | None = None
+    _cancel: psycopg.pq.abc.PGcancel | None = None
     _answering = True  # False once the server is known not to answer: close without waiting
 
     @classmethod
@@ -139,14 +140,17 @@ class Session(psycopg.Connection):
             session = cls.connect(config.dsn, **session_options(config))
         except psycopg.errors.ConnectionTimeout as e:
             raise DatabaseDown(f"no connection within connect_timeout: {e}", CONNECT_TIMEOUT) from None
-        except psycopg.OperationalError as e:
+        except psycopg.Error as e:  # refused, or a DSN libpq cannot use
             message = str(e).strip()
             slots_full = any(text in message for text in _SLOTS_FULL)
             raise DatabaseDown(message, TOO_MANY_CONNECTIONS if slots_full else CONNECT_FAILED) from None
         session.statement_timeout, session.grace = config.statement_timeout, config.connect_timeout
-        # Our own handle on the socket: shutting it down from another thread wakes a
-        # thread blocked reading it, whatever the network does.
+        # What `interrupt` needs, taken now: another thread must not touch the connection
+        # (libpq's PGconn is not thread-safe). Our own handle on the socket: shutting it
+        # down wakes a thread blocked reading it, whatever the network does.
+        session._cancel = session.pgconn.get_cancel()
         session._socket = socket.socket(fileno=os.dup(session.pgconn.socket))
+        session._socket_lock = threading.Lock()
         return session
 
     def wait(self, gen, interval: float = 0.1, timeout: float | None = None):
@@ -164,32 +168,39 @@ class Session(psycopg.Connection):
         """Break the session off now: ask the server to cancel what runs (in the
         background: the network may be what is broken) and shut the socket, so a thread
         waiting on it fails at once."""
-        try:
-            cancel = self.pgconn.get_cancel()
-            threading.Thread(target=cancel.cancel, name="cancel", daemon=True).start()
-        except psycopg.Error:
-            pass  # already closed
         self._answering = False
-        if self._socket is not None:
-            with contextlib.suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
+        if self._cancel is None:
+            return  # not opened by `open`
+        threading.Thread(target=_cancel, args=(self._cancel,), name="cancel", daemon=True).start()
+        with self._socket_lock:
+            if self._socket is not None:
+                with contextlib.suppress(OSError):
+                    self._socket.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         super().close()  # sends Terminate
-        if self._socket is None:
+        if self._cancel is None:
+            return  # not opened by `open`
+        with self._socket_lock:
+            sock, self._socket = self._socket, None
+        if sock is None:
             return
         # Our handle keeps the socket open until the server closes it, which it does
         # once its backend has exited and freed its slot: so the next session never
         # counts twice against exporter.max_connections, the server's max_connections
         # or the role's CONNECTION LIMIT. Normally a millisecond; never more than 1 s.
         with contextlib.suppress(OSError):
-            self._socket.shutdown(socket.SHUT_WR)
+            sock.shutdown(socket.SHUT_WR)
             if self._answering:
-                self._socket.settimeout(1.0)
-                while self._socket.recv(4096):
+                sock.settimeout(1.0)
+                while sock.recv(4096):
                     pass
-        self._socket.close()
-        self._socket = None
+        sock.close()
+
+
+def _cancel(cancel: psycopg.pq.abc.PGcancel) -> None:
+    with contextlib.suppress(psycopg.Error):
+        cancel.cancel()
 
 
 @contextlib.contextmanager
@@ -250,6 +261,10 @@ class Database:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @contextlib.contextmanager
     def connection(self, *, extra: bool = False) -> Iterator[Session]:

@@ -66,13 +66,14 @@ def setup_logging(fmt: str = "plain", level: str = "info") -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-def _scrub(value: Any) -> Any:
+def scrub(value: Any) -> Any:
+    """`redact` on every string of a JSON-like structure (Sentry events, verify --json)."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
+        return {k: scrub(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_scrub(v) for v in value]
+        return [scrub(v) for v in value]
     return value
 
 
@@ -85,7 +86,7 @@ def setup_sentry(dsn: str | None) -> bool:
     sentry_sdk.init(
         dsn=dsn,
         release=f"venzory-db-exporter@{__version__}",
-        before_send=lambda event, hint: _scrub(event),
-        before_breadcrumb=lambda crumb, hint: _scrub(crumb),
+        before_send=lambda event, hint: scrub(event),
+        before_breadcrumb=lambda crumb, hint: scrub(crumb),
     )
     return True

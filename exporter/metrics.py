@@ -81,6 +81,12 @@ def families_for(result: PollResult) -> list[Metric]:
         present.add_metric(values, 1 if c.present else 0)
         valid.add_metric(values, 1 if c.valid else 0)
     families += [violations, groups, success, check_duration, guarded, present, valid]
+    if result.privileges is not None:
+        can_write = _gauge("venzory_db_role_can_write",
+                           "1 if the exporter's role could write to the monitored schema (superuser, CREATE on it, "
+                           "or INSERT/UPDATE/DELETE/TRUNCATE on a table of it), else 0.", ["database"])
+        can_write.add_metric([db], 1 if result.privileges.can_write else 0)
+        families.append(can_write)
     if result.migrations:
         families += _migration_families(db, result.migrations)
     return families

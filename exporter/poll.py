@@ -15,6 +15,7 @@ from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
 from exporter.db import ERROR, ConnectionBudget, Database, LockWatch, down_reason, is_connection_error
 from exporter.migrations.monitor import MigrationsMonitor, MigrationsResult
+from exporter.privileges import Privileges, WriteWarning, read_privileges
 from exporter.schema.catalog import introspect
 from exporter.schema.model import Schema
 
@@ -34,6 +35,7 @@ class PollResult:
     migrations: MigrationsResult | None = None  # None when the database has no migrations feature
     schema: Schema | None = field(default=None, repr=False, compare=False)
     down_reason: str | None = None  # why the database is down: one of exporter.db.DOWN_REASONS
+    privileges: Privileges | None = None  # whether the exporter's role could write (exporter.privileges)
 
     @property
     def finished_at(self) -> float:
@@ -63,6 +65,7 @@ class Poller:
         self.lock_watch = LockWatch(self.database, database.yield_to_locks_after)
         self.checks = config.checks_for(database)
         self.last_full_scan: float | None = None
+        self.write_warning = WriteWarning(database.name)
         monitor = MigrationsMonitor(database)
         self.migrations = monitor if monitor.enabled else None
 
@@ -82,9 +85,12 @@ class Poller:
                 schema = introspect(conn, self.database.config.db_schema)
                 checks = run_checks(conn, self.checks, schema, use_guards=not full, watch=self.lock_watch)
                 migrations = self.migrations.assess(conn, schema, checks) if self.migrations else None
+                privileges = read_privileges(conn, self.database.config.db_schema)
         except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
             reason = down_reason(e)
-            if reason == ERROR and not is_connection_error(e):
+            if self.database.closed:
+                log.debug("poll of %s broken off (stop or reload): %s", self.name, e)
+            elif reason == ERROR and not is_connection_error(e):
                 log.exception("poll of %s failed unexpectedly", self.name)
             else:
                 log.warning("database %s is down (%s): %s", self.name, reason, str(e).strip())
@@ -92,10 +98,11 @@ class Poller:
                               down_reason=reason)
         if full:
             self.last_full_scan = started
+        self.write_warning.observe(privileges)
         expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
-            tuple(checks), tuple(check_constraints(expected, schema)), migrations, schema,
+            tuple(checks), tuple(check_constraints(expected, schema)), migrations, schema, privileges=privileges,
         )
 
     def close(self) -> None:

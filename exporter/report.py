@@ -10,11 +10,13 @@ import json
 from typing import Iterable
 
 from exporter.db import redact_dsn
+from exporter.logs import redact, scrub
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_RUN = 0, 1, 2
 TICK, CROSS, FAIL = "✔", "✘", "!"
+WARN = "⚠"  # worth fixing, not a failure: the exit code does not change
 
 
 def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False) -> int:
@@ -58,6 +60,7 @@ def _database_json(r: PollResult) -> dict:
         "error": r.error,
         "full_scan": r.full_scan,
         "duration_seconds": round(r.duration, 6),
+        "privileges": r.privileges.as_dict() if r.privileges else None,
         "checks": [
             {
                 "name": c.check.name,
@@ -92,7 +95,8 @@ def _database_json(r: PollResult) -> dict:
 
 
 def render_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> str:
-    return json.dumps(to_json(results, allow_pending=allow_pending), indent=2, default=str)
+    # Scrubbed of registered secrets like the logs: a database's error text is printed as is.
+    return json.dumps(scrub(to_json(results, allow_pending=allow_pending)), indent=2, default=str)
 
 
 def _check_line(c) -> list[str]:
@@ -117,6 +121,9 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
         if not r.up:
             lines.append(f"  {FAIL} cannot connect: {r.error}")
             continue
+        if r.privileges is not None:
+            mark = WARN if r.privileges.can_write else TICK
+            lines.append(f"Privileges: {mark} {r.privileges.describe()}")
         scan = "full scan" if r.full_scan else "guarded checks answered from the catalog"
         lines.append(f"Checks ({scan}, {r.duration:.2f}s):")
         for c in r.checks:
@@ -132,7 +139,7 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
             lines.extend(_migration_lines(r.migrations, allow_pending))
         lines.append("")
     lines.append(_summary(results, allow_pending))
-    return "\n".join(lines)
+    return redact("\n".join(lines))
 
 
 def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:

@@ -100,6 +100,9 @@ class ExporterConfig(Strict):
     log_format: Literal["plain", "json"] = "plain"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sentry_dsn: str | None = None
+    # exporter-toolkit web config (TLS, basic auth, headers) for every endpoint; empty =
+    # plain HTTP. `run --web.config.file` overrides it (docs/security.md).
+    web_config: str | None = None
     max_concurrent_polls: Annotated[int, Field(ge=1, le=64)] = 4
     # Hard cap on the sessions open at once to all monitored databases together; default
     # 2 x max_concurrent_polls (each poll's session, plus its lock watcher's).
@@ -118,7 +121,7 @@ class ExporterConfig(Strict):
             )
         return self
 
-    @field_validator("sentry_dsn")
+    @field_validator("sentry_dsn", "web_config")
     @classmethod
     def _empty_is_off(cls, value: str | None) -> str | None:
         return value or None
