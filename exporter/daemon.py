@@ -19,7 +19,7 @@ from exporter.events import EventPipeline, KnownNames
 from exporter.metrics import Store
 from exporter.poll import Poller, PollResult
 from exporter.scheduler import PollScheduler
-from exporter.server import HttpServer, make_app
+from exporter.server import HttpServer, make_app, metrics_app
 from exporter.webconfig import WebSettings
 
 log = logging.getLogger(__name__)
@@ -41,17 +41,22 @@ class Daemon:
         self.pollers = [Poller(config, d, self.budget) for d in config.databases]
         self.known = KnownNames.from_config(config)
         self.events = EventPipeline(config.events, [d.name for d in config.databases], self.known)
+        # Two registries: everything (for /metrics?name[]=...), and what changes between
+        # polls, rendered per scrape next to the store's pre-rendered poll families.
         self.registry = CollectorRegistry(auto_describe=False)
+        self.live = CollectorRegistry(auto_describe=False)
         self.registry.register(self.store)
-        self.registry.register(self.events.collector)
-        # The exporter's own memory, CPU and file descriptors: it must be watched too.
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.live.register(self.store.live)
+        for registry in (self.registry, self.live):
+            registry.register(self.events.collector)
+            # The exporter's own memory, CPU and file descriptors: it must be watched too.
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
         host, port = parse_listen(listen or config.exporter.listen)
         # Through self.events at each request: a reload may replace the pipeline.
         # `web`: TLS, basic auth, headers (the web config); /events keeps its own token.
         self.server = HttpServer(host, port, make_app(
-            self.registry, self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)),
+            metrics_app(self.store, self.live, self.registry), self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)),
             web, events_authenticate=lambda: self.events.authenticates)
         self.scheduler = self._schedule()
         self._stopping: str | bool = False  # set by the signal handlers

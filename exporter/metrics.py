@@ -9,7 +9,7 @@ on them - add, never rename.
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from typing import Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -170,6 +170,8 @@ class Store(Collector):
         self._merged: list[Metric] = []
         self._skipped = {name: 0 for name in self.databases}
         self._was_ready = False
+        self._rendered: dict[str, bytes] = {}  # content type -> the merged families' bytes
+        self.live = _LiveCounters(self)
 
     def put(self, result: PollResult) -> None:
         entry = (result, families_for(result))
@@ -178,6 +180,7 @@ class Store(Collector):
                 return  # a database a reload removed
             self._latest[result.database] = entry
             self._merged = _merge(families for _, families in self._latest.values())
+            self._rendered = {}
 
     def set_databases(self, databases: Iterable[str]) -> None:
         """After a reload: the series of removed databases go, the others stay as they are
@@ -187,6 +190,7 @@ class Store(Collector):
             self._latest = {name: entry for name, entry in self._latest.items() if name in self.databases}
             self._skipped = {name: self._skipped.get(name, 0) for name in self.databases}
             self._merged = _merge(families for _, families in self._latest.values())
+            self._rendered = {}
 
     def latest(self, database: str) -> PollResult | None:
         with self._lock:
@@ -205,9 +209,38 @@ class Store(Collector):
             return self._was_ready
 
     def collect(self) -> Iterable[Metric]:
+        """Everything: the live counters and the last polls' families."""
+        yield from self.live.collect()
         with self._lock:
             merged = self._merged
-            skipped = dict(self._skipped)
+        yield from merged
+
+    def rendered(self, encoder: Callable, content_type: str) -> bytes:
+        """The last polls' families in one exposition format (`content_type` names it),
+        rendered once per poll and format: a scrape copies bytes instead of formatting
+        hundreds of samples, the bulk of /metrics (docs/performance.md)."""
+        with self._lock:
+            merged, cache = self._merged, self._rendered
+        text = cache.get(content_type)
+        if text is None:
+            text = encoder(_Families(merged))
+            # OpenMetrics ends with "# EOF": the live part, rendered after it, ends the body.
+            text = text.removesuffix(b"# EOF\n")
+            with self._lock:
+                if self._merged is merged:
+                    self._rendered[content_type] = text
+        return text
+
+
+class _LiveCounters(Collector):
+    """What changes between polls: build info and the skipped-poll counters."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def collect(self) -> Iterable[Metric]:
+        with self.store._lock:
+            skipped = dict(self.store._skipped)
         info = GaugeMetricFamily("venzory_db_exporter_build_info", "Version of the exporter.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
@@ -219,7 +252,16 @@ class Store(Collector):
         for name, count in skipped.items():
             polls_skipped.add_metric([name], count)
         yield polls_skipped
-        yield from merged
+
+
+class _Families:
+    """A fixed list of families, in the shape prometheus_client's encoders render."""
+
+    def __init__(self, families: list[Metric]):
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self._families)
 
 
 def _merge(per_database: Iterable[list[Metric]]) -> list[Metric]:

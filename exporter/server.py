@@ -14,6 +14,7 @@ later read or write waits at most IDLE_TIMEOUT. A client that never finishes its
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
 import socket
@@ -25,6 +26,9 @@ from typing import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+from exporter.metrics import Store
 
 from exporter.webconfig import WebSettings, protect
 
@@ -44,8 +48,30 @@ def _text(start_response: Callable, status: str, body: bytes, content_type: str 
     return [body]
 
 
-def make_app(registry: CollectorRegistry, ready: Callable[[], bool], events_app: WSGIApp | None = None) -> WSGIApp:
-    metrics_app = make_wsgi_app(registry)
+def metrics_app(store: Store, live: CollectorRegistry, everything: CollectorRegistry) -> WSGIApp:
+    """/metrics: the store's poll families, rendered once per poll, plus what changes
+    between polls (`live`: counters, process metrics), rendered per scrape. Anything but a
+    plain GET (a `name[]` filter, say) takes prometheus_client's own app over `everything`."""
+    library = make_wsgi_app(everything)
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("QUERY_STRING") or environ.get("REQUEST_METHOD") != "GET":
+            return library(environ, start_response)
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
+        body = store.rendered(encoder, content_type) + encoder(live)
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            body = gzip.compress(body, compresslevel=1)  # 30 KB: level 1 is 3x faster, nearly as small
+            headers.append(("Content-Encoding", "gzip"))
+        headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
+
+
+def make_app(metrics: WSGIApp, ready: Callable[[], bool], events_app: WSGIApp | None = None) -> WSGIApp:
+    metrics_app = metrics
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
