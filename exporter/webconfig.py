@@ -27,7 +27,7 @@ import bcrypt
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from exporter.config.loader import ConfigError, problem_at, read_yaml, validation_error
-from exporter.config.types import Strict, _parse_duration
+from exporter.config.types import Strict, parse_duration
 from exporter.ratelimit import TokenBucket, retry_after
 
 ClientAuthType = Literal["NoClientCert", "RequestClientCert", "RequireAnyClientCert",
@@ -143,7 +143,7 @@ def _interval(value: object) -> float:
     # 0 switches the limit off (exporter-toolkit's convention).
     if value == 0 or (isinstance(value, str) and re.fullmatch(r"\s*0+(\.0*)?\s*(ms|s|m|h|d)?\s*", value)):
         return 0.0
-    return _parse_duration(value)
+    return parse_duration(value)
 
 
 class RateLimitConfig(Strict):

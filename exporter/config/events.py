@@ -6,34 +6,11 @@ exporter that monitors one database can receive events with no events config at 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import Field, field_validator
 
-from exporter.config.types import Duration, Identifier, Strict
-
-_BYTES = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_BYTE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2,
-               "GB": 1000**3, "GiB": 1024**3}
-
-
-def _parse_bytes(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a size like 1048576, 512KiB, 8MiB")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str) and (m := _BYTES.match(value)):
-        size = int(m.group(1)) * _BYTE_UNITS[m.group(2)]
-    else:
-        raise ValueError(f"expected a size like 1048576, 512KiB, 8MiB, got {value!r}")
-    if size <= 0:
-        raise ValueError("a size must be greater than zero")
-    return size
-
-
-# Bytes, written in YAML as a number or "512KiB", "8MiB", "1MB".
-ByteSize = Annotated[int, BeforeValidator(_parse_bytes)]
+from exporter.config.types import ByteSize, Duration, Identifier, Strict
 
 
 class HttpEventsConfig(Strict):

@@ -8,25 +8,36 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_BYTES = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_BYTE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2, "GB": 1000**3, "GiB": 1024**3}
 
 
-def _parse_duration(value: object) -> float:
+def _quantity(value: object, pattern: re.Pattern, units: dict, number: type, what: str, example: str):
+    """A positive number, given bare or as a string with a unit ("30s", "8MiB")."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m, 24h")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        raise ValueError(f"expected a {what} like {example}")
+    if isinstance(value, (int, float)) and (number is float or isinstance(value, int)):
+        amount = number(value)
+    elif isinstance(value, str) and (m := pattern.match(value)):
+        amount = number(float(m.group(1)) * units[m.group(2)])
     else:
-        raise ValueError(f"expected a duration like 30s, 5m, 24h, got {value!r}")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
+        raise ValueError(f"expected a {what} like {example}, got {value!r}")
+    if amount <= 0:
+        raise ValueError(f"a {what} must be greater than zero")
+    return amount
+
+
+def parse_duration(value: object) -> float:
+    return _quantity(value, _DURATION, _SECONDS, float, "duration", "30s, 5m, 24h")
 
 
 # Seconds, written in YAML as a number or "500ms", "30s", "5m", "24h", "7d".
-Duration = Annotated[float, BeforeValidator(_parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+# Bytes, written in YAML as a number or "512KiB", "8MiB", "1MB".
+ByteSize = Annotated[int, BeforeValidator(
+    lambda v: _quantity(v, _BYTES, _BYTE_UNITS, int, "size", "1048576, 512KiB, 8MiB"))]
 
 # A label-safe identifier: database names, check names and categories become label values.
 Identifier = Annotated[str, BeforeValidator(lambda v: _identifier(v))]
