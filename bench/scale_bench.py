@@ -38,7 +38,9 @@ a light /metrics parser) are shared with bench/soak_bench.py.
 from __future__ import annotations
 
 import argparse
+import bisect
 import copy
+import gzip as _gzip
 import http.client
 import json
 import os
@@ -181,15 +183,21 @@ def stop_exporter(proc: subprocess.Popen) -> dict:
     return {"exit_code": code, "shutdown_s": round(time.monotonic() - started, 2), "killed": False}
 
 
-def http_get(port: int, path: str = "/metrics", timeout: float = 10) -> tuple[int, float, bytes]:
-    """(status, seconds, body) of one GET on a fresh connection (the server speaks HTTP/1.0)."""
+def http_get(port: int, path: str = "/metrics", timeout: float = 10, gzip: bool = False) -> tuple[int, float, bytes]:
+    """(status, seconds, body) of one GET on a fresh connection (the server speaks HTTP/1.0).
+    With `gzip`, asks for Content-Encoding gzip as Prometheus does; the body returned is
+    decoded, its size on the wire is in `http_get.wire_bytes`."""
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Accept-Encoding": "gzip"} if gzip else {})
         response = conn.getresponse()
         body = response.read()
-        return response.status, time.perf_counter() - started, body
+        seconds = time.perf_counter() - started
+        http_get.wire_bytes = len(body)
+        if response.getheader("Content-Encoding") == "gzip":
+            body = _gzip.decompress(body)
+        return response.status, seconds, body
     finally:
         conn.close()
 
@@ -451,8 +459,10 @@ def run(args) -> dict:
         next_report = time.time() + 30
         while time.time() < deadline or len(scrapes) < args.min_scrapes:
             at = time.time()
-            status, seconds, body = http_get(port)
-            scrapes.append({"t": at, "status": status, "ms": seconds * 1000, "bytes": len(body)})
+            compressed = len(scrapes) % 2 == 1  # every other scrape asks for gzip, as Prometheus does
+            status, seconds, body = http_get(port, gzip=compressed)
+            scrapes.append({"t": at, "status": status, "ms": seconds * 1000, "bytes": len(body),
+                            "wire_bytes": http_get.wire_bytes, "gzip": compressed})
             if status == 200:
                 last_body = body
                 parsed = parse_metrics(body.decode(), ("venzory_db_last_poll", "venzory_db_poll_duration", "venzory_db_up"))
@@ -490,6 +500,36 @@ def run(args) -> dict:
         for n in after_ready:
             conn_hist[n] = conn_hist.get(n, 0) + 1
         ok = [s for s in scrapes if s["status"] == 200]
+        windows = [(p["started"], p["finished"]) for ps in polls.values() for p in ps]
+
+        def during_polls(scrape: dict) -> bool:
+            a, b = scrape["t"], scrape["t"] + scrape["ms"] / 1000
+            return any(start <= b and a <= end for start, end in windows)
+
+        # A scrape after a poll finished (since the previous scrape) finds the store's
+        # rendered bytes invalidated and renders the body again; the others copy them.
+        finishes = sorted(end for _, end in windows)
+
+        def after_a_poll(i: int) -> bool:
+            if i == 0:
+                return True
+            a, b = scrapes[i - 1]["t"], scrapes[i]["t"]
+            j = bisect.bisect_right(finishes, a)
+            return j < len(finishes) and finishes[j] <= b
+
+        for i, x in enumerate(scrapes):
+            x["after_poll"] = after_a_poll(i)
+        latency = {}
+        for label, compressed in (("plain", False), ("gzip", True)):
+            group = [x for x in ok if x["gzip"] == compressed and x["t"] >= started_at + ready_s]
+            latency[label] = {"all": summary([x["ms"] for x in group], 2),
+                              "during_polls": summary([x["ms"] for x in group if during_polls(x)], 2),
+                              "no_poll_running": summary([x["ms"] for x in group if not during_polls(x)], 2),
+                              "no_poll_running_first_after_a_poll": summary(
+                                  [x["ms"] for x in group if not during_polls(x) and x["after_poll"]], 2),
+                              "no_poll_running_nothing_new": summary(
+                                  [x["ms"] for x in group if not during_polls(x) and not x["after_poll"]], 2),
+                              "wire_bytes": group[-1]["wire_bytes"] if group else None}
         sizes = per_database_size(text, list(kinds))
         db_bytes = [v[0] for v in sizes["per_db"].values()]
         db_series = [v[1] for v in sizes["per_db"].values()]
@@ -510,6 +550,8 @@ def run(args) -> dict:
                                                        for k in set(kinds.values())}},
             "ready_s": round(ready_s, 1),
             "spread": spread,
+            "polls_raw": {db: [[round(p["started"] - started_at, 3), round(p["duration"], 4)] for p in ps]
+                          for db, ps in polls.items()},
             "connections": {"samples": len(totals), "max": max(totals), "median": statistics.median(totals),
                             "median_after_ready": statistics.median(after_ready) if after_ready else None,
                             "max_active": max(actives), "median_active": statistics.median(actives),
@@ -522,6 +564,8 @@ def run(args) -> dict:
                        "rss_slope_mb_per_hour_after_ready": slope_per_hour(
                            [(t, s["rss_mb"]) for t, s in mem if t >= ready_s])},
             "scrapes": {"n": len(scrapes), "non_200": len(scrapes) - len(ok), **summary([s["ms"] for s in ok], 2),
+                        "latency": latency, "raw": [[round(x["t"] - started_at, 3), round(x["ms"], 2), x["gzip"],
+                                                     x["after_poll"]] for x in scrapes],
                         "bytes": len(last_body), "series": series_count(text),
                         "bytes_per_database": round(statistics.fmean(db_bytes)) if db_bytes else None,
                         "series_per_database": round(statistics.fmean(db_series), 1) if db_series else None,
@@ -582,6 +626,16 @@ def print_report(r: dict) -> None:
     print("  " + ", ".join(f"{x['t_s']}s:{x['rss_mb']}" for x in m["timeline"]))
     print(f"\n/metrics: {sc['n']} scrapes, non-200 {sc['non_200']}, median {sc.get('median')} ms, "
           f"p90 {sc.get('p90')} ms, p99 {sc.get('p99')} ms, max {sc.get('max')} ms")
+    for label, v in sc["latency"].items():
+        print(f"  {label:5} ({v['wire_bytes']} bytes on the wire): all {v['all'].get('median')} / {v['all'].get('p99')} ms, "
+              f"no poll running {v['no_poll_running'].get('median')} / {v['no_poll_running'].get('p99')} ms "
+              f"(n={v['no_poll_running']['n']}), during polls {v['during_polls'].get('median')} / "
+              f"{v['during_polls'].get('p99')} ms (n={v['during_polls']['n']})   [median / p99]")
+        print(f"        no poll running: first scrape after a poll finished {v['no_poll_running_first_after_a_poll'].get('median')}"
+              f" / {v['no_poll_running_first_after_a_poll'].get('p99')} ms "
+              f"(n={v['no_poll_running_first_after_a_poll']['n']}), nothing new since the previous scrape "
+              f"{v['no_poll_running_nothing_new'].get('median')} / {v['no_poll_running_nothing_new'].get('p99')} ms "
+              f"(n={v['no_poll_running_nothing_new']['n']})")
     print(f"  body {sc['bytes']} bytes, {sc['series']} series; per database {sc['bytes_per_database']} bytes, "
           f"{sc['series_per_database']} series {sc['per_kind']}; shared {sc['shared_bytes']} bytes")
     print(f"\nhealth at end: {r['health_at_end']}; shutdown {r['shutdown']}")

@@ -496,6 +496,10 @@ def run(args) -> dict:
         final_proc = proc_sample(exporter.pid)
         pg_cpu = postgres_cpu_seconds(cluster) - pg_cpu_start
         stmts = statements(cluster)
+        with psycopg.connect(cluster.dsn(DB), autocommit=True) as conn:  # the tables pgbench writes grow
+            result["database"]["rows_end"] = dict(conn.execute(
+                "SELECT relname, n_live_tup FROM pg_stat_user_tables WHERE relname IN "
+                "('StockAdjustment', 'LocationInventory', 'Item')").fetchall())
         result["uptime_end"] = uptime()
         result["shutdown"] = stop_exporter(exporter)
         result["exporter_log"] = exporter_log_problems(log_path)
@@ -593,7 +597,9 @@ def analyse(t0, seconds, scrapes, polls, mem_samples, cpu0, final_proc, text, st
                   "checks_per_poll": poll_list[-1]["checks"] if poll_list else None,
                   "skipped_total": poll_list[-1]["skipped_total"] if poll_list else None,
                   "duration_s": summary([p["duration"] for p in in_window], 3),
-                  "interval_s": summary(gaps, 2)},
+                  "interval_s": summary(gaps, 2),
+                  "timeline": [{"min": round((p["finished"] - t0) / 60, 2), "duration_s": round(p["duration"], 3)}
+                               for p in poll_list]},
         "events": {"received": received, "ignored": ignored, "rejected_nonzero": rejected,
                    "prisma_errors_total": int(sum(errors_by.values())), "prisma_errors_by_labels": errors_by},
         "memory": memory,
@@ -644,6 +650,12 @@ def print_report(r: dict) -> None:
           f"received {e['received']}, rejected {e['rejected_nonzero'] or 0}, prisma errors {e['prisma_errors_total']}")
     print(f"polls: {p['n']} (about {p['expected']} expected), with a problem {p['bad']}, skipped {p['skipped_total']}, "
           f"{p['checks_per_poll']} checks each; duration s {p['duration_s']}; interval s {p['interval_s']}")
+    first = [x["duration_s"] for x in p["timeline"] if x["min"] <= 5]
+    last = [x["duration_s"] for x in p["timeline"] if x["min"] >= a["minutes"] - 5]
+    if first and last:
+        print(f"  poll duration median: first 5 min {statistics.median(first):.2f} s, last 5 min "
+              f"{statistics.median(last):.2f} s (StockAdjustment rows: {r['database']['rows']['StockAdjustment']} -> "
+              f"{r['database'].get('rows_end', {}).get('StockAdjustment')})")
     print(f"pgbench: {pg.get('transactions')} transactions, tps {pg.get('tps')}, failed {pg.get('failed')}, "
           f"latency avg {pg.get('latency_avg_ms')} ms, schedule lag avg {pg.get('lag_avg_ms')} ms")
     print(f"\nRSS: first {m['window_s'] / 60:.0f} min {m['first_window_mb']}\n     last  {m['window_s'] / 60:.0f} min "

@@ -48,7 +48,8 @@ def _web_settings(args: argparse.Namespace, config: Config):
     HTTP without authentication."""
     from exporter.webconfig import load_web_config
 
-    path = args.web_config or config.exporter.web_config
+    # getattr: `demo` calls cmd_run with a Namespace of its own, without the flag.
+    path = getattr(args, "web_config", None) or config.exporter.web_config
     return load_web_config(path) if path else None
 
 

@@ -199,7 +199,6 @@ class HttpServer:
             app = protect(app, web, lambda environ: environ.get("PATH_INFO") == "/events" and events_authenticate())
         self._server = make_server(host, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
         self._server.web = web
-        self.scheme = "https" if web is not None and web.tls is not None else "http"
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     @property

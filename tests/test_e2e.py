@@ -89,6 +89,7 @@ DATA_ALERTS = {
     "VenzoryDbSchemaDrift",  # the 8 foreign keys the seed dropped (vs migrations); vs schema.prisma
     "VenzoryDbMigrationsPending",  # steps 7-11
     "VenzoryDbPendingMigrationWillFail",  # the preflight: steps 7, 9 and 10 are blocked by rows
+    "VenzoryDbRoleCanWrite",  # the exporter connects as the test cluster's superuser
 }
 # Raised by the Prisma error events this test posts (P2002 on Item_practiceId_name_key).
 EVENT_ALERTS = {

@@ -55,6 +55,7 @@ DATABASE_METRICS = {
     "venzory_db_poll_full_scan",
     "venzory_db_migrations_part_success",
     "venzory_db_migration_preflight_unevaluable",
+    "venzory_db_role_can_write",
 }
 OTHER_METRICS = {  # no database label
     "venzory_db_exporter_build_info",

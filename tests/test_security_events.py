@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from exporter import server as server_module
 from exporter.config.events import EventsConfig
@@ -27,7 +27,7 @@ MARKER = "MARKER-7c1e5b"
 @contextmanager
 def exporter_http(**http):
     events = EventPipeline(EventsConfig.model_validate({"http": http}), ["venzory"], KnownNames())
-    server = HttpServer("127.0.0.1", 0, make_app(CollectorRegistry(), lambda: True, events.wsgi_app)).start()
+    server = HttpServer("127.0.0.1", 0, make_app(make_wsgi_app(CollectorRegistry()), lambda: True, events.wsgi_app)).start()
     try:
         yield server.port, events
     finally:

@@ -85,10 +85,6 @@ class _Expander:
         return value
 
 
-def expand(text: str, path: str, env: os._Environ | dict[str, str]) -> str:
-    return _Expander(env).expand(text, path)
-
-
 class _KeyProblem(Exception):
     def __init__(self, path: str, problem: str):
         super().__init__(problem)
@@ -117,7 +113,10 @@ def _line_index(node: yaml.Node, path: str = "", index: dict | None = None) -> d
 def _where(file: str, lines: dict[str, int], path: str) -> str:
     probe = path
     while probe and probe not in lines:  # a missing key: point at its parent
-        probe = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", probe)
+        parent = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", probe)
+        if parent == probe:  # a key with '.' or '[' in it: no parent to find by text
+            break
+        probe = parent
     line = lines.get(probe)
     prefix = f"{file}:{line}" if line else file
     return f"{prefix}: {path}" if path else prefix
@@ -140,6 +139,8 @@ def _loc_path(loc: tuple, data: Any) -> str:
             node = node[part]
         elif isinstance(node, dict) and part in ("row", "orphan", "duplicate") or part.startswith("function-"):
             continue  # a discriminated-union tag or validator name, not a key in the file
+        elif part == "[key]":
+            continue  # pydantic's marker for "the key itself is wrong": the path names it already
         else:
             path = _join(path, part)
             node = None
