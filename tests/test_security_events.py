@@ -11,7 +11,6 @@ import threading
 import time
 from contextlib import contextmanager
 
-import pytest
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from exporter import server as server_module
