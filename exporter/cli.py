@@ -147,6 +147,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     known = KnownNames.from_config(config)
+    # Offline, the expected schema can only come from files: schema.prisma or a snapshot.
+    # Their constraint names (foreign keys, every unique) become known label values too.
+    for database in config.databases:
+        for path, read in ((database.migrations.schema_prisma, _schema_from_prisma),
+                           (database.migrations.snapshot, _schema_from_snapshot)):
+            if path is not None:
+                try:
+                    known = known.with_schema(read(path))
+                except (OSError, ValueError, RuntimeError) as e:  # unreadable, unparseable, bad snapshot
+                    print(f"ingest: {path}: not used for constraint names: {e}", file=sys.stderr)
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     except OSError as e:
@@ -156,6 +166,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         summary = ingest(stream, known, max_line_bytes=config.events.max_line_bytes)
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary)
     return 0
+
+
+def _schema_from_prisma(path: Path):
+    from exporter.schema.prisma import parse_prisma_schema, to_schema
+
+    return to_schema(parse_prisma_schema(path.read_text(encoding="utf-8")))
+
+
+def _schema_from_snapshot(path: Path):
+    from exporter.migrations.shadow import load_snapshot
+
+    return load_snapshot(path)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
