@@ -1,11 +1,12 @@
-"""APScheduler wiring: one interval job per database.
+"""APScheduler wiring: per database, a first poll at once and an interval job.
 
 - The first poll of every database starts at once (bounded by `max_concurrent_polls`).
 - Later polls follow each database's interval, their phases spread evenly over it so 50
   databases with one interval do not all hit the pool, the CPU and the network together,
-  plus a little jitter.
-- `max_instances=1`: a database is never polled twice at the same time; a poll due while
-  the previous one still runs is skipped and counted, not queued (`coalesce`).
+  plus a little jitter. (An interval job counts from its previous run, so the first poll
+  is a job of its own: started with the interval job, it would pin every phase to "now".)
+- A database is never polled twice at the same time: a poll due while the previous one
+  still runs is skipped and counted, not queued.
 - After `stop()` no result is delivered: a poll broken off by a shutdown or a reload
   would otherwise report its database down.
 """
@@ -20,11 +21,14 @@ from typing import Callable
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter.poll import Poller
 
 log = logging.getLogger(__name__)
+
+_FIRST = "first:"  # job id prefix of a database's first poll
 
 
 class PollScheduler:
@@ -39,14 +43,28 @@ class PollScheduler:
         )
         self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._stopped = False
+        self._busy: dict[str, threading.Lock] = {}
         self._running = 0
         self._idle = threading.Condition()
 
     def _skipped(self, event: JobEvent) -> None:
-        log.warning("poll of %s skipped: the previous poll is still running", event.job_id)
-        self._on_skipped(event.job_id)
+        self._skip(event.job_id.removeprefix(_FIRST))
+
+    def _skip(self, database: str) -> None:
+        log.warning("poll of %s skipped: the previous poll is still running", database)
+        self._on_skipped(database)
 
     def _run(self, poller: Poller) -> None:
+        busy = self._busy.setdefault(poller.name, threading.Lock())
+        if not busy.acquire(blocking=False):  # the first poll and the interval job meet
+            self._skip(poller.name)
+            return
+        try:
+            self._run_one(poller)
+        finally:
+            busy.release()
+
+    def _run_one(self, poller: Poller) -> None:
         with self._idle:
             self._running += 1
         try:
@@ -63,11 +81,14 @@ class PollScheduler:
         count = len(self.pollers)
         for i, poller in enumerate(self.pollers):
             interval = poller.database.config.poll_interval
-            phase = timedelta(seconds=interval * i / count)
+            # Database i of n runs at phase i/n of the interval, from the second poll on.
+            phase = timedelta(seconds=interval * (1 + i / count))
             trigger = IntervalTrigger(
                 seconds=interval, start_date=now + phase, jitter=min(interval * 0.05, 5), timezone=timezone.utc
             )
-            self._scheduler.add_job(self._run, trigger, args=[poller], id=poller.name, name=f"poll {poller.name}", next_run_time=now)
+            self._scheduler.add_job(self._run, trigger, args=[poller], id=poller.name, name=f"poll {poller.name}")
+            self._scheduler.add_job(self._run, DateTrigger(now), args=[poller], id=_FIRST + poller.name,
+                                    name=f"first poll {poller.name}")
         self._scheduler.start()
 
     def stop(self) -> None:

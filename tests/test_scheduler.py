@@ -68,3 +68,37 @@ def test_overrunning_polls_are_skipped_and_never_overlap(slow_dsn):
     skipped = {s.labels["database"]: s.value for f in store.collect() if f.name == "venzory_db_polls_skipped" for s in f.samples}
     assert skipped["slow"] >= 2
     assert store.latest("slow").checks[0].violations == 0
+
+
+def test_later_polls_are_spread_over_the_interval(slow_dsn):
+    # Four databases, one interval: the first polls start at once, the later ones at
+    # phases 0, 1/4, 2/4, 3/4 of the interval (within the jitter), not all together.
+    interval = 2.0
+    config = Config.model_validate({
+        "databases": [{"name": f"db{i}", "dsn": slow_dsn, "poll_interval": interval} for i in range(4)],
+        "checks": [{"name": "quick", "kind": "row", "table": "slow", "category": "test",
+                    "severity": "warning", "rule": "id > 0"}],
+    })
+    starts: dict[str, list[float]] = {}
+    origin = time.monotonic()
+
+    class Recording(Poller):
+        def poll(self, **kwargs):
+            starts.setdefault(self.name, []).append(time.monotonic() - origin)
+            return super().poll(**kwargs)
+
+    pollers = [Recording(config, db) for db in config.databases]
+    scheduler = PollScheduler(pollers, lambda r: None, lambda name: None, max_concurrent=4)
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 15
+        while min((len(s) for s in starts.values()), default=0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.stop()
+        for poller in pollers:
+            poller.close()
+    assert all(s[0] < 1.0 for s in starts.values()), starts  # the first polls at once
+    second = sorted(starts[f"db{i}"][1] for i in range(4))
+    gaps = [b - a for a, b in zip(second, second[1:])]
+    assert all(0.25 < gap < 0.75 for gap in gaps), (second, gaps)  # 0.5 s apart, +-jitter (0.1 s)
