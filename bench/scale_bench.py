@@ -595,6 +595,43 @@ def run(args) -> dict:
             cluster.destroy()
 
 
+def scheduler_probe(count: int = 10, interval: float = 4.0, rounds: int = 4) -> None:
+    """The daemon's PollScheduler with `count` pollers that return at once (no database):
+    when does each one's k-th poll start? Phases spread evenly would be interval/count apart."""
+    from types import SimpleNamespace
+
+    from exporter.scheduler import PollScheduler
+
+    starts: list[tuple[float, str]] = []
+    lock = threading.Lock()
+
+    class Instant:
+        def __init__(self, i: int):
+            self.name = f"db{i}"
+            self.database = SimpleNamespace(name=self.name, config=SimpleNamespace(poll_interval=interval))
+
+        def poll(self):
+            with lock:
+                starts.append((time.time(), self.name))
+            return None
+
+        def close(self) -> None:
+            pass
+
+    scheduler = PollScheduler([Instant(i) for i in range(count)], lambda result: None, lambda name: None, 4)
+    t0 = time.time()
+    scheduler.start()
+    time.sleep(interval * (rounds - 1) + interval / 2)
+    scheduler.stop()
+    per_db: dict[str, list[float]] = {}
+    for t, name in sorted(starts):
+        per_db.setdefault(name, []).append(t - t0)
+    print(f"{count} pollers, interval {interval:g} s; an even spread starts them {interval / count:g} s apart")
+    for k in range(rounds):
+        kth = sorted(v[k] for v in per_db.values() if len(v) > k)
+        print(f"  poll {k + 1} of each: starts at {[round(x, 2) for x in kth]} s")
+
+
 def print_report(r: dict) -> None:
     s, c, m, sc = r["spread"], r["connections"], r["memory"], r["scrapes"]
     a = r["args"]
@@ -654,7 +691,12 @@ def main() -> int:
     parser.add_argument("--seed", choices=["mixed", "clean", "problems"], default="mixed")
     parser.add_argument("--migrations", action="store_true", help="turn the migrations feature on")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument("--scheduler-probe", action="store_true",
+                        help="only run the scheduler with 10 instant pollers (no database) and print when they start")
     args = parser.parse_args()
+    if args.scheduler_probe:
+        scheduler_probe()
+        return 0
     print_report(run(args))
     return 0
 

@@ -280,6 +280,8 @@ class BackendCpu(threading.Thread):
         self.every = every
         self.postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
         self.last: dict[int, tuple[str, float]] = {}  # pid -> (who, cpu seconds at its last sample)
+        self.titles: dict[int, str] = {}
+        self.final_other: dict[int, tuple[str, float]] = {}  # pid -> the process title, shortened (what "other" is made of)
         self.gone: dict[str, float] = {}  # who -> CPU of backends that exited
         self.sessions: list[int] = []  # exporter backends alive at each sample
         self.started_pids: dict[str, int] = {}
@@ -303,6 +305,8 @@ class BackendCpu(threading.Thread):
         return "other"
 
     def sample(self) -> None:
+        # Who a backend is, is decided once, from the first non-empty title: a title read
+        # while PostgreSQL rewrites it, or of a zombie (exited, not yet reaped), is empty.
         alive: dict[int, tuple[str, float]] = {}
         try:
             children = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children").read_text().split()
@@ -316,15 +320,24 @@ class BackendCpu(threading.Thread):
             except OSError:
                 continue
             cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-            if "parallel worker for PID" in title:
+            known = self.last.get(child)
+            if known and known[0] != "unknown":
+                alive[child] = (known[0], cpu)
+            elif not title:
+                alive[child] = ("unknown", cpu)
+            elif "parallel worker for PID" in title:
                 parallel.append((child, title, cpu))
-                continue
-            alive[child] = (self._who(child, title, alive), cpu)
+            else:
+                alive[child] = (self._who(child, title, alive), cpu)
+                self.titles[child] = " ".join(title.split()[:3])
         for child, title, cpu in parallel:  # after their leaders
             alive[child] = (self._who(child, title, alive), cpu)
+            self.titles[child] = " ".join(title.split()[:3])
         for pid, (who, cpu) in self.last.items():
             if pid not in alive:
                 self.gone[who] = self.gone.get(who, 0.0) + cpu
+                if who in ("other", "unknown"):
+                    self.final_other[pid] = (who, cpu)
         for pid, (who, _) in alive.items():
             if pid not in self.last:
                 self.started_pids[who] = self.started_pids.get(who, 0) + 1
@@ -346,8 +359,12 @@ class BackendCpu(threading.Thread):
             by_who[who] = by_who.get(who, 0.0) + cpu
         reaped = self._reaped() - self.reaped_start
         gone_total = sum(self.gone.values())
+        other: dict[str, float] = {}
+        for pid, (who, cpu) in {**self.final_other, **{p: v for p, v in self.last.items() if v[0] in ("other", "unknown")}}.items():
+            other[self.titles.get(pid, "?")] = other.get(self.titles.get(pid, "?"), 0.0) + cpu
         return {"cpu_s": {k: round(v, 2) for k, v in sorted(by_who.items())},
                 "backends_started": self.started_pids,
+                "other_by_title": {k: round(v, 2) for k, v in sorted(other.items(), key=lambda kv: -kv[1])[:12]},
                 "reaped_cpu_s": round(reaped, 2), "unattributed_s": round(reaped - gone_total, 2),
                 "exporter_sessions": {"max": max(self.sessions, default=0),
                                       "mean": round(statistics.fmean(self.sessions), 3) if self.sessions else None,
@@ -573,7 +590,8 @@ def analyse(t0, seconds, scrapes, polls, mem_samples, cpu0, final_proc, text, st
     ours = by_user.get(MONITOR_ROLE, {"exec_ms": 0, "plan_ms": 0, "calls": 0})
     total_ms = sum(u["exec_ms"] + u["plan_ms"] for u in by_user.values())
     ours_ms = ours["exec_ms"] + ours["plan_ms"]
-    cpu_by_who = {k: v for k, v in db_side["cpu_s"].items() if k != "other"}  # other: the server's own processes
+    # other: the server's own processes; unknown: backends never seen with a title
+    cpu_by_who = {k: v for k, v in db_side["cpu_s"].items() if k not in ("other", "unknown")}
     backend_total = sum(cpu_by_who.values())
     parsed = parse_metrics(text, ("venzory_db_events_", "venzory_db_prisma_errors", "process_cpu_seconds",
                                   "process_resident_memory", "venzory_db_polls_skipped"))
