@@ -63,7 +63,7 @@ sys.path.insert(0, str(BENCH))
 
 from scale_bench import (  # noqa: E402 - shared helpers
     CLK_TCK, MIGRATIONS, code_version, MONITOR_ROLE, OUT, REPO, SCHEMA_PRISMA, Sampler, create_monitor_role, exporter_log_problems,
-    grant_read, http_get, load1, parse_metrics, percentile, proc_sample, series_count, slope_per_hour, start_exporter,
+    grant_read, http_get, load1, parse_metrics, proc_sample, series_count, slope_per_hour, start_exporter,
     stop_exporter, summary, uptime, wait_ready, write_config,
 )
 
@@ -414,6 +414,42 @@ def statements(cluster) -> dict:
 
 # ------------------------------------------------------------------------------------------
 
+def session_cost(sessions: int = 300) -> None:
+    """Server CPU (the postmaster's reaped-children CPU) and client time of one short
+    session of the exporter's kind: connect and close; connect, one lock-watcher query,
+    close. On a throwaway cluster of its own."""
+    from exporter.config import Config
+    from exporter.db import session_options
+    from exporter.pgcluster import start_cluster
+
+    cluster = start_cluster()
+    try:
+        create_monitor_role(cluster)
+        postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+
+        def reaped() -> float:
+            fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+        config = Config.model_validate({"databases": [{"name": "x", "dsn": cluster.dsn("postgres", user=MONITOR_ROLE)}],
+                                        "checks": []})
+        options = session_options(config.databases[0])
+        print(f"load {load1()}; {sessions} sessions each")
+        for label, queries in (("connect + close", 0), ("connect + 1 lock-watcher query + close", 1)):
+            cpu, started = reaped(), time.perf_counter()
+            for _ in range(sessions):
+                with psycopg.connect(config.databases[0].dsn, **options) as conn:
+                    for _ in range(queries):
+                        conn.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                                     [1]).fetchone()
+            wall = time.perf_counter() - started
+            time.sleep(1)  # the last backends are reaped
+            print(f"  {label}: server CPU {1000 * (reaped() - cpu) / sessions:.2f} ms, "
+                  f"client {1000 * wall / sessions:.2f} ms per session")
+    finally:
+        cluster.destroy()
+
+
 def build(cluster, args) -> dict:
     import core_bench  # bench/core_bench.py: the large-database builder
 
@@ -719,10 +755,15 @@ def main() -> int:
     parser.add_argument("--poll-interval", type=float, default=10.0)
     parser.add_argument("--no-migrations", action="store_true")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--session-cost", action="store_true",
+                        help="only measure what one short exporter session costs the server, then exit")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.session_cost:
+        session_cost()
+        return 0
     if args.role == "poster":
         role_poster(args.port, args.events_per_second, args.batch, args.seconds, args.distinct_bodies)
         return 0
