@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.checks.constraints import Status
 from exporter.migrations.history import APPLIED
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
@@ -76,11 +77,25 @@ def families_for(result: PollResult) -> list[Metric]:
     labels = ["database", "table", "constraint", "kind", "severity"]
     present = _gauge("venzory_db_constraint_present", "1 if the expected constraint or index exists.", labels)
     valid = _gauge("venzory_db_constraint_valid", "1 if the expected constraint exists and is validated.", labels)
+    status = _gauge("venzory_db_constraint_status",
+                    "1 for what became of each expected constraint: present, not_valid, differs, missing, pending "
+                    "(a pending migration adds it) or stale (configured for a table or column that exists "
+                    "nowhere); `actual` names the live object that keeps the rule (\"\" when none).",
+                    labels + ["status", "actual", "source"])
+    stale = _gauge("venzory_db_config_stale",
+                   "1 for each configured check or constraint whose table or column exists neither in the "
+                   "database nor in the expected schema (verify prints the fix).", ["database", "entry", "table"])
     for c in result.constraints:
         values = [db, c.table, c.name, c.kind, "critical" if c.critical else "warning"]
-        present.add_metric(values, 1 if c.present else 0)
-        valid.add_metric(values, 1 if c.valid else 0)
-    families += [violations, groups, success, check_duration, guarded, present, valid]
+        status.add_metric(values + [str(c.status), c.actual or "", c.source], 1)
+        if c.status == Status.STALE:
+            stale.add_metric([db, c.name, c.table], 1)
+        elif c.status != Status.PENDING:  # expected now: present/valid (the alerts' series)
+            present.add_metric(values, 1 if c.present else 0)
+            valid.add_metric(values, 1 if c.valid else 0)
+    for s in result.stale:
+        stale.add_metric([db, s.check.name, s.check.table], 1)
+    families += [violations, groups, success, check_duration, guarded, present, valid, status, stale]
     if result.privileges is not None:
         can_write = _gauge("venzory_db_role_can_write",
                            "1 if the exporter's role could write to the monitored schema (superuser, CREATE on it, "

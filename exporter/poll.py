@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from exporter.checks.constraints import ConstraintResult, check_constraints, expected_constraints
+from exporter.checks.constraints import ConstraintResult, StaleCheck, plan
 from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
 from exporter.db import ERROR, ConnectionBudget, Database, LockWatch, down_reason, is_connection_error
@@ -36,6 +36,7 @@ class PollResult:
     schema: Schema | None = field(default=None, repr=False, compare=False)
     down_reason: str | None = None  # why the database is down: one of exporter.db.DOWN_REASONS
     privileges: Privileges | None = None  # whether the exporter's role could write (exporter.privileges)
+    stale: tuple[StaleCheck, ...] = ()  # configured checks whose table or column exists nowhere any more
 
     @property
     def finished_at(self) -> float:
@@ -49,10 +50,27 @@ class PollResult:
         if not self.up:
             return [f"database unreachable: {self.error}"]
         found = [f"check {c.check.name}: {c.status}" for c in self.checks if c.status in (VIOLATED, FAILED)]
-        found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if not c.healthy]
+        found += [f"constraint {c.table}.{c.name}: {c.status}: {c.detail}" for c in self.constraints if not c.healthy]
         if self.migrations:
             found += self.migrations.problems(allow_pending=allow_pending)
         return found
+
+
+class ConfigWarning:
+    """Logs stale config and missing constraints once when they appear or change (the metric
+    and verify carry them on every poll)."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self._seen: frozenset[str] = frozenset()
+
+    def observe(self, expectations) -> None:
+        lines = {f"stale check {s.check.name}: {s.fix}" for s in expectations.stale}
+        lines |= {f"constraint {c.table}.{c.name} ({c.source}): {c.status}: {c.detail}"
+                  for c in expectations.constraints if c.status == "stale" or not c.healthy}
+        for line in sorted(lines - self._seen):
+            log.warning("database %s: %s", self.database, line)
+        self._seen = frozenset(lines)
 
 
 class Poller:
@@ -66,6 +84,7 @@ class Poller:
         self.checks = config.checks_for(database)
         self.last_full_scan: float | None = None
         self.write_warning = WriteWarning(database.name)
+        self.config_warning = ConfigWarning(database.name)
         monitor = MigrationsMonitor(database)
         self.migrations = monitor if monitor.enabled else None
 
@@ -83,8 +102,11 @@ class Poller:
         try:
             with self.database.connection() as conn:
                 schema = introspect(conn, self.database.config.db_schema)
-                checks = run_checks(conn, self.checks, schema, use_guards=not full, watch=self.lock_watch)
-                migrations = self.migrations.assess(conn, schema, checks) if self.migrations else None
+                inputs = self.migrations.prepare(conn) if self.migrations else None
+                expectations = plan(self.checks, self.config.constraints, schema, inputs.sources() if inputs else None)
+                checks = run_checks(conn, expectations.checks, schema, use_guards=not full, watch=self.lock_watch,
+                                    always_guarded=expectations.derived)
+                migrations = self.migrations.assess(conn, schema, checks, inputs) if self.migrations else None
                 privileges = read_privileges(conn, self.database.config.db_schema)
         except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
             reason = down_reason(e)
@@ -99,10 +121,11 @@ class Poller:
         if full:
             self.last_full_scan = started
         self.write_warning.observe(privileges)
-        expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
+        self.config_warning.observe(expectations)
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
-            tuple(checks), tuple(check_constraints(expected, schema)), migrations, schema, privileges=privileges,
+            tuple(checks), expectations.constraints, migrations, schema, privileges=privileges,
+            stale=expectations.stale,
         )
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from exporter.checks.constraints import CONFIG, DERIVED_CATEGORY, Status
 from exporter.db import redact_dsn
 from exporter.logs import redact, scrub
 from exporter.migrations.monitor import MigrationsResult
@@ -67,6 +68,7 @@ def _database_json(r: PollResult) -> dict:
                 "kind": c.check.kind,
                 "table": c.check.table,
                 "category": c.check.category,
+                "derived": c.check.category == DERIVED_CATEGORY,
                 "severity": c.check.severity,
                 "violations": c.violations,
                 "groups": c.groups,
@@ -88,9 +90,15 @@ def _database_json(r: PollResult) -> dict:
                 "valid": c.valid,
                 "critical": c.critical,
                 "detail": c.detail,
+                "status": str(c.status),
+                "actual": c.actual,
+                "source": c.source,
             }
             for c in r.constraints
         ],
+        "stale": [{"entry": s.check.name, "kind": "check", "table": s.check.table, "fix": s.fix} for s in r.stale]
+        + [{"entry": c.name, "kind": "constraint", "table": c.table, "fix": c.detail}
+           for c in r.constraints if c.status == Status.STALE],
     }
 
 
@@ -126,20 +134,50 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
             lines.append(f"Privileges: {mark} {r.privileges.describe()}")
         scan = "full scan" if r.full_scan else "guarded checks answered from the catalog"
         lines.append(f"Checks ({scan}, {r.duration:.2f}s):")
+        derived_ok = [c for c in r.checks if c.check.category == DERIVED_CATEGORY and c.status == "ok"]
         for c in r.checks:
-            lines.extend(_check_line(c))
-        if r.constraints:
-            lines.append("Constraints:")
-        for c in r.constraints:
-            mark = TICK if c.healthy else CROSS
-            tag = f"{c.kind}, critical" if c.critical else c.kind
-            state = "present and valid" if c.healthy else c.detail
-            lines.append(f"  {mark} {c.table}.{c.name} ({tag}): {state}")
+            if c not in derived_ok:
+                lines.extend(_check_line(c))
+        if derived_ok:
+            guarded = sum(1 for c in derived_ok if c.guarded)
+            lines.append(f"  {TICK} {len(derived_ok)} checks derived from the expected schema: no violations "
+                         f"({guarded} answered from the catalog)")
+        lines.extend(_constraint_lines(r))
         if r.migrations:
             lines.extend(_migration_lines(r.migrations, allow_pending))
         lines.append("")
     lines.append(_summary(results, allow_pending))
     return redact("\n".join(lines))
+
+
+def _constraint_lines(r: PollResult) -> list[str]:
+    """Configured constraints one by one; of the derived ones only those not simply present."""
+    lines = ["Constraints:"] if r.constraints else []
+    quiet = 0
+    for c in r.constraints:
+        if c.source != CONFIG and c.status == Status.PRESENT:
+            quiet += 1
+            continue
+        tag = f"{c.kind}, critical" if c.critical else c.kind
+        if c.source != CONFIG:
+            tag += f", from {c.source}"
+        if c.status == Status.PRESENT:
+            state = "present and valid" + (f" as {c.actual}" if c.actual and c.actual != c.name else "")
+            lines.append(f"  {TICK} {c.table}.{c.name} ({tag}): {state}")
+        elif c.status == Status.PENDING:
+            lines.append(f"  {TICK} {c.table}.{c.name} ({tag}): pending - {c.detail}")
+        elif c.status == Status.STALE:
+            lines.append(f"  {WARN} {c.table}.{c.name} ({tag}): stale - {c.detail}")
+        else:
+            actual = f" (live: {c.actual})" if c.actual and c.actual != c.name else ""
+            lines.append(f"  {CROSS} {c.table}.{c.name} ({tag}): {c.status}{actual} - {c.detail}")
+    if quiet:
+        lines.append(f"  {TICK} {quiet} more constraints declared by the expected schema: present and valid")
+    if r.stale:
+        lines.append("Stale config (a warning: the exit code does not change):")
+    for s in r.stale:
+        lines.append(f"  {WARN} check {s.check.name}: {s.fix}")
+    return lines
 
 
 def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
@@ -178,12 +216,16 @@ def _summary(results: list[PollResult], allow_pending: bool) -> str:
     violated = [c for c in checks if c.status == "violated"]
     failed = [c for c in checks if c.status == "failed"]
     constraints = [c for r in results if r.up for c in r.constraints if not c.healthy]
+    stale = sum(len(r.stale) for r in results if r.up) + sum(
+        1 for r in results if r.up for c in r.constraints if c.status == Status.STALE)
     parts = [
         f"{len(checks) - len(violated) - len(failed)}/{len(checks)} checks healthy",
         f"{len(violated)} violated ({sum(c.violations for c in violated)} rows)",
         f"{len(failed)} failed",
         f"{len(constraints)} constraints missing or not valid",
     ]
+    if stale:
+        parts.append(f"{stale} stale config entries")
     migration_problems = [p for r in results if r.up and r.migrations
                           for p in r.migrations.problems(allow_pending=allow_pending)]
     if any(r.migrations for r in results):

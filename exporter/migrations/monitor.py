@@ -17,6 +17,7 @@ from typing import Sequence
 
 import psycopg
 
+from exporter.checks.constraints import SchemaSources
 from exporter.checks.run import KINDS, CheckResult
 from exporter.config import DatabaseConfig
 from exporter.db import is_connection_error
@@ -58,6 +59,32 @@ class MigrationsResult:
         return found
 
 
+SNAPSHOT = "snapshot"  # the source of an expected schema loaded from a snapshot file
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a poll reads before its checks run: the history and the expected schemas."""
+
+    history: MigrationHistory | None
+    steps: shadow.ExpectedSteps | None
+    expected: Schema | None  # the applied migrations' schema, or the snapshot
+    source: str | None  # MIGRATIONS or SNAPSHOT
+    prisma: Schema | None
+    errors: tuple[tuple[str, str], ...]
+
+    def sources(self) -> SchemaSources | None:
+        """For exporter.checks.constraints: what the app declares now, what after the
+        pending migrations, and every schema known (migrations > snapshot > schema.prisma)."""
+        declared, source = (self.expected, self.source) if self.expected is not None else (self.prisma, SCHEMA_PRISMA)
+        if declared is None:
+            return None
+        pending = self.history is not None and self.history.pending_names and self.steps is not None
+        final = self.steps.final if pending else None
+        known = tuple(s for s in (self.expected, final, self.prisma) if s is not None)
+        return SchemaSources(declared, source, final, known)
+
+
 class _ContentCache:
     """The last value derived from a file, recomputed when the file's bytes change."""
 
@@ -84,6 +111,7 @@ class MigrationsMonitor:
         self.config = database.migrations
         self.features = self.config.features
         self._prisma = _ContentCache(_prisma_schema)
+        self._logged: dict[str, str] = {}
 
     @property
     def enabled(self) -> bool:
@@ -96,9 +124,60 @@ class MigrationsMonitor:
               SCHEMA_PRISMA_PART: f.schema_prisma, PREFLIGHT: f.preflight}
         return tuple(p for p in PARTS if on[p])
 
-    def assess(self, conn: psycopg.Connection, live: Schema, checks: Sequence[CheckResult] = ()) -> MigrationsResult:
+    def prepare(self, conn: psycopg.Connection) -> "Inputs":
+        """History, the expected schema and schema.prisma: what the checks need to know
+        before they run (exporter.checks.constraints derives expectations from them)."""
         errors: list[tuple[str, str]] = []
+        attempt = self._attempt(errors)
+        f, schema_name = self.features, self.database.db_schema
+        history = attempt(HISTORY, lambda: read_history(conn, self.config.dir, schema_name)) if f.history else None
+        if history is not None and history.folder_problem:
+            # The rows are still classified, but pending/modified/missing are unknown.
+            errors.append((HISTORY, history.folder_problem))
+        steps = attempt(EXPECTED_SCHEMA, self._steps) if f.shadow else None
+        expected = source = None
+        if steps is not None:
+            expected, source = _applied_state(steps, history), MIGRATIONS
+        elif f.snapshot:
+            expected = attempt(EXPECTED_SCHEMA, lambda: shadow.load_snapshot(self.config.snapshot))
+            source = SNAPSHOT if expected is not None else None
+        prisma = attempt(SCHEMA_PRISMA_PART, lambda: self._prisma.get(self.config.schema_prisma)) \
+            if f.schema_prisma else None
+        self._log(errors)
+        return Inputs(history, steps, expected, source, prisma, tuple(errors))
 
+    def assess(self, conn: psycopg.Connection, live: Schema, checks: Sequence[CheckResult] = (),
+               inputs: "Inputs | None" = None) -> MigrationsResult:
+        inputs = inputs or self.prepare(conn)
+        errors = list(inputs.errors)
+        attempt = self._attempt(errors)
+        history, steps, expected = inputs.history, inputs.steps, inputs.expected
+
+        drift: list[DriftItem] = []
+        if expected is not None:
+            drift += diff_schemas(expected, live, MIGRATIONS)
+        if inputs.prisma is not None:
+            prisma_drift = diff_schemas(inputs.prisma, live, SCHEMA_PRISMA)
+            if steps is not None and history is not None and history.pending_names:
+                # What the pending migrations will change is not drift: they are reported.
+                after = {(d.kind, d.object) for d in diff_schemas(inputs.prisma, steps.final, SCHEMA_PRISMA)}
+                before = {(d.kind, d.object) for d in diff_schemas(inputs.prisma, expected, SCHEMA_PRISMA)}
+                prisma_drift = [d for d in prisma_drift if (d.kind, d.object) in after
+                                or (d.kind, d.object) not in before]
+            drift += prisma_drift
+        drift = acknowledge(drift, self.config.drift.acknowledge)
+
+        checked: tuple[PreflightItem, ...] = ()
+        if steps is not None and history is not None and history.pending_names:
+            pending = [n for n in history.pending_names if n in steps.names]
+            schema_name = self.database.db_schema
+            checked = attempt(PREFLIGHT, lambda: _preflight(conn, live, steps, pending, schema_name, checks)) or ()
+        return MigrationsResult(
+            history, expected, tuple(drift), tuple(checked), tuple(errors), self.parts(),
+            self.config.drift.max_item_series,
+        )
+
+    def _attempt(self, errors: list[tuple[str, str]]):
         def attempt(part: str, work):
             try:
                 return work()
@@ -109,36 +188,16 @@ class MigrationsMonitor:
                     log.exception("migrations %s of %s failed unexpectedly", part, self.database.name)
                 errors.append((part, _describe(e)))
                 return None
+        return attempt
 
-        f, schema_name = self.features, self.database.db_schema
-        history = attempt(HISTORY, lambda: read_history(conn, self.config.dir, schema_name)) if f.history else None
-        if history is not None and history.folder_problem:
-            # The rows are still classified, but pending/modified/missing are unknown.
-            errors.append((HISTORY, history.folder_problem))
-        steps = attempt(EXPECTED_SCHEMA, self._steps) if f.shadow else None
-        expected = None
-        if steps is not None:
-            expected = _applied_state(steps, history)
-        elif f.snapshot:
-            expected = attempt(EXPECTED_SCHEMA, lambda: shadow.load_snapshot(self.config.snapshot))
-
-        drift: list[DriftItem] = []
-        if expected is not None:
-            drift += diff_schemas(expected, live, MIGRATIONS)
-        if f.schema_prisma:
-            prisma = attempt(SCHEMA_PRISMA_PART, lambda: self._prisma.get(self.config.schema_prisma))
-            if prisma is not None:
-                drift += diff_schemas(prisma, live, SCHEMA_PRISMA)
-        drift = acknowledge(drift, self.config.drift.acknowledge)
-
-        checked: tuple[PreflightItem, ...] = ()
-        if steps is not None and history is not None and history.pending_names:
-            pending = [n for n in history.pending_names if n in steps.names]
-            checked = attempt(PREFLIGHT, lambda: _preflight(conn, live, steps, pending, schema_name, checks)) or ()
-        return MigrationsResult(
-            history, expected, tuple(drift), tuple(checked), tuple(errors), self.parts(),
-            self.config.drift.max_item_series,
-        )
+    def _log(self, errors: list[tuple[str, str]]) -> None:
+        """Each input problem is logged once when it appears or changes (a poll a minute
+        must not repeat it); the metric and verify carry it on every poll."""
+        current = dict(errors)
+        for part, message in current.items():
+            if self._logged.get(part) != message:
+                log.warning("migrations %s of %s: %s (the other checks still run)", part, self.database.name, message)
+        self._logged = current
 
     def _steps(self) -> shadow.ExpectedSteps:
         return shadow.expected_steps(

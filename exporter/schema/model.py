@@ -141,3 +141,38 @@ def normalize_expression(sql: str) -> str:
     text = re.sub(r"\s+NOT VALID\s*$", "", text, flags=re.I)
     text = _CAST.sub("", text)
     return _NOISE.sub("", text).lower()
+
+
+_NULL_OR = re.compile(r'^\s*\(*\s*"?([A-Za-z_][A-Za-z0-9_]*)"?\s+IS\s+NULL\s*\)*\s+OR\s+(.+)$', re.I | re.S)
+_COMPOUND = re.compile(r"\b(OR|AND|IS|COALESCE|CASE|NOT)\b", re.I)
+
+
+def canonical_expression(sql: str) -> str:
+    """normalize_expression, and one equivalence CHECK semantics make: a row passes a rule
+    that is NULL, so `x IS NULL OR x >= 0` and `x >= 0` reject the same rows when the rest
+    is one simple comparison of x (NULL whenever x is NULL). Apps write both forms, and a
+    consolidated baseline may switch between them."""
+    text = sql.strip()
+    if text.upper().startswith("CHECK"):
+        text = text[5:]
+    text = re.sub(r"\s+NOT VALID\s*$", "", text, flags=re.I).strip()
+    while text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
+        text = text[1:-1].strip()
+    match = _NULL_OR.match(text)
+    if match:
+        column, rest = match.groups()
+        rest = rest.strip()
+        while rest.endswith(")") and not _balanced(rest):
+            rest = rest[:-1].rstrip()
+        if not _COMPOUND.search(rest) and re.search(rf'(^|[^A-Za-z0-9_]){re.escape(column)}([^A-Za-z0-9_]|$)', rest):
+            text = rest
+    return normalize_expression(text)
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
