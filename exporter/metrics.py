@@ -93,8 +93,9 @@ def families_for(result: PollResult) -> list[Metric]:
         elif c.status != Status.PENDING:  # expected now: present/valid (the alerts' series)
             present.add_metric(values, 1 if c.present else 0)
             valid.add_metric(values, 1 if c.valid else 0)
-    for s in result.stale:
-        stale.add_metric([db, s.check.name, s.check.table], 1)
+    for n in result.not_run:
+        if n.status == Status.STALE:
+            stale.add_metric([db, n.check.name, n.check.table], 1)
     families += [violations, groups, success, check_duration, guarded, present, valid, status, stale]
     if result.privileges is not None:
         can_write = _gauge("venzory_db_role_can_write",

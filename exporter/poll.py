@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from exporter.checks.constraints import ConstraintResult, StaleCheck, plan
+from exporter.checks.constraints import ConstraintResult, NotRun, Status, plan
 from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
 from exporter.db import ERROR, ConnectionBudget, Database, LockWatch, down_reason, is_connection_error
@@ -36,7 +36,7 @@ class PollResult:
     schema: Schema | None = field(default=None, repr=False, compare=False)
     down_reason: str | None = None  # why the database is down: one of exporter.db.DOWN_REASONS
     privileges: Privileges | None = None  # whether the exporter's role could write (exporter.privileges)
-    stale: tuple[StaleCheck, ...] = ()  # configured checks whose table or column exists nowhere any more
+    not_run: tuple[NotRun, ...] = ()  # configured checks not run: stale, or waiting for a pending migration
 
     @property
     def finished_at(self) -> float:
@@ -65,9 +65,9 @@ class ConfigWarning:
         self._seen: frozenset[str] = frozenset()
 
     def observe(self, expectations) -> None:
-        lines = {f"stale check {s.check.name}: {s.fix}" for s in expectations.stale}
+        lines = {f"check {n.check.name} not run ({n.status}): {n.why}" for n in expectations.not_run}
         lines |= {f"constraint {c.table}.{c.name} ({c.source}): {c.status}: {c.detail}"
-                  for c in expectations.constraints if c.status == "stale" or not c.healthy}
+                  for c in expectations.constraints if c.status == Status.STALE or not c.healthy}
         for line in sorted(lines - self._seen):
             log.warning("database %s: %s", self.database, line)
         self._seen = frozenset(lines)
@@ -125,7 +125,7 @@ class Poller:
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
             tuple(checks), expectations.constraints, migrations, schema, privileges=privileges,
-            stale=expectations.stale,
+            not_run=expectations.not_run,
         )
 
     def close(self) -> None:

@@ -96,9 +96,12 @@ def _database_json(r: PollResult) -> dict:
             }
             for c in r.constraints
         ],
-        "stale": [{"entry": s.check.name, "kind": "check", "table": s.check.table, "fix": s.fix} for s in r.stale]
+        "stale": [{"entry": n.check.name, "kind": "check", "table": n.check.table, "fix": n.why}
+                  for n in r.not_run if n.status == Status.STALE]
         + [{"entry": c.name, "kind": "constraint", "table": c.table, "fix": c.detail}
            for c in r.constraints if c.status == Status.STALE],
+        "pending_checks": [{"name": n.check.name, "table": n.check.table, "reason": n.why}
+                           for n in r.not_run if n.status == Status.PENDING],
     }
 
 
@@ -173,10 +176,16 @@ def _constraint_lines(r: PollResult) -> list[str]:
             lines.append(f"  {CROSS} {c.table}.{c.name} ({tag}): {c.status}{actual} - {c.detail}")
     if quiet:
         lines.append(f"  {TICK} {quiet} more constraints declared by the expected schema: present and valid")
-    if r.stale:
+    waiting = [n for n in r.not_run if n.status == Status.PENDING]
+    if waiting:
+        lines.append("Checks waiting for pending migrations:")
+    for n in waiting:
+        lines.append(f"  {TICK} {n.check.name}: not run yet - {n.why}")
+    stale = [n for n in r.not_run if n.status == Status.STALE]
+    if stale:
         lines.append("Stale config (a warning: the exit code does not change):")
-    for s in r.stale:
-        lines.append(f"  {WARN} check {s.check.name}: {s.fix}")
+    for n in stale:
+        lines.append(f"  {WARN} check {n.check.name}: {n.why}")
     return lines
 
 
@@ -216,7 +225,7 @@ def _summary(results: list[PollResult], allow_pending: bool) -> str:
     violated = [c for c in checks if c.status == "violated"]
     failed = [c for c in checks if c.status == "failed"]
     constraints = [c for r in results if r.up for c in r.constraints if not c.healthy]
-    stale = sum(len(r.stale) for r in results if r.up) + sum(
+    stale = sum(1 for r in results if r.up for n in r.not_run if n.status == Status.STALE) + sum(
         1 for r in results if r.up for c in r.constraints if c.status == Status.STALE)
     parts = [
         f"{len(checks) - len(violated) - len(failed)}/{len(checks)} checks healthy",

@@ -89,9 +89,13 @@ class ConstraintResult:
 
 
 @dataclass(frozen=True)
-class StaleCheck:
+class NotRun:
+    """A configured check that is not run: STALE (its table or column exists nowhere; `why`
+    is the fix) or PENDING (a pending migration creates them; `why` says which)."""
+
     check: Check
-    fix: str
+    status: Status
+    why: str
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,8 @@ class SchemaSources:
 
 @dataclass(frozen=True)
 class Expectations:
-    checks: tuple[Check, ...]  # to run: the configured ones that are not stale, then the derived ones
-    stale: tuple[StaleCheck, ...] = ()
+    checks: tuple[Check, ...]  # to run: the configured ones that can be, then the derived ones
+    not_run: tuple[NotRun, ...] = ()
     constraints: tuple[ConstraintResult, ...] = ()
     derived: frozenset[str] = field(default_factory=frozenset)  # names of the derived checks
 
@@ -211,9 +215,9 @@ def plan(checks: Sequence[Check], constraints: Sequence[ExpectedConstraint], liv
         return Expectations(tuple(checks), (), results)
 
     universe = (live, *sources.known)
-    stale = [StaleCheck(c, fix) for c in checks if (fix := _stale_fix(c.table, _columns_named(c), universe, "check"))]
-    stale_names = {s.check.name for s in stale}
-    run = [c for c in checks if c.name not in stale_names]
+    not_run = [n for c in checks if (n := _not_run(c, live, sources, universe))]
+    skipped = {n.check.name for n in not_run}
+    run = [c for c in checks if c.name not in skipped]
     counted = {check_meaning(c) for c in run}
 
     results: list[ConstraintResult] = []
@@ -235,8 +239,25 @@ def plan(checks: Sequence[Check], constraints: Sequence[ExpectedConstraint], liv
             critical = owner is not None and owner.critical
             derived.append(d.check.model_copy(update={"severity": "critical"}) if critical else d.check)
             counted.add(d.key)
-    return Expectations(tuple(run) + tuple(derived), tuple(stale), tuple(results),
+    return Expectations(tuple(run) + tuple(derived), tuple(not_run), tuple(results),
                         frozenset(c.name for c in derived))
+
+
+def _not_run(check: Check, live: Schema, sources: SchemaSources, universe: tuple[Schema, ...]) -> NotRun | None:
+    named = _columns_named(check)
+    fix = _stale_fix(check.table, named, universe, "check")
+    if fix:
+        return NotRun(check, Status.STALE, fix)
+    final = sources.final
+    if final is None:
+        return None
+    for table in dict.fromkeys([check.table, *(t for t, _ in named)]):
+        if not live.has_table(table) and final.has_table(table):
+            return NotRun(check, Status.PENDING, f"table {table} is created by a pending migration")
+    for table, column in named:
+        if live.has_table(table) and not live.has_column(table, column) and final.has_column(table, column):
+            return NotRun(check, Status.PENDING, f"column {table}.{column} is added by a pending migration")
+    return None
 
 
 def _meaning_of(expected: ExpectedConstraint, checks: Sequence[Check], declared: Schema | None) -> Key | None:
