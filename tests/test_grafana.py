@@ -56,6 +56,8 @@ DATABASE_METRICS = {
     "venzory_db_migrations_part_success",
     "venzory_db_migration_preflight_unevaluable",
     "venzory_db_role_can_write",
+    "venzory_db_constraint_status",
+    "venzory_db_config_stale",
 }
 OTHER_METRICS = {  # no database label
     "venzory_db_exporter_build_info",
