@@ -127,6 +127,43 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init_config(args: argparse.Namespace) -> int:
+    """Write a config for a database and its migrations folder, from a template config
+    (its first database, or --database): docs/expectations.md."""
+    import psycopg
+
+    from exporter import initconfig
+    from exporter.migrations.shadow import ShadowError, expected_steps
+    from exporter.schema.catalog import introspect
+
+    config = _load(args.config)
+    database = next((d for d in config.databases if d.name == args.database), None) if args.database else config.databases[0]
+    if database is None:
+        print(f"init-config: no database named {args.database!r} in {args.config}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    migrations = database.migrations
+    if not (migrations.dir and migrations.shadow_dsn):
+        print(f"init-config: database {database.name} needs migrations.dir and migrations.shadow_dsn "
+              "(PRISMA_MIGRATIONS_DIR and SHADOW_DATABASE_URL in the shipped config)", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    try:
+        steps = expected_steps(migrations.dir, migrations.shadow_dsn, shadow_database=migrations.shadow_database)
+        with psycopg.connect(database.dsn, connect_timeout=int(database.connect_timeout)) as conn:
+            conn.read_only = True
+            live = introspect(conn, database.db_schema)
+    except (OSError, ShadowError, psycopg.Error) as e:
+        print(f"init-config: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    text = initconfig.render(Path(args.config).read_text(encoding="utf-8"), config, steps, live,
+                             f"database {database.name} and {migrations.dir}")
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"init-config: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     web = _web_settings(args, config)
@@ -224,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--out", metavar="FILE.json", required=True)
     snapshot.add_argument("--database", metavar="NAME", help="which configured database (default: the first)")
     snapshot.set_defaults(func=cmd_snapshot)
+
+    init = sub.add_parser("init-config", help="write a config for a database and its migrations folder "
+                                              "(the template's runbook entries under today's names)")
+    with_config(init)
+    init.add_argument("--out", metavar="FILE|-", default="-", help="where to write it (default: stdout)")
+    init.add_argument("--database", metavar="NAME", help="which configured database (default: the first)")
+    init.set_defaults(func=cmd_init_config)
 
     ingest = sub.add_parser("ingest", help="classify Prisma error events of a log file (or - for stdin) once")
     with_config(ingest)

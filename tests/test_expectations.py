@@ -328,3 +328,30 @@ def test_without_an_expected_schema_the_config_is_the_whole_expectation(pg_serve
     # renamed ones are still found by meaning; a dropped table is simply missing (no stale without a source)
     assert statuses[("LocationInventory", "check_quantity_non_negative")] == Status.PRESENT
     assert statuses[("SupplierCatalog", "check_unitPrice_non_negative")] == Status.MISSING
+
+
+# -- init-config ---------------------------------------------------------------------------------------
+
+
+def test_init_config_writes_a_config_right_for_the_later_app(pg_server, tmp_path):
+    dsn = nxt.build_database(pg_server, "expect_init_config", seed="clean")
+    env = env_for(pg_server, dsn)
+    out = tmp_path / "generated.yaml"
+    made = subprocess.run([sys.executable, "-m", "exporter", "init-config", "--config", str(SHIPPED_CONFIG),
+                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=180)
+    assert made.returncode == 0, made.stderr
+    text = out.read_text()
+    # where each entry came from
+    assert ("# runbook (negative_inventory): guarded by LocationInventory_quantity_check "
+            f"(migration {nxt.STEP_4})") in text
+    assert "# left out: runbook check order_supplier_orphan - column Order.supplierId no longer exists" in text
+    assert f"# from migration {nxt.STEP_4}" in text  # the app's own new CHECKs
+    assert "# migration 20251118000000_init (runbook name: check_quantity_positive)" in text
+    cfg = load_config(out, env=env)
+    by_name = {(c.table, c.name): c for c in cfg.constraints}
+    assert by_name[("LocationInventory", "LocationInventory_quantity_check")].critical
+    assert "LocationInventory.LocationInventory_maxStock_check" in {c.name for c in cfg.checks}
+    result = poll(env, out)
+    assert result.not_run == () and not any(c.status == Status.STALE for c in result.constraints)
+    assert exit_code([result]) == EXIT_OK, result.problems()
+    assert all(c.actual == c.name for c in result.constraints if c.source == "config")  # no renames left
