@@ -98,21 +98,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return exit_code(results, allow_pending=args.allow_pending)
 
 
+def _database_with_folder(config: Config, args: argparse.Namespace, command: str):
+    """The database `--database` names (default: the first), if it has a migrations folder
+    and a shadow server; else None, with the reason on stderr."""
+    database = next((d for d in config.databases if d.name == args.database), None) if args.database else config.databases[0]
+    if database is None:
+        print(f"{command}: no database named {args.database!r} in {args.config}", file=sys.stderr)
+        return None
+    if not (database.migrations.dir and database.migrations.shadow_dsn):
+        print(f"{command}: database {database.name} needs migrations.dir and migrations.shadow_dsn "
+              "(PRISMA_MIGRATIONS_DIR and SHADOW_DATABASE_URL in the shipped config)", file=sys.stderr)
+        return None
+    return database
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Replay a database's migrations folder on its shadow server and write the expected
     schema to a file, for exporters that may not create databases (docs/migrations.md)."""
     from exporter.migrations.shadow import ShadowError, expected_schema, folder_key, read_scripts, write_snapshot
 
     config = _load(args.config)
-    database = next((d for d in config.databases if d.name == args.database), None) if args.database else config.databases[0]
+    database = _database_with_folder(config, args, "snapshot")
     if database is None:
-        print(f"snapshot: no database named {args.database!r} in {args.config}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     migrations = database.migrations
-    if not (migrations.dir and migrations.shadow_dsn):
-        print(f"snapshot: database {database.name} needs migrations.dir and migrations.shadow_dsn "
-              "(PRISMA_MIGRATIONS_DIR and SHADOW_DATABASE_URL in the shipped config)", file=sys.stderr)
-        return EXIT_CANNOT_RUN
     try:
         scripts = read_scripts(migrations.dir)
         schema = expected_schema(migrations.dir, migrations.shadow_dsn, shadow_database=migrations.shadow_database)
@@ -137,15 +146,10 @@ def cmd_init_config(args: argparse.Namespace) -> int:
     from exporter.schema.catalog import introspect
 
     config = _load(args.config)
-    database = next((d for d in config.databases if d.name == args.database), None) if args.database else config.databases[0]
+    database = _database_with_folder(config, args, "init-config")
     if database is None:
-        print(f"init-config: no database named {args.database!r} in {args.config}", file=sys.stderr)
         return EXIT_CANNOT_RUN
     migrations = database.migrations
-    if not (migrations.dir and migrations.shadow_dsn):
-        print(f"init-config: database {database.name} needs migrations.dir and migrations.shadow_dsn "
-              "(PRISMA_MIGRATIONS_DIR and SHADOW_DATABASE_URL in the shipped config)", file=sys.stderr)
-        return EXIT_CANNOT_RUN
     try:
         steps = expected_steps(migrations.dir, migrations.shadow_dsn, shadow_database=migrations.shadow_database)
         with psycopg.connect(database.dsn, connect_timeout=int(database.connect_timeout)) as conn:

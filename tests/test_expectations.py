@@ -30,11 +30,11 @@ from exporter.checks.constraints import DERIVED_CATEGORY, PROBLEMS, Status, plan
 from exporter.config import load_config
 from exporter.metrics import Store
 from exporter.migrations.replay import apply_migrations
-from exporter.poll import Poller
 from exporter.report import EXIT_OK, exit_code
 from exporter.schema.meaning import check_key, unique_key
 from exporter.schema.model import canonical_expression
 from test_fixture_next import RECOUNT
+from test_migrations_verify import poll as full_poll
 from venzory_fixture import SHIPPED_CONFIG
 
 PROJECTS = {"old": old, "next": nxt}
@@ -46,12 +46,7 @@ def env_for(pg_server, dsn: str, project=nxt, **extra: str) -> dict[str, str]:
 
 
 def poll(env: dict, config=SHIPPED_CONFIG, *, full_scan: bool = False):
-    cfg = load_config(config, env=env)
-    poller = Poller(cfg, cfg.databases[0])
-    try:
-        return poller.poll(full_scan=full_scan)
-    finally:
-        poller.close()
+    return full_poll(env, config, full_scan=full_scan)
 
 
 def samples(result) -> dict:

@@ -35,11 +35,11 @@ def verify(env: dict, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=180)
 
 
-def poll(env: dict):
-    config = load_config(SHIPPED_CONFIG, env=env)
-    poller = Poller(config, config.databases[0])
+def poll(env: dict, config=SHIPPED_CONFIG, *, full_scan: bool = True):
+    cfg = load_config(config, env=env)
+    poller = Poller(cfg, cfg.databases[0])
     try:
-        return poller.poll(full_scan=True)
+        return poller.poll(full_scan=full_scan)
     finally:
         poller.close()
 
