@@ -128,7 +128,7 @@ class Declared:
     check: Check | None  # None where no check kind can count it (composite FK, expression index)
 
 
-def derive(schema: Schema) -> list[Declared]:
+def _derive(schema: Schema) -> list[Declared]:
     """Every CHECK, foreign key, unique index (and primary key) and NOT NULL column of `schema`."""
     found: list[Declared] = []
     for c in sorted(schema.constraints.values(), key=lambda c: (c.table, c.name)):
@@ -162,6 +162,26 @@ def derive(schema: Schema) -> list[Declared]:
                                       _derived(RowCheck, table.name, name, kind="row",
                                                rule=f'"{column.name}" IS NOT NULL')))
     return found
+
+
+class _PerSchema:
+    """fn(schema), remembered per Schema object: the expected schemas are cached objects that
+    change with their folder or file, not per poll (the live one is new each poll)."""
+
+    def __init__(self, fn):
+        self._fn, self._memo = fn, {}
+
+    def __call__(self, schema: Schema):
+        hit = self._memo.get(id(schema))
+        if hit is None or hit[0] is not schema:
+            if len(self._memo) >= 8:
+                self._memo.clear()
+            hit = self._memo[id(schema)] = (schema, self._fn(schema))
+        return hit[1]
+
+
+derive = _PerSchema(_derive)
+_meanings = _PerSchema(meanings)
 
 
 def derived_check_name(table: str, name: str) -> str:
@@ -338,12 +358,12 @@ def _configured(expected: ExpectedConstraint, key: Key | None, live: Schema, liv
     if fix:
         return result(Status.STALE, fix)
     final = sources.final
-    if final is not None and ((key is not None and key in meanings(final))
+    if final is not None and ((key is not None and key in _meanings(final))
                               or _by_name(final, expected.table, expected.name)):
         return result(Status.PENDING, "added by a pending migration")
     if wrong or sources.declared is None:
         return result(Status.MISSING, wrong or "missing")
-    declared = meanings(sources.declared).get(key) if key is not None else None
+    declared = _meanings(sources.declared).get(key) if key is not None else None
     if declared is not None or _by_name(sources.declared, expected.table, expected.name):
         name = declared.name if declared is not None else expected.name
         return result(Status.MISSING, f"missing from the database (the expected schema declares it as {name})")
