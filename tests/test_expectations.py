@@ -350,3 +350,20 @@ def test_init_config_writes_a_config_right_for_the_later_app(pg_server, tmp_path
     assert result.not_run == () and not any(c.status == Status.STALE for c in result.constraints)
     assert exit_code([result]) == EXIT_OK, result.problems()
     assert all(c.actual == c.name for c in result.constraints if c.source == "config")  # no renames left
+
+
+def test_a_constraint_defined_differently_is_reported_and_its_expected_rule_counted(pg_server):
+    dsn = nxt.build_database(pg_server, "expect_differs", seed="clean")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('ALTER TABLE "LocationInventory" DROP CONSTRAINT "LocationInventory_maxStock_check"')
+        conn.execute('ALTER TABLE "LocationInventory" ADD CONSTRAINT "LocationInventory_maxStock_check" '
+                     'CHECK ("maxStock" > -10)')
+        conn.execute("""UPDATE "LocationInventory" SET "maxStock" = -5 WHERE ("locationId", "itemId") =
+                        (SELECT "locationId", "itemId" FROM "LocationInventory" WHERE "reorderPoint" IS NULL
+                         ORDER BY 1, 2 LIMIT 1)""")
+        truth = conn.execute('SELECT count(*) FROM "LocationInventory" WHERE "maxStock" <= 0').fetchone()[0]
+    result = poll(env_for(pg_server, dsn))
+    (entry,) = [c for c in result.constraints if c.name == "LocationInventory_maxStock_check"]
+    assert (entry.status, entry.source) == (Status.DIFFERS, "migrations")
+    check = next(c for c in result.checks if c.check.name == "LocationInventory.LocationInventory_maxStock_check")
+    assert (check.violations, check.guarded) == (truth, False) and truth == 1
