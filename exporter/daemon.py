@@ -13,6 +13,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from exporter import __version__
+from exporter.checks.constraints import CONFIG
 from exporter.config import Config, ConfigError, parse_listen
 from exporter.db import ConnectionBudget, redact_dsn
 from exporter.events import EventPipeline, KnownNames
@@ -74,7 +75,9 @@ class Daemon:
         # expected schema when there is one, else what the live catalog has.
         schema = result.migrations.expected if result.migrations and result.migrations.expected else result.schema
         if schema is not None:
-            known = KnownNames.from_config(self.config).with_schema(schema)
+            renamed = {c.actual: c.name for c in result.constraints
+                       if c.source == CONFIG and c.actual and c.actual != c.name}
+            known = KnownNames.from_config(self.config).with_schema(schema).with_aliases(renamed)
             if known != self.known:
                 self.known = known
                 self.events.update_known(known)

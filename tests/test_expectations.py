@@ -13,6 +13,7 @@ every other check still runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -28,6 +29,9 @@ import venzory_fixture as old
 import venzory_next_fixture as nxt
 from exporter.checks.constraints import DERIVED_CATEGORY, PROBLEMS, Status, plan
 from exporter.config import load_config
+from exporter.daemon import Daemon
+from exporter.events.classify import Resolver
+from exporter.events.parse import facts_from_record
 from exporter.metrics import Store
 from exporter.migrations.replay import apply_migrations
 from exporter.report import EXIT_OK, exit_code
@@ -367,3 +371,25 @@ def test_a_constraint_defined_differently_is_reported_and_its_expected_rule_coun
     assert (entry.status, entry.source) == (Status.DIFFERS, "migrations")
     check = next(c for c in result.checks if c.check.name == "LocationInventory.LocationInventory_maxStock_check")
     assert (check.violations, check.guarded) == (truth, False) and truth == 1
+
+
+# -- Prisma error events of a renamed constraint ----------------------------------------------------
+
+
+def test_events_of_a_renamed_critical_constraint_count_under_its_configured_name(pg_server):
+    """The app reports `LocationInventory_quantity_check`; the critical alert on Prisma errors
+    selects `check_quantity_non_negative` (the rule): the daemon counts the one as the other."""
+    dsn = nxt.build_database(pg_server, "expect_events_alias", seed="clean")
+    config = load_config(SHIPPED_CONFIG, env=env_for(pg_server, dsn))
+    daemon = Daemon(config, "127.0.0.1:0")
+    try:
+        daemon.on_result(poll(env_for(pg_server, dsn)))
+        assert daemon.known.aliases["LocationInventory_quantity_check"] == "check_quantity_non_negative"
+        sample = next(line for line in (old.FIXTURE.parent.parent / "prisma_app" / "samples" / "prisma7-pino.jsonl")
+                      .read_text().splitlines() if "check_quantity_non_negative" in line)
+        renamed = json.loads(sample.replace("check_quantity_non_negative", "LocationInventory_quantity_check"))
+        labels = Resolver(daemon.known).classify(facts_from_record(renamed))
+        assert (labels.kind, labels.constraint) == ("check", "check_quantity_non_negative")
+    finally:
+        for poller in daemon.pollers:  # nothing else was started
+            poller.close()
