@@ -35,7 +35,7 @@ from exporter.schema.meaning import (
     NOT_NULL, Key, Kept, check_key, foreign_key_key, key_columns, meanings, not_null_key,
     not_null_name, unique_key,
 )
-from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Schema
+from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Schema, unwrap
 
 # Prisma's bookkeeping table is not the app's schema.
 _IGNORED_TABLES = {"_prisma_migrations"}
@@ -195,8 +195,9 @@ def _derived(model, table: str, name: str, **fields) -> Check:
 
 
 def _rule(definition: str) -> str:
+    """pg_get_constraintdef's `CHECK ((expr)) [NOT VALID]` -> `expr`."""
     text = re.sub(r"^\s*CHECK\s*", "", definition, flags=re.I)
-    return re.sub(r"\s+NOT VALID\s*$", "", text, flags=re.I)
+    return unwrap(re.sub(r"\s+NOT VALID\s*$", "", text, flags=re.I))
 
 
 # -- Meaning of configured entries -------------------------------------------------------------
@@ -366,9 +367,9 @@ def _configured(expected: ExpectedConstraint, key: Key | None, live: Schema, liv
     declared = _meanings(sources.declared).get(key) if key is not None else None
     if declared is not None or _by_name(sources.declared, expected.table, expected.name):
         name = declared.name if declared is not None else expected.name
-        return result(Status.MISSING, f"missing from the database (the expected schema declares it as {name})")
-    return result(Status.MISSING, "missing, and the expected schema does not declare it under any name "
-                                  "(the app dropped it?)")
+        return result(Status.MISSING, f"not in the database (the expected schema declares it as {name})")
+    return result(Status.MISSING, "not in the database, and the expected schema does not declare it under "
+                                  "any name (the app dropped it?)")
 
 
 def _declared(d: Declared, live: Schema, live_rules: dict[Key, Kept], source: str) -> ConstraintResult:
@@ -388,7 +389,7 @@ def _declared(d: Declared, live: Schema, live_rules: dict[Key, Kept], source: st
     if d.key in live_rules:
         status, detail = _kept_status(live_rules[d.key])
         return result(status, detail, live_rules[d.key].name)
-    return result(Status.MISSING, "missing: its rule is counted on the live rows")
+    return result(Status.MISSING, "not in the database: its rule is counted on the live rows")
 
 
 def _stale_fix(table: str, columns: Iterable[tuple[str, str]], universe: tuple[Schema, ...], what: str) -> str:

@@ -155,21 +155,28 @@ def canonical_expression(sql: str) -> str:
     text = sql.strip()
     if text.upper().startswith("CHECK"):
         text = text[5:]
-    text = re.sub(r"\s+NOT VALID\s*$", "", text, flags=re.I).strip()
-    while text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
-        text = text[1:-1].strip()
+    text = unwrap(re.sub(r"\s+NOT VALID\s*$", "", text, flags=re.I))
     match = _NULL_OR.match(text)
     if match:
         column, rest = match.groups()
         rest = rest.strip()
-        while rest.endswith(")") and not _balanced(rest):
+        while rest.endswith(")") and not balanced(rest):
             rest = rest[:-1].rstrip()
         if not _COMPOUND.search(rest) and re.search(rf'(^|[^A-Za-z0-9_]){re.escape(column)}([^A-Za-z0-9_]|$)', rest):
             text = rest
     return normalize_expression(text)
 
 
-def _balanced(text: str) -> bool:
+def unwrap(text: str) -> str:
+    """`((a >= 0))` -> `a >= 0`: the parentheses around the whole expression dropped."""
+    text = text.strip()
+    while text.startswith("(") and text.endswith(")") and balanced(text[1:-1]):
+        text = text[1:-1].strip()
+    return text
+
+
+def balanced(text: str) -> bool:
+    """Its parentheses pair up (so `(a) OR (b)` is not wrapped in one pair)."""
     depth = 0
     for ch in text:
         depth += {"(": 1, ")": -1}.get(ch, 0)
