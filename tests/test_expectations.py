@@ -393,3 +393,14 @@ def test_events_of_a_renamed_critical_constraint_count_under_its_configured_name
     finally:
         for poller in daemon.pollers:  # nothing else was started
             poller.close()
+
+
+def test_with_schema_prisma_only_a_column_the_database_lacks_is_reported_not_failed(pg_server):
+    """schema.prisma is the app's final intent; a database before the runbook's step 11 lacks
+    LocationInventory.createdAt (the known drift): its NOT NULL is reported, nothing fails."""
+    dsn = old.build_database(pg_server, "expect_prisma_only", upto=old.STEP_10)
+    result = poll(dict(DATABASE_URL=dsn, PRISMA_SCHEMA=str(old.SCHEMA_PRISMA)))
+    assert [c.check.name for c in result.checks if c.status != "ok"] == []
+    (entry,) = [c for c in result.constraints if c.name == "LocationInventory_createdAt_not_null"]
+    assert (entry.status, entry.source) == (Status.MISSING, "schema_prisma")
+    assert "LocationInventory.createdAt does not exist" in entry.detail

@@ -256,12 +256,18 @@ def plan(checks: Sequence[Check], constraints: Sequence[ExpectedConstraint], liv
         owner = configured.get(d.key)
         if owner is None and (d.table, d.name) not in configured_names:
             results.append(_declared(d, live, live_rules, sources.source))
-        if d.check is not None and d.key not in counted:
+        if d.check is not None and d.key not in counted and _columns_exist(d.check, live):
             critical = owner is not None and owner.critical
             derived.append(d.check.model_copy(update={"severity": "critical"}) if critical else d.check)
             counted.add(d.key)
     return Expectations(tuple(run) + tuple(derived), tuple(not_run), tuple(results),
                         frozenset(c.name for c in derived))
+
+
+def _columns_exist(check: Check, live: Schema) -> bool:
+    """A derived check can only count rows of tables and columns the database has; the drift
+    report says what is absent."""
+    return live.has_table(check.table) and all(live.has_column(t, c) for t, c in _columns_named(check))
 
 
 def _not_run(check: Check, live: Schema, sources: SchemaSources, universe: tuple[Schema, ...]) -> NotRun | None:
@@ -378,6 +384,9 @@ def _declared(d: Declared, live: Schema, live_rules: dict[Key, Kept], source: st
 
     if not live.has_table(d.table):
         return result(Status.MISSING, f'table "{d.table}" does not exist')
+    absent = [f"{t}.{c}" for t, c in _columns_named(d.check) if not live.has_column(t, c)] if d.check else []
+    if absent:
+        return result(Status.MISSING, f"column {absent[0]} does not exist (schema drift): nothing to count yet")
     if d.kind != NOT_NULL:
         kept, live_key, _ = _live_by_name(d.kind, d.table, d.name, live)
         if kept is not None and live_key is not None and live_key != d.key:
