@@ -105,6 +105,7 @@ class SchemaSources:
     declared: Schema | None  # what the app declares now: applied migrations, else snapshot, else schema.prisma
     source: str = ""  # which of them `declared` is
     final: Schema | None = None  # after the pending migrations too (None when none are pending)
+    pending: tuple[tuple[str, Schema], ...] = ()  # (migration, schema after it) of each pending one
     known: tuple[Schema, ...] = ()  # every expected schema of the poll (a name in none of them is stale)
 
 
@@ -367,7 +368,10 @@ def _configured(expected: ExpectedConstraint, key: Key | None, live: Schema, liv
     final = sources.final
     if final is not None and ((key is not None and key in _meanings(final))
                               or _by_name(final, expected.table, expected.name)):
-        return result(Status.PENDING, "added by a pending migration")
+        adds = next((name for name, schema in sources.pending
+                     if (key is not None and key in _meanings(schema)) or _by_name(schema, expected.table, expected.name)),
+                    None)
+        return result(Status.PENDING, f"added by pending migration {adds}" if adds else "added by a pending migration")
     if wrong or sources.declared is None:
         return result(Status.MISSING, wrong or "missing")
     declared = _meanings(sources.declared).get(key) if key is not None else None

@@ -82,7 +82,9 @@ class Inputs:
         pending = self.history is not None and self.history.pending_names and self.steps is not None
         final = self.steps.final if pending else None
         known = tuple(s for s in (self.expected, final, self.prisma) if s is not None)
-        return SchemaSources(declared, source, final, known)
+        steps = tuple((s.migration, s.schema) for s in self.steps.steps
+                      if s.migration in self.history.pending_names) if pending else ()
+        return SchemaSources(declared, source, final=final, pending=steps, known=known)
 
 
 class _ContentCache:
