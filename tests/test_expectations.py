@@ -404,3 +404,17 @@ def test_with_schema_prisma_only_a_column_the_database_lacks_is_reported_not_fai
     (entry,) = [c for c in result.constraints if c.name == "LocationInventory_createdAt_not_null"]
     assert (entry.status, entry.source) == (Status.MISSING, "schema_prisma")
     assert "LocationInventory.createdAt does not exist" in entry.detail
+
+
+def test_a_snapshot_is_an_expected_schema_too(pg_server, tmp_path):
+    from exporter.migrations.shadow import expected_schema, write_snapshot
+
+    dsn = nxt.build_database(pg_server, "expect_snapshot", seed="clean")
+    snapshot = tmp_path / "expected.json"
+    write_snapshot(expected_schema(nxt.MIGRATIONS, pg_server.admin_dsn), snapshot, {})
+    result = poll(env_for(pg_server, dsn, SHADOW_DATABASE_URL="", SCHEMA_SNAPSHOT=str(snapshot)))
+    assert {c.source for c in result.constraints} == {"config", "snapshot"}
+    assert [c for c in result.constraints if c.status in PROBLEMS] == []
+    assert {n.check.name for n in result.not_run} == {"supplier_catalog_unit_price_non_negative",
+                                                       "supplier_catalog_min_order_qty_positive", "order_supplier_orphan"}
+    assert exit_code([result]) == EXIT_OK, result.problems()
