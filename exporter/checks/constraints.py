@@ -254,10 +254,12 @@ def plan(checks: Sequence[Check], constraints: Sequence[ExpectedConstraint], liv
 
     derived: list[Check] = []
     for d in derive(sources.declared) if sources.declared else ():
+        if not _columns_exist(d, live):
+            continue  # a table or column the database lacks is drift, reported (and acknowledged) there
         owner = configured.get(d.key)
         if owner is None and (d.table, d.name) not in configured_names:
             results.append(_declared(d, live, live_rules, sources.source))
-        if d.check is not None and d.key not in counted and _columns_exist(d.check, live):
+        if d.check is not None and d.key not in counted:
             critical = owner is not None and owner.critical
             derived.append(d.check.model_copy(update={"severity": "critical"}) if critical else d.check)
             counted.add(d.key)
@@ -265,10 +267,11 @@ def plan(checks: Sequence[Check], constraints: Sequence[ExpectedConstraint], liv
                         frozenset(c.name for c in derived))
 
 
-def _columns_exist(check: Check, live: Schema) -> bool:
-    """A derived check can only count rows of tables and columns the database has; the drift
-    report says what is absent."""
-    return live.has_table(check.table) and all(live.has_column(t, c) for t, c in _columns_named(check))
+def _columns_exist(d: Declared, live: Schema) -> bool:
+    """The database has the table and columns of a declared rule (else it is drift: no rows
+    to count, and the drift report says what is absent)."""
+    columns = _columns_named(d.check) if d.check is not None else []
+    return live.has_table(d.table) and all(live.has_column(t, c) for t, c in columns)
 
 
 def _not_run(check: Check, live: Schema, sources: SchemaSources, universe: tuple[Schema, ...]) -> NotRun | None:
@@ -386,11 +389,6 @@ def _declared(d: Declared, live: Schema, live_rules: dict[Key, Kept], source: st
     def result(status: Status, detail: str = "", actual: str | None = None) -> ConstraintResult:
         return ConstraintResult(d.table, d.name, d.kind, False, status, actual, source, detail)
 
-    if not live.has_table(d.table):
-        return result(Status.MISSING, f'table "{d.table}" does not exist')
-    absent = [f"{t}.{c}" for t, c in _columns_named(d.check) if not live.has_column(t, c)] if d.check else []
-    if absent:
-        return result(Status.MISSING, f"column {absent[0]} does not exist (schema drift): nothing to count yet")
     if d.kind != NOT_NULL:
         kept, live_key, _ = _live_by_name(d.kind, d.table, d.name, live)
         if kept is not None and live_key is not None and live_key != d.key:
