@@ -10,15 +10,14 @@ import threading
 import time
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-
 from exporter import __version__
 from exporter.config import Config, ConfigError, parse_listen
 from exporter.db import ConnectionBudget, redact_dsn
 from exporter.events import EventPipeline, KnownNames
-from exporter.metrics import Store
+from exporter.metrics.endpoint import MetricsEndpoint
 from exporter.poll import Poller, PollResult
 from exporter.scheduler import PollScheduler
+from exporter.store import ResultStore
 from exporter.server import HttpServer, make_app, metrics_app
 from exporter.webconfig import WebSettings
 
@@ -37,26 +36,17 @@ class Daemon:
         self.config = config
         self._load = load  # reads the config file again (SIGHUP); None: no reload
         self.budget = ConnectionBudget(config.exporter.connection_limit)
-        self.store = Store(d.name for d in config.databases)
+        self.store = ResultStore(d.name for d in config.databases)
         self.pollers = [Poller(config, d, self.budget) for d in config.databases]
         self.known = KnownNames.from_config(config)
         self.events = EventPipeline(config.events, [d.name for d in config.databases], self.known)
-        # Two registries: everything (for /metrics?name[]=...), and what changes between
-        # polls, rendered per scrape next to the store's pre-rendered poll families.
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.live = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.store)
-        self.live.register(self.store.live)
-        for registry in (self.registry, self.live):
-            registry.register(self.events.collector)
-            # The exporter's own memory, CPU and file descriptors: it must be watched too.
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
+        # The event counters outlive reloads (a new pipeline keeps them): registered once.
+        self.metrics = MetricsEndpoint(self.store, self.events.collector)
         host, port = parse_listen(listen or config.exporter.listen)
         # Through self.events at each request: a reload may replace the pipeline.
         # `web`: TLS, basic auth, headers (the web config); /events keeps its own token.
         self.server = HttpServer(host, port, make_app(
-            metrics_app(self.store, self.live, self.registry), self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)),
+            metrics_app(self.metrics), self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)),
             web, events_authenticate=lambda: self.events.authenticates)
         self.scheduler = self._schedule()
         self._stopping: str | bool = False  # set by the signal handlers

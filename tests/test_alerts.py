@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_grafana import CONTRACT_METRICS, metric_names
+from support import CONTRACT_METRICS
+from test_grafana import metric_names
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = sorted((REPO / "alerts").glob("*.rules.yml"))

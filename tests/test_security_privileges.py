@@ -15,13 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from psycopg.conninfo import make_conninfo
 
 from exporter.config import Config
-from exporter.metrics import Store
 from exporter.pgcluster import NoPostgresBinaries, find_bindir
 from exporter.poll import Poller
+from support import exposition
 from venzory_fixture import SHIPPED_CONFIG
 
 ROLE_SQL = Path(__file__).resolve().parent.parent / "deploy" / "sql" / "monitoring-role.sql"
@@ -119,11 +118,7 @@ def poll_once(dsn: str) -> tuple:
 
 
 def can_write_metric(result) -> str:
-    registry = CollectorRegistry()
-    store = Store(["scratch"])
-    store.put(result)
-    registry.register(store)
-    return next(line for line in generate_latest(registry).decode().splitlines()
+    return next(line for line in exposition(result).splitlines()
                 if line.startswith("venzory_db_role_can_write{"))
 
 

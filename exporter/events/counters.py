@@ -11,11 +11,12 @@ import threading
 from collections import Counter
 from typing import Iterable
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import Metric
 
 from exporter.events.classify import NONE, OTHER, UNKNOWN_CODE, ErrorFacts, Labels, Resolver
 from exporter.events.known import KnownNames
 from exporter.events.parse import REASONS, Outcome, Rejected
+from exporter.metrics.contract import EVENTS_IGNORED, EVENTS_RECEIVED, EVENTS_REJECTED, PRISMA_ERRORS
 
 # Codes whose series exist at 0 from the start, with the kind each one has.
 MAIN_CODES = (("P2002", "unique"), ("P2003", "foreign_key"), ("P2004", "check"), ("P2011", "not_null"),
@@ -24,21 +25,6 @@ MAIN_CODES = (("P2002", "unique"), ("P2003", "foreign_key"), ("P2004", "check"),
 # P2010 (raw queries), P2004 (the runbook's assumption) or with no code (Prisma 5/6).
 CODES_BY_KIND = {"check": ("P2039", "P2010", "P2004", UNKNOWN_CODE), "unique": ("P2002",),
                  "foreign_key": ("P2003",)}
-
-ERRORS = "venzory_db_prisma_errors"
-RECEIVED = "venzory_db_events_received"
-REJECTED = "venzory_db_events_rejected"
-IGNORED = "venzory_db_events_ignored"
-
-_HELP = {
-    ERRORS: "Prisma errors reported by the application (log events), by what they really are: "
-            "kind from the Prisma code, else the SQLSTATE, else the message. constraint and model "
-            "are known names, 'none' when the error names none, 'other' when not known.",
-    RECEIVED: "Event records (log lines, JSON objects, refused requests) received from a source.",
-    REJECTED: "Event records or requests refused, by reason (not counted as errors).",
-    IGNORED: "Event records that were not Prisma errors (ordinary application logs).",
-}
-
 
 class Tally:
     """Outcomes of one batch (an HTTP body, a chunk of a file), counted without a lock."""
@@ -139,10 +125,10 @@ class EventCounters:
             return dict(self._errors)
 
     # -- prometheus_client Collector protocol ---------------------------------------------------
-    def describe(self) -> list[CounterMetricFamily]:
+    def describe(self) -> list[Metric]:
         return self._families()
 
-    def collect(self) -> list[CounterMetricFamily]:
+    def collect(self) -> list[Metric]:
         with self._lock:
             errors, received = dict(self._errors), dict(self._received)
             ignored, rejected = dict(self._ignored), dict(self._rejected)
@@ -159,11 +145,6 @@ class EventCounters:
         return families
 
     @staticmethod
-    def _families() -> list[CounterMetricFamily]:
-        return [
-            CounterMetricFamily(ERRORS, _HELP[ERRORS], labels=["database", "code", "kind", "constraint", "model"]),
-            CounterMetricFamily(RECEIVED, _HELP[RECEIVED], labels=["source"]),
-            CounterMetricFamily(REJECTED, _HELP[REJECTED], labels=["source", "reason"]),
-            CounterMetricFamily(IGNORED, _HELP[IGNORED], labels=["source"]),
-        ]
+    def _families() -> list[Metric]:
+        return [spec.family() for spec in (PRISMA_ERRORS, EVENTS_RECEIVED, EVENTS_REJECTED, EVENTS_IGNORED)]
 

@@ -1,0 +1,70 @@
+"""Helpers the test modules share: paths, tools, metric parsing, pollers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.metrics.contract import METRICS
+from exporter.metrics.endpoint import MetricsEndpoint
+from exporter.poll import PollResult
+from exporter.store import ResultStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def need(tool: str) -> str:
+    """The path of an external tool the test needs; skipped (saying which) when missing."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (.ci/run installs it)")
+    return path
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """{(name, (label, value), ...): value} for every sample of an exposition."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found[(s.name, *sorted(s.labels.items()))] = s.value
+    return found
+
+
+def value(text: str, name: str, **labels) -> float | None:
+    return samples(text).get((name, *sorted(labels.items())))
+
+
+def exposition(*results: PollResult) -> str:
+    """What /metrics serves for these results (everything, text format)."""
+    store = ResultStore(r.database for r in results)
+    for result in results:
+        store.put(result)
+    return generate_latest(MetricsEndpoint(store).registry).decode()
+
+
+METRICS_DOC = REPO / "docs" / "metrics.md"
+# A row of a metric table in docs/metrics.md: | `name` | type | label, label | meaning |
+_DOC_ROW = re.compile(r"^\| `(venzory_db_[a-z_]+)` \| (\w+) \| ([a-z_, ]*) \|", re.MULTILINE)
+
+
+def documented_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """docs/metrics.md's tables: exposed name -> (type, label names)."""
+    rows = _DOC_ROW.findall(METRICS_DOC.read_text(encoding="utf-8"))
+    return {name: (kind, tuple(label.strip() for label in labels.split(",") if label.strip()))
+            for name, kind, labels in rows}
+
+
+def declared_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The declaration (exporter.metrics.contract), in the shape of `documented_metrics`."""
+    return {spec.exposed_name: (str(spec.type), spec.labels) for spec in METRICS}
+
+
+# The only venzory_db_ metric names alerts and dashboards may query.
+CONTRACT_METRICS = frozenset(declared_metrics())
+# Those of them with a `database` label (a dashboard query must filter them by it).
+DATABASE_METRICS = frozenset(name for name, (_, labels) in declared_metrics().items() if "database" in labels)
