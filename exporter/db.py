@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Iterator
 
 import psycopg
@@ -41,15 +42,17 @@ APPLICATION_NAME = "venzory-db-exporter"
 log = logging.getLogger(__name__)
 
 
-# Why a poll found its database down: the `reason` label of venzory_db_down_reason.
-CONNECT_TIMEOUT = "connect_timeout"  # no session within connect_timeout (host or network silent)
-TOO_MANY_CONNECTIONS = "too_many_connections"  # the server refused: its connection slots are full
-CONNECT_FAILED = "connect_failed"  # any other refusal: server down, authentication, no such database
-NO_ANSWER = "no_answer"  # connected, then the server stopped answering (see Session)
-CONNECTION_LOST = "connection_lost"  # the session broke during the poll (server killed, restarted)
-EXPORTER_LIMIT = "exporter_connection_limit"  # exporter.max_connections sessions were open already
-ERROR = "error"  # an unexpected failure of the exporter itself (logged with its traceback)
-DOWN_REASONS = (CONNECT_TIMEOUT, TOO_MANY_CONNECTIONS, CONNECT_FAILED, NO_ANSWER, CONNECTION_LOST, EXPORTER_LIMIT, ERROR)
+class DownReason(StrEnum):
+    """Why a poll found its database down: the `reason` label of venzory_db_down_reason."""
+
+    CONNECT_TIMEOUT = "connect_timeout"  # no session within connect_timeout (host or network silent)
+    TOO_MANY_CONNECTIONS = "too_many_connections"  # the server refused: its connection slots are full
+    CONNECT_FAILED = "connect_failed"  # any other refusal: server down, authentication, no such database
+    NO_ANSWER = "no_answer"  # connected, then the server stopped answering (see Session)
+    CONNECTION_LOST = "connection_lost"  # the session broke during the poll (server killed, restarted)
+    EXPORTER_LIMIT = "exporter_connection_limit"  # exporter.max_connections sessions were open already
+    ERROR = "error"  # an unexpected failure of the exporter itself (logged with its traceback)
+
 
 # What the server says when its slots are full: "sorry, too many clients already",
 # "remaining connection slots are reserved for ..." (SQLSTATE 53300, which libpq does not
@@ -60,7 +63,7 @@ _SLOTS_FULL = ("too many clients", "connection slots are reserved", "too many co
 class DatabaseDown(Exception):
     """The database could not be reached (connect or connection-level failure)."""
 
-    def __init__(self, message: str, reason: str = CONNECT_FAILED):
+    def __init__(self, message: str, reason: DownReason = DownReason.CONNECT_FAILED):
         super().__init__(message)
         self.reason = reason
 
@@ -70,7 +73,7 @@ class NoAnswer(DatabaseDown):
         super().__init__(
             f"no answer from the server within {seconds:.0f}s (statement_timeout + connect_timeout): "
             "the network or a proxy is dropping the traffic, or the server hangs; session abandoned",
-            NO_ANSWER,
+            DownReason.NO_ANSWER,
         )
 
 
@@ -139,11 +142,11 @@ class Session(psycopg.Connection):
         try:
             session = cls.connect(config.dsn, **session_options(config))
         except psycopg.errors.ConnectionTimeout as e:
-            raise DatabaseDown(f"no connection within connect_timeout: {e}", CONNECT_TIMEOUT) from None
+            raise DatabaseDown(f"no connection within connect_timeout: {e}", DownReason.CONNECT_TIMEOUT) from None
         except psycopg.Error as e:  # refused, or a DSN libpq cannot use
             message = str(e).strip()
             slots_full = any(text in message for text in _SLOTS_FULL)
-            raise DatabaseDown(message, TOO_MANY_CONNECTIONS if slots_full else CONNECT_FAILED) from None
+            raise DatabaseDown(message, DownReason.TOO_MANY_CONNECTIONS if slots_full else DownReason.CONNECT_FAILED) from None
         session.statement_timeout, session.grace = config.statement_timeout, config.connect_timeout
         # What `interrupt` needs, taken now: another thread must not touch the connection
         # (libpq's PGconn is not thread-safe). Our own handle on the socket: shutting it
@@ -272,13 +275,13 @@ class Database:
         free right now, else DatabaseDown - the caller does without."""
         with self._lock:
             if self._closed:
-                raise DatabaseDown(f"{self.name}: the exporter is stopping or reloading", ERROR)
+                raise DatabaseDown(f"{self.name}: the exporter is stopping or reloading", DownReason.ERROR)
             if extra and len(self._open) >= self.config.pool_size:
-                raise DatabaseDown(f"{self.name}: pool_size ({self.config.pool_size}) sessions open already", EXPORTER_LIMIT)
+                raise DatabaseDown(f"{self.name}: pool_size ({self.config.pool_size}) sessions open already", DownReason.EXPORTER_LIMIT)
         # A poll waits for a slot no longer than it would wait for a connection.
         if self.budget and not self.budget.take(0 if extra else self.config.connect_timeout):
             raise DatabaseDown(
-                f"exporter.max_connections ({self.budget.limit}) sessions are open already", EXPORTER_LIMIT
+                f"exporter.max_connections ({self.budget.limit}) sessions are open already", DownReason.EXPORTER_LIMIT
             )
         try:
             session = Session.open(self.config)
@@ -306,11 +309,11 @@ class Database:
             session.interrupt()
 
 
-def down_reason(error: BaseException) -> str:
+def down_reason(error: BaseException) -> DownReason:
     """The `reason` label for a poll that failed with `error`."""
     if isinstance(error, DatabaseDown):
         return error.reason
-    return CONNECTION_LOST if is_connection_error(error) else ERROR
+    return DownReason.CONNECTION_LOST if is_connection_error(error) else DownReason.ERROR
 
 
 def is_connection_error(error: BaseException) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Iterable
 
 import psycopg
@@ -22,21 +23,45 @@ from exporter.config import Check, DuplicateCheck, OrphanCheck
 from exporter.db import LockWatch, is_connection_error, statement_timeout
 from exporter.schema.model import Schema
 
-KINDS = {"row": row, "orphan": orphan, "duplicate": duplicate}
+# Each check kind of the config -> the module that writes its SQL and finds its guard.
+KIND_MODULES = {"row": row, "orphan": orphan, "duplicate": duplicate}
 
-OK, VIOLATED, FAILED = "ok", "violated", "failed"
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    VIOLATED = "violated"
+    FAILED = "failed"
+
+
+class FailureReason(StrEnum):
+    """Why a check failed (verify's `reason`)."""
+
+    TIMEOUT = "timeout"
+    LOCK_TIMEOUT = "lock_timeout"
+    YIELDED_TO_LOCK = "yielded_to_lock"
+    MISSING_TABLE = "missing_table"
+    MISSING_COLUMN = "missing_column"
+    SQL_ERROR = "sql_error"
+
+
+# Failures a retry check by check would only repeat, multiplying the wait.
+_SLOW_FAILURES = (FailureReason.TIMEOUT, FailureReason.LOCK_TIMEOUT, FailureReason.YIELDED_TO_LOCK)
 
 
 @dataclass(frozen=True)
 class CheckResult:
     check: Check
-    status: str  # OK | VIOLATED | FAILED
+    status: CheckStatus
     violations: int | None = None  # rows; None when the check failed
     groups: int | None = None  # duplicate checks only
     guarded_by: str | None = None  # the live constraint that answered it
-    reason: str | None = None  # failed: timeout | lock_timeout | yielded_to_lock | missing_table | missing_column | sql_error
+    reason: FailureReason | None = None  # failed: why
     error: str | None = None  # failed: the database's message
     duration: float = 0.0  # seconds of the query that answered it (shared by a table pass)
+
+    @property
+    def is_problem(self) -> bool:
+        return self.status is not CheckStatus.OK
 
     @property
     def guarded(self) -> bool:
@@ -44,31 +69,31 @@ class CheckResult:
 
     @property
     def inspect_sql(self) -> str:
-        return KINDS[self.check.kind].inspect_sql(self.check)
+        return KIND_MODULES[self.check.kind].inspect_sql(self.check)
 
 
 def _counted(check: Check, violations: int, groups: int | None, duration: float) -> CheckResult:
-    return CheckResult(check, VIOLATED if violations else OK, violations, groups, duration=duration)
+    return CheckResult(check, CheckStatus.VIOLATED if violations else CheckStatus.OK, violations, groups, duration=duration)
 
 
-def _failed(check: Check, reason: str, error: str, duration: float = 0.0) -> CheckResult:
-    return CheckResult(check, FAILED, reason=reason, error=error, duration=duration)
+def _failed(check: Check, reason: FailureReason, error: str, duration: float = 0.0) -> CheckResult:
+    return CheckResult(check, CheckStatus.FAILED, reason=reason, error=error, duration=duration)
 
 
 def _missing(check: Check, schema: Schema) -> CheckResult | None:
     """An older database without the table or a column the check names: failed, not queried."""
     if not schema.has_table(check.table):
-        return _failed(check, "missing_table", f'table "{check.table}" does not exist')
+        return _failed(check, FailureReason.MISSING_TABLE, f'table "{check.table}" does not exist')
     columns = {OrphanCheck: lambda c: [c.column], DuplicateCheck: lambda c: c.columns}
     for column in columns.get(type(check), lambda c: [])(check):
         if not schema.has_column(check.table, column):
-            return _failed(check, "missing_column", f'column "{check.table}"."{column}" does not exist')
+            return _failed(check, FailureReason.MISSING_COLUMN, f'column "{check.table}"."{column}" does not exist')
     if isinstance(check, OrphanCheck):
         ref = check.references
         if not schema.has_table(ref.table):
-            return _failed(check, "missing_table", f'referenced table "{ref.table}" does not exist')
+            return _failed(check, FailureReason.MISSING_TABLE, f'referenced table "{ref.table}" does not exist')
         if not schema.has_column(ref.table, ref.column):
-            return _failed(check, "missing_column", f'referenced column "{ref.table}"."{ref.column}" does not exist')
+            return _failed(check, FailureReason.MISSING_COLUMN, f'referenced column "{ref.table}"."{ref.column}" does not exist')
     return None
 
 
@@ -79,18 +104,18 @@ class YieldedToLock(Exception):
         return "gave way to a session waiting for its lock (a migration?); retried on the next poll"
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: Exception) -> FailureReason:
     if isinstance(error, YieldedToLock):
-        return "yielded_to_lock"
+        return FailureReason.YIELDED_TO_LOCK
     if isinstance(error, psycopg.errors.QueryCanceled):
-        return "timeout"
+        return FailureReason.TIMEOUT
     if isinstance(error, psycopg.errors.LockNotAvailable):
-        return "lock_timeout"
+        return FailureReason.LOCK_TIMEOUT
     if isinstance(error, psycopg.errors.UndefinedTable):
-        return "missing_table"
+        return FailureReason.MISSING_TABLE
     if isinstance(error, psycopg.errors.UndefinedColumn):
-        return "missing_column"
-    return "sql_error"
+        return FailureReason.MISSING_COLUMN
+    return FailureReason.SQL_ERROR
 
 
 def _message(error: Exception) -> str:
@@ -120,7 +145,7 @@ def table_pass_sql(table: str, checks: list[Check], schema: Schema) -> str:
     """One pass over `table` with one filtered count per check."""
     counts, joins = [], []
     for i, check in enumerate(checks):
-        probe = orphan.probe(check, f"p{i}", schema) if isinstance(check, OrphanCheck) else KINDS[check.kind].probe(check)
+        probe = orphan.probe(check, f"p{i}", schema) if isinstance(check, OrphanCheck) else KIND_MODULES[check.kind].probe(check)
         counts.append(f"count(*) FILTER (WHERE {probe.condition})")
         if probe.join:
             joins.append(probe.join)
@@ -135,8 +160,7 @@ def _run_table(conn: psycopg.Connection, table: str, checks: list[Check], schema
         if is_connection_error(e):
             raise
         reason = _reason(e)
-        if len(checks) == 1 or reason in ("timeout", "lock_timeout", "yielded_to_lock"):
-            # Retrying one by one would only multiply the wait on a slow or locked table.
+        if len(checks) == 1 or reason in _SLOW_FAILURES:
             return [_failed(c, reason, _message(e)) for c in checks]
         return [r for c in checks for r in _run_table(conn, table, [c], schema, watch)]
     return [_counted(c, n, None, duration) for c, n in zip(checks, counts)]
@@ -168,14 +192,14 @@ def run_checks(
     own: list[tuple[Check, OwnQuery]] = []
     ordered = list(checks)
     for check in ordered:
-        kind = KINDS[check.kind]
+        kind = KIND_MODULES[check.kind]
         missing = _missing(check, schema)
         if missing:
             results[check.name] = missing
             continue
         guarded_by = kind.guard(check, schema) if use_guards else None
         if guarded_by:
-            results[check.name] = CheckResult(check, OK, 0, 0 if check.kind == "duplicate" else None, guarded_by)
+            results[check.name] = CheckResult(check, CheckStatus.OK, 0, 0 if check.kind == "duplicate" else None, guarded_by)
         elif check.kind == "duplicate":
             own.append((check, kind.probe(check)))
         elif check.timeout is not None:

@@ -14,17 +14,17 @@ from typing import Iterable
 from prometheus_client.core import Metric
 
 from exporter.events.classify import NONE, OTHER, UNKNOWN_CODE, ErrorFacts, Labels, Resolver
-from exporter.events.known import KnownNames
+from exporter.events.known import ErrorKind, KnownNames
 from exporter.events.parse import REASONS, Outcome, Rejected
 from exporter.metrics.contract import EVENTS_IGNORED, EVENTS_RECEIVED, EVENTS_REJECTED, PRISMA_ERRORS
 
 # Codes whose series exist at 0 from the start, with the kind each one has.
-MAIN_CODES = (("P2002", "unique"), ("P2003", "foreign_key"), ("P2004", "check"), ("P2011", "not_null"),
-              ("P2025", "record_not_found"), ("P2034", "write_conflict"), ("P2039", "check"))
+MAIN_CODES = (("P2002", ErrorKind.UNIQUE), ("P2003", ErrorKind.FOREIGN_KEY), ("P2004", ErrorKind.CHECK), ("P2011", ErrorKind.NOT_NULL),
+              ("P2025", ErrorKind.RECORD_NOT_FOUND), ("P2034", ErrorKind.WRITE_CONFLICT), ("P2039", ErrorKind.CHECK))
 # How each kind of expected constraint arrives: a CHECK violation as P2039 (Prisma 7.9+),
 # P2010 (raw queries), P2004 (the runbook's assumption) or with no code (Prisma 5/6).
-CODES_BY_KIND = {"check": ("P2039", "P2010", "P2004", UNKNOWN_CODE), "unique": ("P2002",),
-                 "foreign_key": ("P2003",)}
+CODES_BY_KIND = {ErrorKind.CHECK: ("P2039", "P2010", "P2004", UNKNOWN_CODE), ErrorKind.UNIQUE: ("P2002",),
+                 ErrorKind.FOREIGN_KEY: ("P2003",)}
 
 class Tally:
     """Outcomes of one batch (an HTTP body, a chunk of a file), counted without a lock."""

@@ -7,10 +7,28 @@ made-up constraint or table names cannot grow the number of series.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Mapping
 
+from exporter.schema.model import ConstraintKind
+
+
+class ErrorKind(StrEnum):
+    """What a Prisma error really is: the `kind` label of venzory_db_prisma_errors."""
+
+    UNIQUE = "unique"
+    FOREIGN_KEY = "foreign_key"
+    CHECK = "check"
+    NOT_NULL = "not_null"
+    WRITE_CONFLICT = "write_conflict"
+    RECORD_NOT_FOUND = "record_not_found"
+    RELATION = "relation"
+    OTHER = "other"
+
+
 # Constraint kinds of the config / Schema that Prisma reports as errors, -> event kind.
-_EVENT_KIND = {"unique": "unique", "primary_key": "unique", "foreign_key": "foreign_key", "check": "check"}
+_EVENT_KIND = {ConstraintKind.UNIQUE: ErrorKind.UNIQUE, ConstraintKind.PRIMARY_KEY: ErrorKind.UNIQUE,
+               ConstraintKind.FOREIGN_KEY: ErrorKind.FOREIGN_KEY, ConstraintKind.CHECK: ErrorKind.CHECK}
 
 
 @dataclass(frozen=True)
@@ -54,7 +72,7 @@ class KnownNames:
         names = set(self.constraints)
         for constraint in schema.constraints.values():
             names.add(constraint.name)
-            if constraint.kind in ("unique", "primary_key") and constraint.columns:
+            if constraint.kind in (ConstraintKind.UNIQUE, ConstraintKind.PRIMARY_KEY) and constraint.columns:
                 unique_columns.setdefault((constraint.table, tuple(constraint.columns)), constraint.name)
         for index in schema.indexes.values():
             if index.unique:

@@ -11,11 +11,11 @@ from typing import Iterable
 
 from prometheus_client.core import Metric
 
+from exporter.db import DownReason
 from exporter.metrics import contract as m
-from exporter.migrations.history import APPLIED
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
-from exporter.schema.diff import KINDS as DRIFT_KINDS, MIGRATIONS, SCHEMA_PRISMA, DriftItem
+from exporter.schema.diff import DriftItem, DriftKind, DriftSource
 
 
 def families_for(result: PollResult) -> list[Metric]:
@@ -28,7 +28,7 @@ def families_for(result: PollResult) -> list[Metric]:
     families: list[Metric] = [up, last, duration, full]
     if not result.up:
         reason = m.DOWN_REASON.family()
-        reason.add_metric([db, result.down_reason or "error"], 1)
+        reason.add_metric([db, result.down_reason or DownReason.ERROR], 1)
         return families + [reason]
     families += _check_families(result)
     families += _constraint_families(result)
@@ -78,9 +78,8 @@ def _migration_families(db: str, migrations: MigrationsResult) -> list[Metric]:
         for state, count in history.counts.items():
             if count is not None:  # unknown while the folder is unreadable: absent, not 0
                 states.add_metric([db, state], count)
-        for item in history.items:
-            if item.state != APPLIED:
-                info.add_metric([db, item.name, item.state], 1)
+        for item in history.not_applied:
+            info.add_metric([db, item.name, item.state], 1)
         families += [states, info]
         if history.last_finished_at:
             last = m.LAST_MIGRATION_FINISHED.family()
@@ -95,7 +94,7 @@ def _migration_families(db: str, migrations: MigrationsResult) -> list[Metric]:
             else:
                 unknown.add_metric(labels, 1)
         families += [blocked, unknown]
-    if migrations.expected is not None or "schema_prisma" in migrations.parts:
+    if migrations.drift_assessed:
         families += _drift_families(db, migrations.drift, migrations.max_drift_series)
     return families
 
@@ -104,7 +103,7 @@ def _drift_families(db: str, drift: Iterable[DriftItem], cap: int) -> list[Metri
     counts, items = m.SCHEMA_DRIFT_ITEMS.family(), m.SCHEMA_DRIFT_ITEM.family()
     tally: dict[tuple[str, str, str], int] = {
         (source, kind, acknowledged): 0
-        for source in (MIGRATIONS, SCHEMA_PRISMA) for kind in DRIFT_KINDS for acknowledged in ("false", "true")
+        for source in DriftSource for kind in DriftKind for acknowledged in ("false", "true")
     }
     for i, d in enumerate(drift):
         acknowledged = "true" if d.acknowledged else "false"

@@ -32,24 +32,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Callable, Iterable, Sequence
 
 import psycopg
 
 from exporter.migrations.shadow import ExpectedSteps
-from exporter.schema.model import CHECK, FOREIGN_KEY, Constraint, Index, Schema, Table
+from exporter.schema.model import Constraint, ConstraintKind, Index, Schema, Table
 
-# Item kinds
-CHECK_KIND = "check"
-UNIQUE_KIND = "unique"
-FOREIGN_KEY_KIND = "foreign_key"
-NOT_NULL_KIND = "not_null"
-MIGRATION_KIND = "migration"  # the whole migration: the replay does not know it
 
-# Item statuses
-BLOCKED = "blocked"
-OK = "ok"
-CANNOT_EVALUATE = "cannot_evaluate"
+
+class PreflightKind(StrEnum):
+    """What a pending migration starts enforcing on existing rows."""
+
+    CHECK = ConstraintKind.CHECK.value
+    UNIQUE = ConstraintKind.UNIQUE.value
+    FOREIGN_KEY = ConstraintKind.FOREIGN_KEY.value
+    NOT_NULL = "not_null"
+    MIGRATION = "migration"  # the whole migration: the replay does not know it
+
+
+class PreflightStatus(StrEnum):
+    BLOCKED = "blocked"
+    OK = "ok"
+    CANNOT_EVALUATE = "cannot_evaluate"
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,17 @@ class PreflightItem:
     migration: str
     table: str
     constraint: str  # constraint or index name; for not_null, the column; "" for a migration item
-    kind: str  # CHECK_KIND | UNIQUE_KIND | FOREIGN_KEY_KIND | NOT_NULL_KIND | MIGRATION_KIND
-    status: str  # BLOCKED | OK | CANNOT_EVALUATE
+    kind: PreflightKind
+    status: PreflightStatus
     blocked_rows: int | None  # rows that make the migration fail; None when not evaluated
     sql: str  # lists the offending rows; "" when it cannot run on the live database yet
     reason: str = ""  # why cannot_evaluate, or how it was evaluated
     duplicate_groups: int | None = None  # unique only: how many key values are duplicated
+
+    @property
+    def is_problem(self) -> bool:
+        """Live rows would make the migration fail (cannot_evaluate is said, not failed)."""
+        return self.status is PreflightStatus.BLOCKED
 
 
 @dataclass(frozen=True)
@@ -82,21 +93,21 @@ class PlannedCount:
 class Addition:
     """A rule a migration starts enforcing on rows that already exist."""
 
-    kind: str  # CHECK_KIND | UNIQUE_KIND | FOREIGN_KEY_KIND | NOT_NULL_KIND
+    kind: PreflightKind  # not MIGRATION
     table: str
-    name: str  # constraint or index name; the column for NOT_NULL_KIND
-    rule: Constraint | Index | None = None  # None for NOT_NULL_KIND
+    name: str  # constraint or index name; the column for NOT_NULL
+    rule: Constraint | Index | None = None  # None for NOT_NULL
 
 
 def added_constraints(before: Schema, after: Schema) -> list[Addition]:
     """The rules `after` enforces on rows of tables that exist in `before`, and `before` did not."""
     added = []
     for (table, name), con in sorted(after.constraints.items()):
-        if con.kind not in (CHECK, FOREIGN_KEY) or not con.validated or not before.has_table(table):
+        if con.kind not in (ConstraintKind.CHECK, ConstraintKind.FOREIGN_KEY) or not con.validated or not before.has_table(table):
             continue  # NOT VALID constraints do not check existing rows
         old = before.constraint(table, name)
         if old is None or old.definition != con.definition or not old.validated:
-            added.append(Addition(CHECK_KIND if con.kind == CHECK else FOREIGN_KEY_KIND, table, name, con))
+            added.append(Addition(PreflightKind.CHECK if con.kind == ConstraintKind.CHECK else PreflightKind.FOREIGN_KEY, table, name, con))
     for name, index in sorted(after.indexes.items()):
         if not index.unique or not before.has_table(index.table):
             continue
@@ -104,12 +115,12 @@ def added_constraints(before: Schema, after: Schema) -> list[Addition]:
         if old is None or not old.unique or (old.table, old.columns, old.predicate) != (
             index.table, index.columns, index.predicate
         ):
-            added.append(Addition(UNIQUE_KIND, index.table, name, index))
+            added.append(Addition(PreflightKind.UNIQUE, index.table, name, index))
     for table_name, table in sorted(after.tables.items()):
         for column in table.columns.values():
             if not column.nullable and before.has_column(table_name, column.name) \
                     and before.tables[table_name].columns[column.name].nullable:
-                added.append(Addition(NOT_NULL_KIND, table_name, column.name))
+                added.append(Addition(PreflightKind.NOT_NULL, table_name, column.name))
     return added
 
 
@@ -125,7 +136,7 @@ def plan_preflight(
     for migration in pending:
         if migration not in steps.names:  # e.g. its migration.sql is still being copied
             reason = "not in the replayed folder (migration.sql missing, or the folder changed since the replay)"
-            item = PreflightItem(migration, "", "", MIGRATION_KIND, CANNOT_EVALUATE, None, "", reason)
+            item = PreflightItem(migration, "", "", PreflightKind.MIGRATION, PreflightStatus.CANNOT_EVALUATE, None, "", reason)
             planned.append(PlannedCount(item, None))
             continue
         before, after = steps.before(migration), steps.after(migration)
@@ -137,21 +148,21 @@ def plan_preflight(
 def _plan_one(
     migration: str, add: Addition, live: Schema, after: Schema, steps: ExpectedSteps, schema: str
 ) -> PlannedCount:
-    base = PreflightItem(migration, add.table, add.name, add.kind, CANNOT_EVALUATE, None, "")
+    base = PreflightItem(migration, add.table, add.name, add.kind, PreflightStatus.CANNOT_EVALUATE, None, "")
     missing = _missing_from_live(add, live)
     if missing:
         return PlannedCount(replace(base, reason=_not_there_yet(missing, steps)), None)
     note = ""
     try:
-        if add.kind == CHECK_KIND:
+        if add.kind == PreflightKind.CHECK:
             expression = _check_expression(add.rule.definition)
             source, expression, note = _evaluable(add.table, expression, live, after, schema)
             listing = f"SELECT * FROM {source} WHERE NOT ({expression})"
             count = _count_of(listing)
-        elif add.kind == NOT_NULL_KIND:
+        elif add.kind == PreflightKind.NOT_NULL:
             listing = f"SELECT * FROM {_table_ref(schema, add.table)} WHERE {_ident(add.name)} IS NULL"
             count = _count_of(listing)
-        elif add.kind == FOREIGN_KEY_KIND:
+        elif add.kind == PreflightKind.FOREIGN_KEY:
             listing = _orphans_sql(add.rule, schema)
             count = _count_of(listing)
         else:
@@ -171,13 +182,13 @@ def _missing_from_live(add: Addition, live: Schema) -> list[tuple[str, str | Non
     if not live.has_table(table):
         return [(table, None)]
     needed: list[tuple[str, str | None]] = []
-    if add.kind == NOT_NULL_KIND:
+    if add.kind == PreflightKind.NOT_NULL:
         needed.append((table, add.name))
-    elif add.kind == UNIQUE_KIND:
+    elif add.kind == PreflightKind.UNIQUE:
         needed += [(table, c) for c in rule.columns if _is_plain_column(c)]
     else:  # for a CHECK, the columns its expression uses (pg_constraint.conkey)
         needed += [(table, c) for c in rule.columns]
-        if add.kind == FOREIGN_KEY_KIND:
+        if add.kind == PreflightKind.FOREIGN_KEY:
             needed += [(rule.ref_table, None)] + [(rule.ref_table, c) for c in rule.ref_columns]
     return [(t, c) for t, c in needed if not (live.has_column(t, c) if c else live.has_table(t))]
 
@@ -313,7 +324,7 @@ def run_planned(conn: psycopg.Connection, planned: Iterable[PlannedCount]) -> tu
             continue
         blocked = int(row[0])
         groups = int(row[1]) if len(row) > 1 else None
-        status = BLOCKED if blocked else OK
+        status = PreflightStatus.BLOCKED if blocked else PreflightStatus.OK
         items.append(replace(plan.item, status=status, blocked_rows=blocked, duplicate_groups=groups))
     return tuple(items)
 
@@ -336,8 +347,8 @@ def preflight(
 def verdicts(items: Iterable[PreflightItem], pending: Sequence[str]) -> dict[str, str]:
     """Per pending migration: blocked if any item is, else cannot_evaluate if any item is,
     else ok (a migration that adds nothing to check is ok)."""
-    result = {name: OK for name in pending}
+    result = {name: PreflightStatus.OK for name in pending}
     for item in items:
-        if item.status == BLOCKED or (item.status == CANNOT_EVALUATE and result[item.migration] == OK):
+        if item.status == PreflightStatus.BLOCKED or (item.status == PreflightStatus.CANNOT_EVALUATE and result[item.migration] == PreflightStatus.OK):
             result[item.migration] = item.status
     return result

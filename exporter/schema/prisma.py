@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple, Union
 
-from exporter.schema.model import FOREIGN_KEY, PRIMARY_KEY, Column, Constraint, Index, Schema, Table
+from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, Table
 
 
 class ParseError(ValueError):
@@ -710,7 +710,7 @@ def _primary_key(table: str, columns: tuple[str, ...], name: str | None):
     definition = f"PRIMARY KEY ({', '.join(map(quote_ident, columns))})"
     return (
         Index(name, table, columns, unique=True, primary=True),
-        Constraint(name, table, PRIMARY_KEY, columns, definition),
+        Constraint(name, table, ConstraintKind.PRIMARY_KEY, columns, definition),
     )
 
 
@@ -823,7 +823,7 @@ def _foreign_key(ctx: _Context, model: Model, table: str, field: Field) -> Const
     return Constraint(
         name=name,
         table=table,
-        kind=FOREIGN_KEY,
+        kind=ConstraintKind.FOREIGN_KEY,
         columns=columns,
         definition=_fk_definition(columns, ref_table, ref_columns, on_delete, on_update),
         ref_table=ref_table,
@@ -879,7 +879,7 @@ def _join_table(ctx: _Context, relation: str, model_a: Model, model_b: Model):
             Constraint(
                 name=f"{name}_{column}_fkey",
                 table=name,
-                kind=FOREIGN_KEY,
+                kind=ConstraintKind.FOREIGN_KEY,
                 columns=(column,),
                 definition=_fk_definition((column,), ref_table, (id_column,), "CASCADE", "CASCADE"),
                 ref_table=ref_table,
