@@ -38,7 +38,7 @@ class Daemon:
         self.budget = ConnectionBudget(config.exporter.connection_limit)
         self.store = ResultStore(d.name for d in config.databases)
         self.pollers = [Poller(config, d, self.budget) for d in config.databases]
-        self.known = KnownNames.from_config(config)
+        self.known = KnownNames.from_config(config)  # the config's names; each schema adds its own
         self.events = EventPipeline(config.events, [d.name for d in config.databases], self.known)
         # The event counters outlive reloads (a new pipeline keeps them): registered once.
         self.metrics = MetricsEndpoint(self.store, self.events.collector)
@@ -64,10 +64,7 @@ class Daemon:
         # expected schema when there is one, else what the live catalog has.
         schema = result.migrations.expected if result.migrations and result.migrations.expected else result.schema
         if schema is not None:
-            known = KnownNames.from_config(self.config).with_schema(schema)
-            if known != self.known:
-                self.known = known
-                self.events.update_known(known)
+            self.events.learn(result.database, self.known.with_schema(schema))
 
     def start(self) -> "Daemon":
         self.events.start()
