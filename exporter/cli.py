@@ -30,11 +30,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for database in config.databases:
         if not args.json:
             print(f"{database.name}: {database.migrations.describe_off()}")
-        poller = Poller(config, database)
-        try:
+        with Poller(config, database) as poller:
             results.append(poller.poll(full_scan=args.full_scan))
-        finally:
-            poller.close()
     if args.json:
         print(render_json(results, allow_pending=args.allow_pending))
     else:

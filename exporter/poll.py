@@ -108,3 +108,9 @@ class Poller:
     def close(self) -> None:
         """Stop polling: a poll in flight is broken off at once (shutdown, reload)."""
         self.database.close()
+
+    def __enter__(self) -> "Poller":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics.contract import METRICS
 from exporter.metrics.endpoint import MetricsEndpoint
-from exporter.poll import PollResult
+from exporter.config import Config
+from exporter.poll import Poller, PollResult
 from exporter.store import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +38,12 @@ def samples(text: str) -> dict[tuple, float]:
 
 def value(text: str, name: str, **labels) -> float | None:
     return samples(text).get((name, *sorted(labels.items())))
+
+
+def poll_once(config: Config, *, full_scan: bool | None = None) -> PollResult:
+    """One poll of the config's first database."""
+    with Poller(config, config.databases[0]) as poller:
+        return poller.poll(full_scan=full_scan)
 
 
 def exposition(*results: PollResult) -> str:

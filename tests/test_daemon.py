@@ -22,6 +22,8 @@ from exporter.poll import Poller
 from support import CONTRACT_METRICS
 from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG, STEP_6, build_database
 
+pytestmark = pytest.mark.db  # starts PostgreSQL clusters of its own
+
 
 def get(url: str) -> tuple[int, str]:
     try:

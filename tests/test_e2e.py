@@ -54,7 +54,7 @@ import yaml
 from test_grafana import dashboard_queries, iter_targets, load_dashboard
 from venzory_fixture import MIGRATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_6, build_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"

@@ -26,7 +26,7 @@ from exporter.config import Config
 from exporter.events import EventPipeline, KnownNames
 from test_events_support import error_counts, post, scrape, serving
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 APP = Path(__file__).parent / "prisma_app"
 STYLES = {"pino": "app.log", "events": "prisma-events.log", "stdout": "stdout.log"}

@@ -26,6 +26,8 @@ from support import exposition
 from test_daemon import get, samples, wait_for
 from venzory_fixture import MIGRATIONS, SCHEMA_PRISMA
 
+pytestmark = pytest.mark.db  # starts PostgreSQL clusters of its own
+
 
 def config(databases: list[dict], checks: list[dict], **exporter) -> Config:
     return Config.model_validate({"exporter": exporter, "databases": databases, "checks": checks})
@@ -292,11 +294,10 @@ def test_a_check_with_its_own_timeout_fails_alone(pg_server):
          {"name": "slow_duplicates", "kind": "duplicate", "table": "item", "category": "test",
           "severity": "warning", "columns": ["sku"], "where": "pg_sleep(0.8) IS NOT NULL"}],
     )
-    poller = Poller(cfg, cfg.databases[0])
-    started = time.monotonic()
-    result = poller.poll(full_scan=True)
-    seconds = time.monotonic() - started
-    poller.close()
+    with Poller(cfg, cfg.databases[0]) as poller:
+        started = time.monotonic()
+        result = poller.poll(full_scan=True)
+        seconds = time.monotonic() - started
     checks = {c.check.name: c for c in result.checks}
     assert result.up
     assert (checks["too_slow"].status, checks["too_slow"].reason) == ("failed", "timeout")

@@ -13,9 +13,8 @@ import psycopg
 import pytest
 
 from exporter.config import load_config
-from exporter.poll import Poller
 import support
-from support import exposition
+from support import exposition, poll_once
 from venzory_fixture import (
     MIGRATIONS, PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_6, STEP_7, STEP_9,
     STEP_10, build_database,
@@ -35,11 +34,7 @@ def verify(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 def poll(env: dict):
     config = load_config(SHIPPED_CONFIG, env=env)
-    poller = Poller(config, config.databases[0])
-    try:
-        return poller.poll(full_scan=True)
-    finally:
-        poller.close()
+    return poll_once(config, full_scan=True)
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from exporter.poll import Poller
 from support import exposition
 from venzory_fixture import SHIPPED_CONFIG
 
+pytestmark = pytest.mark.db  # starts PostgreSQL clusters of its own
+
 ROLE_SQL = Path(__file__).resolve().parent.parent / "deploy" / "sql" / "monitoring-role.sql"
 MONITOR_PASSWORD = "monitor-pw-for-tests"
 
@@ -110,11 +112,8 @@ def test_tables_created_later_by_the_app_owner_are_readable(scratch):
 
 def poll_once(dsn: str) -> tuple:
     config = Config.model_validate({"databases": [{"name": "scratch", "dsn": dsn}]})
-    poller = Poller(config, config.databases[0])
-    try:
+    with Poller(config, config.databases[0]) as poller:
         return poller, poller.poll()
-    finally:
-        poller.close()
 
 
 def can_write_metric(result) -> str:

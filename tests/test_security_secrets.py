@@ -238,9 +238,8 @@ def test_sentry_events_and_breadcrumbs_never_show_the_password(clean_dsn, tmp_pa
     sentry_sdk.get_client().transport = transport
     try:
         logs.setup_logging("plain", "debug")
-        poller = Poller(config, config.databases[0])
-        assert not poller.poll().up  # logs the connection failure: a breadcrumb
-        poller.close()
+        with Poller(config, config.databases[0]) as poller:
+            assert not poller.poll().up  # logs the connection failure: a breadcrumb
         logging.getLogger("exporter.test").error("could not use %s", url)  # an error event
         try:
             raise RuntimeError(f"connect to {config.databases[0].dsn} failed")
