@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,26 @@ def need(tool: str) -> str:
     if path is None:
         pytest.skip(f"{tool} is not installed (.ci/run installs it)")
     return path
+
+
+def get(url: str) -> tuple[int, str]:
+    """(status, body) of a real HTTP GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
+    """The predicate's first true value; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
 
 
 def samples(text: str) -> dict[tuple, float]:

@@ -12,44 +12,16 @@ import urllib.request
 
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import load_config
 from exporter.daemon import Daemon
 from exporter.db import APPLICATION_NAME, Database
 from exporter.pgcluster import start_cluster
 from exporter.poll import Poller
-from support import CONTRACT_METRICS
-from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG, STEP_6, build_database
+from support import CONTRACT_METRICS, get, samples, wait_for
+from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG
 
 pytestmark = pytest.mark.db  # starts PostgreSQL clusters of its own
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def samples(text: str) -> dict[tuple, float]:
-    """{(name, (label, value), ...): value} for every sample of an exposition."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            found[(s.name, *sorted(s.labels.items()))] = s.value
-    return found
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
 
 
 def test_metrics_readiness_and_health(problems_dsn):

@@ -22,8 +22,7 @@ from exporter.daemon import Daemon
 from exporter.db import APPLICATION_NAME, Database
 from exporter.pgcluster import start_cluster
 from exporter.poll import Poller
-from support import exposition
-from test_daemon import get, samples, wait_for
+from support import exposition, get, samples, wait_for
 from venzory_fixture import MIGRATIONS, SCHEMA_PRISMA
 
 pytestmark = pytest.mark.db  # starts PostgreSQL clusters of its own

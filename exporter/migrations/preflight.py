@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Sequence
 import psycopg
 
 from exporter.migrations.shadow import ExpectedSteps
-from exporter.schema.model import Constraint, ConstraintKind, Index, Schema, Table
+from exporter.schema.model import Constraint, ConstraintKind, Index, Schema
 
 
 
