@@ -45,7 +45,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from exporter.migrations.shadow import ShadowError, expected_schema, folder_key, read_scripts, write_snapshot
 
     config = load(args.config)
-    database = next((d for d in config.databases if d.name == args.database), None) if args.database else config.databases[0]
+    if args.database:
+        database = next((d for d in config.databases if d.name == args.database), None)
+    else:
+        database = config.databases[0]
     if database is None:
         print(f"snapshot: no database named {args.database!r} in {args.config}", file=sys.stderr)
         return EXIT_CANNOT_RUN

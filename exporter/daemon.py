@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, parse_listen
@@ -66,7 +66,7 @@ class Daemon:
         if schema is not None:
             self.events.learn(result.database, self.known.with_schema(schema))
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         self.events.start()
         self.server.start()
         self._describe_pollers()
@@ -90,7 +90,8 @@ class Daemon:
         with self._reloading:
             restart_only = [k for k in RESTART_ONLY if getattr(config.exporter, k) != getattr(self.config.exporter, k)]
             if restart_only:
-                log.warning("reload: exporter.%s changed and takes effect at the next restart", ", exporter.".join(restart_only))
+                log.warning("reload: exporter.%s changed and takes effect at the next restart",
+                            ", exporter.".join(restart_only))
             self._stop_polls()
             old, self.config = self.config, config
             names = [d.name for d in config.databases]
@@ -124,7 +125,8 @@ class Daemon:
     def _poller(self, config: Config, database, old: Config) -> Poller:
         poller = Poller(config, database, self.budget)
         previous = next((p for p in self.pollers if p.name == database.name), None)
-        if previous and previous.database.config == database and old.checks_for(database) == config.checks_for(database):
+        same_checks = old.checks_for(database) == config.checks_for(database)
+        if previous and previous.database.config == database and same_checks:
             poller.last_full_scan = previous.last_full_scan  # a reload does not force full scans
         return poller
 

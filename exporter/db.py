@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -138,7 +138,7 @@ class Session(psycopg.Connection):
     _answering = True  # False once the server is known not to answer: close without waiting
 
     @classmethod
-    def open(cls, config: DatabaseConfig) -> "Session":
+    def open(cls, config: DatabaseConfig) -> Session:
         try:
             session = cls.connect(config.dsn, **session_options(config))
         except psycopg.errors.ConnectionTimeout as e:
@@ -146,7 +146,8 @@ class Session(psycopg.Connection):
         except psycopg.Error as e:  # refused, or a DSN libpq cannot use
             message = str(e).strip()
             slots_full = any(text in message for text in _SLOTS_FULL)
-            raise DatabaseDown(message, DownReason.TOO_MANY_CONNECTIONS if slots_full else DownReason.CONNECT_FAILED) from None
+            reason = DownReason.TOO_MANY_CONNECTIONS if slots_full else DownReason.CONNECT_FAILED
+            raise DatabaseDown(message, reason) from None
         session.statement_timeout, session.grace = config.statement_timeout, config.connect_timeout
         # What `interrupt` needs, taken now: another thread must not touch the connection
         # (libpq's PGconn is not thread-safe). Our own handle on the socket: shutting it
@@ -277,7 +278,8 @@ class Database:
             if self._closed:
                 raise DatabaseDown(f"{self.name}: the exporter is stopping or reloading", DownReason.ERROR)
             if extra and len(self._open) >= self.config.pool_size:
-                raise DatabaseDown(f"{self.name}: pool_size ({self.config.pool_size}) sessions open already", DownReason.EXPORTER_LIMIT)
+                raise DatabaseDown(f"{self.name}: pool_size ({self.config.pool_size}) sessions open already",
+                                   DownReason.EXPORTER_LIMIT)
         # A poll waits for a slot no longer than it would wait for a connection.
         if self.budget and not self.budget.take(0 if extra else self.config.connect_timeout):
             raise DatabaseDown(
@@ -376,7 +378,8 @@ class LockWatch:
                     if blocked_since is not None and now - blocked_since >= self.patience:
                         outcome.cancelled = True
                         conn.cancel_safe(timeout=2)
-                        log.warning("cancelled a query of %s: it blocked %d session(s) for %.1fs", self.database.name, waiting, now - blocked_since)
+                        log.warning("cancelled a query of %s: it blocked %d session(s) for %.1fs",
+                                    self.database.name, waiting, now - blocked_since)
                         return
                     done.wait(self.interval)
         except Exception as e:  # noqa: BLE001 - without a watcher the statement timeout still bounds the query

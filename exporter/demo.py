@@ -35,7 +35,8 @@ def build_demo_database(cluster, name: str = "venzory_demo") -> str:
 
 def run_demo(config_path: str, listen: str) -> int:
     if not MIGRATIONS.is_dir():
-        print(f"demo: the fixture is not here ({FIXTURE}); run the demo from a checkout of the repository", file=sys.stderr)
+        print(f"demo: the fixture is not here ({FIXTURE}); run the demo from a checkout of the repository",
+              file=sys.stderr)
         return 2
     try:
         cluster = start_cluster()

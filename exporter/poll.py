@@ -109,7 +109,7 @@ class Poller:
         """Stop polling: a poll in flight is broken off at once (shutdown, reload)."""
         self.database.close()
 
-    def __enter__(self) -> "Poller":
+    def __enter__(self) -> Poller:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

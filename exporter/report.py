@@ -7,7 +7,7 @@ run (bad config, a database unreachable).
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 from exporter.checks.run import CheckResult, CheckStatus
 from exporter.db import redact_dsn
@@ -160,7 +160,8 @@ def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
                          f"blocked by {p.blocked_rows} rows")
             lines.append(f"      inspect: {p.sql}")
         elif p.status is PreflightStatus.CANNOT_EVALUATE:
-            lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} cannot be evaluated yet: {p.reason}")
+            lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} "
+                         f"cannot be evaluated yet: {p.reason}")
         else:
             lines.append(f"  {TICK} {p.migration}: {p.kind} {p.constraint} on {p.table} passes")
     if m.drift or m.drift_assessed:

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from socketserver import ThreadingMixIn
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
@@ -80,7 +80,8 @@ def make_app(metrics: WSGIApp, ready: Callable[[], bool], events_app: WSGIApp | 
         if path == "/readyz":
             if ready():
                 return _text(start_response, "200 OK", b"ready\n")
-            return _text(start_response, "503 Service Unavailable", b"not ready: a database has not completed its first poll\n")
+            return _text(start_response, "503 Service Unavailable",
+                         b"not ready: a database has not completed its first poll\n")
         if path == "/events" and events_app is not None:
             return events_app(environ, start_response)
         if path == "/":
@@ -203,7 +204,7 @@ class HttpServer:
     def port(self) -> int:
         return self._server.server_address[1]
 
-    def start(self) -> "HttpServer":
+    def start(self) -> HttpServer:
         self._thread.start()
         return self
 

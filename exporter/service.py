@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
+from collections.abc import Mapping
 from urllib.parse import quote, quote_plus, urlsplit
 
 from exporter.config import Config, load_config

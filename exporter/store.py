@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from types import MappingProxyType
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from exporter.poll import PollResult
 

@@ -48,7 +48,7 @@ class Exporter:
         self.daemon = Daemon(cfg, "127.0.0.1:0")
         self.base = f"http://127.0.0.1:{self.daemon.server.port}"
 
-    def __enter__(self) -> "Exporter":
+    def __enter__(self) -> Exporter:
         self.daemon.start()
         return self
 

@@ -4,7 +4,7 @@ databases built from the Venzory fixture, tampered with the ways production gets
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import psycopg
 import pytest
@@ -16,7 +16,7 @@ from exporter.migrations.history import (
 from exporter.migrations.replay import MigrationError, apply_migrations
 from venzory_fixture import MIGRATIONS, STEP_3, STEP_7, STEPS, build_database
 
-T0 = datetime(2025, 11, 5, 17, 14, tzinfo=timezone.utc)
+T0 = datetime(2025, 11, 5, 17, 14, tzinfo=UTC)
 SQL = "CREATE TABLE t (id int);\n"
 
 

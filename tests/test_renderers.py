@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -38,7 +38,7 @@ CONFIG = Config.model_validate({
 })
 NEGATIVE, NAMES, SENT_AT = CONFIG.checks
 T0 = 1_700_000_000.0
-FINISHED = datetime(2025, 11, 5, 17, 14, tzinfo=timezone.utc)
+FINISHED = datetime(2025, 11, 5, 17, 14, tzinfo=UTC)
 
 CHECKS = (
     CheckResult(NEGATIVE, CheckStatus.VIOLATED, 3, duration=0.25),

@@ -15,6 +15,8 @@ from exporter.schema.model import ConstraintKind, Schema
 
 # Prisma's bookkeeping table is not the app's schema.
 _IGNORED_TABLES = {"_prisma_migrations"}
+# The constraints of an expected schema that are expected live too (not exclusion ones).
+_EXPECTED_KINDS = (ConstraintKind.PRIMARY_KEY, ConstraintKind.UNIQUE, ConstraintKind.CHECK, ConstraintKind.FOREIGN_KEY)
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,10 @@ def expected_constraints(configured: list[ExpectedConstraint], expected: Schema 
     found = {(c.table, c.name): c for c in configured}
     if expected is not None:
         for c in expected.constraints.values():
-            if c.table not in _IGNORED_TABLES and c.kind in (ConstraintKind.PRIMARY_KEY, ConstraintKind.UNIQUE, ConstraintKind.CHECK, ConstraintKind.FOREIGN_KEY):
+            if c.table not in _IGNORED_TABLES and c.kind in _EXPECTED_KINDS:
                 found.setdefault((c.table, c.name), ExpectedConstraint(table=c.table, name=c.name, kind=c.kind))
         for i in expected.indexes.values():
             if i.unique and not i.primary and i.table not in _IGNORED_TABLES:
-                found.setdefault((i.table, i.name), ExpectedConstraint(table=i.table, name=i.name, kind=ConstraintKind.UNIQUE))
+                expected_index = ExpectedConstraint(table=i.table, name=i.name, kind=ConstraintKind.UNIQUE)
+                found.setdefault((i.table, i.name), expected_index)
     return list(found.values())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Iterable
+from collections.abc import Iterable
 
 import psycopg
 
@@ -73,7 +73,8 @@ class CheckResult:
 
 
 def _counted(check: Check, violations: int, groups: int | None, duration: float) -> CheckResult:
-    return CheckResult(check, CheckStatus.VIOLATED if violations else CheckStatus.OK, violations, groups, duration=duration)
+    status = CheckStatus.VIOLATED if violations else CheckStatus.OK
+    return CheckResult(check, status, violations, groups, duration=duration)
 
 
 def _failed(check: Check, reason: FailureReason, error: str, duration: float = 0.0) -> CheckResult:
@@ -93,7 +94,8 @@ def _missing(check: Check, schema: Schema) -> CheckResult | None:
         if not schema.has_table(ref.table):
             return _failed(check, FailureReason.MISSING_TABLE, f'referenced table "{ref.table}" does not exist')
         if not schema.has_column(ref.table, ref.column):
-            return _failed(check, FailureReason.MISSING_COLUMN, f'referenced column "{ref.table}"."{ref.column}" does not exist')
+            missing = f'referenced column "{ref.table}"."{ref.column}" does not exist'
+            return _failed(check, FailureReason.MISSING_COLUMN, missing)
     return None
 
 
@@ -123,7 +125,9 @@ def _message(error: Exception) -> str:
     return (diag and diag.message_primary) or str(error).strip() or type(error).__name__
 
 
-def _query(conn: psycopg.Connection, sql: str, watch: LockWatch | None, timeout: float | None = None) -> tuple[tuple, float]:
+def _query(
+    conn: psycopg.Connection, sql: str, watch: LockWatch | None, timeout: float | None = None
+) -> tuple[tuple, float]:
     started = time.monotonic()
     if timeout is not None:
         with statement_timeout(conn, timeout):
@@ -145,7 +149,10 @@ def table_pass_sql(table: str, checks: list[Check], schema: Schema) -> str:
     """One pass over `table` with one filtered count per check."""
     counts, joins = [], []
     for i, check in enumerate(checks):
-        probe = orphan.probe(check, f"p{i}", schema) if isinstance(check, OrphanCheck) else KIND_MODULES[check.kind].probe(check)
+        if isinstance(check, OrphanCheck):
+            probe = orphan.probe(check, f"p{i}", schema)
+        else:
+            probe = KIND_MODULES[check.kind].probe(check)
         counts.append(f"count(*) FILTER (WHERE {probe.condition})")
         if probe.join:
             joins.append(probe.join)
@@ -199,7 +206,8 @@ def run_checks(
             continue
         guarded_by = kind.guard(check, schema) if use_guards else None
         if guarded_by:
-            results[check.name] = CheckResult(check, CheckStatus.OK, 0, 0 if check.kind == "duplicate" else None, guarded_by)
+            groups = 0 if check.kind == "duplicate" else None
+            results[check.name] = CheckResult(check, CheckStatus.OK, 0, groups, guarded_by)
         elif check.kind == "duplicate":
             own.append((check, kind.probe(check)))
         elif check.timeout is not None:

@@ -6,7 +6,7 @@ references) are validated here, once, so no other module re-checks config.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -61,7 +61,7 @@ class DuplicateCheck(_CheckBase):
     where: str | None = None
 
 
-Check = Annotated[Union[RowCheck, OrphanCheck, DuplicateCheck], Field(discriminator="kind")]
+Check = Annotated[RowCheck | OrphanCheck | DuplicateCheck, Field(discriminator="kind")]
 
 ConstraintKind = Literal["unique", "check", "foreign_key", "primary_key", "index"]
 
@@ -113,7 +113,7 @@ class ExporterConfig(Strict):
         return self.max_connections or 2 * self.max_concurrent_polls
 
     @model_validator(mode="after")
-    def _a_session_per_poll(self) -> "ExporterConfig":
+    def _a_session_per_poll(self) -> ExporterConfig:
         if self.connection_limit < self.max_concurrent_polls:
             raise ValueError(
                 f"max_connections ({self.max_connections}) must be at least max_concurrent_polls "
@@ -148,7 +148,7 @@ class Config(Strict):
     events: EventsConfig = EventsConfig()
 
     @model_validator(mode="after")
-    def _names_resolve(self) -> "Config":
+    def _names_resolve(self) -> Config:
         _unique("databases", [d.name for d in self.databases])
         _unique("checks", [c.name for c in self.checks])
         _unique("constraints", [(c.table, c.name) for c in self.constraints])

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Mapping
 
 from exporter.events.known import ErrorKind, KnownNames
 

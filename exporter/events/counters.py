@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
@@ -19,8 +19,9 @@ from exporter.events.parse import REASONS, Outcome, Rejected
 from exporter.metrics.contract import EVENTS_IGNORED, EVENTS_RECEIVED, EVENTS_REJECTED, PRISMA_ERRORS
 
 # Codes whose series exist at 0 from the start, with the kind each one has.
-MAIN_CODES = (("P2002", ErrorKind.UNIQUE), ("P2003", ErrorKind.FOREIGN_KEY), ("P2004", ErrorKind.CHECK), ("P2011", ErrorKind.NOT_NULL),
-              ("P2025", ErrorKind.RECORD_NOT_FOUND), ("P2034", ErrorKind.WRITE_CONFLICT), ("P2039", ErrorKind.CHECK))
+MAIN_CODES = (("P2002", ErrorKind.UNIQUE), ("P2003", ErrorKind.FOREIGN_KEY), ("P2004", ErrorKind.CHECK),
+              ("P2011", ErrorKind.NOT_NULL), ("P2025", ErrorKind.RECORD_NOT_FOUND),
+              ("P2034", ErrorKind.WRITE_CONFLICT), ("P2039", ErrorKind.CHECK))
 # How each kind of expected constraint arrives: a CHECK violation as P2039 (Prisma 7.9+),
 # P2010 (raw queries), P2004 (the runbook's assumption) or with no code (Prisma 5/6).
 CODES_BY_KIND = {ErrorKind.CHECK: ("P2039", "P2010", "P2004", UNKNOWN_CODE), ErrorKind.UNIQUE: ("P2002",),
@@ -47,7 +48,7 @@ class Tally:
     def __bool__(self) -> bool:
         return bool(self.errors or self.ignored or self.rejected)
 
-    def take(self) -> "Tally":
+    def take(self) -> Tally:
         """What was counted so far, leaving this tally empty (its `add` stays bound)."""
         taken = Tally()
         taken.errors, taken.ignored, taken.rejected = self.errors, self.ignored, self.rejected

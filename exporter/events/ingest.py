@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from collections.abc import Iterable
 
 from exporter.config.events import EventsConfig
 from exporter.events.classify import Labels, Resolver
@@ -32,14 +32,14 @@ class IngestSummary:
 
     def counts(self) -> dict[tuple[str, str, str, str], int]:
         """(code, kind, constraint, model) -> count, as plain tuples."""
-        return {(l.code, l.kind, l.constraint, l.model): n for l, n in self.errors.items()}
+        return {(e.code, e.kind, e.constraint, e.model): n for e, n in self.errors.items()}
 
     def as_dict(self) -> dict:
         return {
             "records": self.received, "prisma_errors": self.accepted, "ignored": self.ignored,
             "rejected": dict(self.rejected),
-            "errors": [{"code": l.code, "kind": l.kind, "constraint": l.constraint, "model": l.model, "count": n}
-                       for l, n in self._sorted()],
+            "errors": [{"code": e.code, "kind": e.kind, "constraint": e.constraint, "model": e.model, "count": n}
+                       for e, n in self._sorted()],
         }
 
     def _sorted(self) -> list[tuple[Labels, int]]:
@@ -52,7 +52,7 @@ class IngestSummary:
                  f"({self.ignored} ignored, {rejected} rejected)"]
         if self.errors:
             rows = [("count", "code", "kind", "constraint", "model")]
-            rows += [(str(n), l.code, l.kind, l.constraint, l.model) for l, n in self._sorted()]
+            rows += [(str(n), e.code, e.kind, e.constraint, e.model) for e, n in self._sorted()]
             widths = [max(len(row[i]) for row in rows) for i in range(5)]
             for row in rows:
                 cells = [row[0].rjust(widths[0])] + [cell.ljust(w) for cell, w in zip(row[1:], widths[1:])]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Mapping
+from collections.abc import Mapping
 
 from exporter.schema.model import ConstraintKind
 
@@ -44,7 +44,7 @@ class KnownNames:
     expected: frozenset[tuple[str, str, str]] = frozenset()
 
     @classmethod
-    def from_config(cls, config) -> "KnownNames":
+    def from_config(cls, config) -> KnownNames:
         """From config.constraints, the duplicate checks' guarding constraints, the
         checks' tables and events.known_constraints."""
         expected = frozenset(
@@ -65,7 +65,7 @@ class KnownNames:
             expected=expected,
         )
 
-    def with_schema(self, schema) -> "KnownNames":
+    def with_schema(self, schema) -> KnownNames:
         """These names plus an (expected) `exporter.schema.model.Schema`'s tables,
         constraints, unique indexes and their columns."""
         unique_columns = dict(self.unique_columns)

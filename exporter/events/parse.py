@@ -17,7 +17,8 @@ the following text lines until it finds the database text.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 from exporter.events.classify import ErrorFacts, _PRISMA_CODE, _TEXT_KINDS, facts_from_error, facts_from_text
 
@@ -164,20 +165,27 @@ class LineParser:
         marker = stripped.find(_MARKER_BYTES)
         if marker >= 0:
             self.flush()
-            text = _decode(stripped[marker + len(_MARKER_BYTES):])
-            if text is None:
-                self.emit(_REJECTED[INVALID_UTF8])
-            elif text.strip():
-                self.emit(facts_from_text(text))
-            else:
-                self._open = []
-            return
-        if self._open is not None:
+            self._prisma_error(stripped[marker + len(_MARKER_BYTES):])
+        elif self._open is not None:
             self._continue(stripped)
-            return
+        else:
+            self._plain(stripped)
+
+    def _prisma_error(self, rest: bytes) -> None:
+        """A `prisma:error` line: the message, or the first line of a multi-line one."""
+        text = _decode(rest)
+        if text is None:
+            self.emit(_REJECTED[INVALID_UTF8])
+        elif text.strip():
+            self.emit(facts_from_text(text))
+        else:
+            self._open = []
+
+    def _plain(self, line: bytes) -> None:
+        """Neither JSON nor part of a Prisma message: an ordinary log line."""
         if self.json_only:
-            self.emit(_REJECTED[INVALID_JSON if _decode(stripped) is not None else INVALID_UTF8])
-        elif _decode(stripped) is None:
+            self.emit(_REJECTED[INVALID_JSON if _decode(line) is not None else INVALID_UTF8])
+        elif _decode(line) is None:
             self.emit(_REJECTED[INVALID_UTF8])
         else:
             self.emit(IGNORED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from exporter.config.events import EventsConfig, default_database
 from exporter.events.classify import Labels, Resolver

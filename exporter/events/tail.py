@@ -149,7 +149,8 @@ class FileSource:
         for original in self.files.values():
             # copytruncate leaves the original where it was: one rotated away or deleted
             # is not copied (a new file with its content is a new file).
-            if original.unmatched_since is None and _is_copy(followed, st.st_size, original.head, original.offset, original.tail):
+            copied = _is_copy(followed, st.st_size, original.head, original.offset, original.tail)
+            if original.unmatched_since is None and copied:
                 followed.copy_of = original.identity
                 return original.offset
         for head, offset, tail in reversed(self._truncated):  # the original was truncated already

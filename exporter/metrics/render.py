@@ -7,13 +7,15 @@ nothing rather than something old.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
 from exporter.db import DownReason
 from exporter.metrics import contract as m
+from exporter.migrations.history import MigrationHistory
 from exporter.migrations.monitor import MigrationsResult
+from exporter.migrations.preflight import PreflightItem
 from exporter.poll import PollResult
 from exporter.schema.diff import DriftItem, DriftKind, DriftSource
 
@@ -72,31 +74,38 @@ def _migration_families(db: str, migrations: MigrationsResult) -> list[Metric]:
     for part in migrations.parts:
         ok.add_metric([db, part], 0 if part in failed_parts else 1)
     families: list[Metric] = [ok]
-    history = migrations.history
-    if history:
-        states, info = m.MIGRATIONS.family(), m.MIGRATION_INFO.family()
-        for state, count in history.counts.items():
-            if count is not None:  # unknown while the folder is unreadable: absent, not 0
-                states.add_metric([db, state], count)
-        for item in history.not_applied:
-            info.add_metric([db, item.name, item.state], 1)
-        families += [states, info]
-        if history.last_finished_at:
-            last = m.LAST_MIGRATION_FINISHED.family()
-            last.add_metric([db], history.last_finished_at.timestamp())
-            families.append(last)
+    if migrations.history:
+        families += _history_families(db, migrations.history)
     if migrations.preflight:
-        blocked, unknown = m.MIGRATION_BLOCKED_ROWS.family(), m.MIGRATION_PREFLIGHT_UNEVALUABLE.family()
-        for p in migrations.preflight:
-            labels = [db, p.migration, p.table, p.constraint]
-            if p.blocked_rows is not None:
-                blocked.add_metric(labels, p.blocked_rows)
-            else:
-                unknown.add_metric(labels, 1)
-        families += [blocked, unknown]
+        families += _preflight_families(db, migrations.preflight)
     if migrations.drift_assessed:
         families += _drift_families(db, migrations.drift, migrations.max_drift_series)
     return families
+
+
+def _history_families(db: str, history: MigrationHistory) -> list[Metric]:
+    states, info = m.MIGRATIONS.family(), m.MIGRATION_INFO.family()
+    for state, count in history.counts.items():
+        if count is not None:  # unknown while the folder is unreadable: absent, not 0
+            states.add_metric([db, state], count)
+    for item in history.not_applied:
+        info.add_metric([db, item.name, item.state], 1)
+    if not history.last_finished_at:
+        return [states, info]
+    last = m.LAST_MIGRATION_FINISHED.family()
+    last.add_metric([db], history.last_finished_at.timestamp())
+    return [states, info, last]
+
+
+def _preflight_families(db: str, preflight: Iterable[PreflightItem]) -> list[Metric]:
+    blocked, unknown = m.MIGRATION_BLOCKED_ROWS.family(), m.MIGRATION_PREFLIGHT_UNEVALUABLE.family()
+    for p in preflight:
+        labels = [db, p.migration, p.table, p.constraint]
+        if p.blocked_rows is not None:
+            blocked.add_metric(labels, p.blocked_rows)
+        else:
+            unknown.add_metric(labels, 1)
+    return [blocked, unknown]
 
 
 def _drift_families(db: str, drift: Iterable[DriftItem], cap: int) -> list[Metric]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import psycopg
 from psycopg import sql
@@ -171,11 +171,13 @@ def _classify_one(name: str, rows: list[MigrationRow], entries: Mapping[str, Fol
         if entries is None:
             detail = "checksum not verified: folder unreadable"
         elif entry is None:
-            return MigrationItem(name, MigrationState.MISSING_FROM_FOLDER, row.finished_at, "applied, but no folder of this name")
+            return MigrationItem(name, MigrationState.MISSING_FROM_FOLDER, row.finished_at,
+                                 "applied, but no folder of this name")
         elif entry.sql is None:
             detail = f"checksum not verified: {entry.problem}"
         elif not checksum_matches(row.checksum, entry.sql):
-            return MigrationItem(name, MigrationState.MODIFIED, row.finished_at, f"{MIGRATION_FILE} changed after it was applied", True)
+            return MigrationItem(name, MigrationState.MODIFIED, row.finished_at,
+                                 f"{MIGRATION_FILE} changed after it was applied", True)
         else:
             detail = ""
         return MigrationItem(name, MigrationState.APPLIED, row.finished_at, detail, in_folder)

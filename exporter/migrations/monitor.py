@@ -14,7 +14,8 @@ import logging
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import psycopg
 
@@ -29,6 +30,7 @@ from exporter.schema.model import Schema
 from exporter.schema.prisma import parse_prisma_schema, to_schema
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 
@@ -90,6 +92,26 @@ def _prisma_schema(data: bytes) -> Schema:
     return to_schema(parse_prisma_schema(data.decode("utf-8")))
 
 
+class _Attempts:
+    """Runs each part of an assessment, keeping a part's failure as its error so that
+    one part failing does not hide the others."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self.errors: list[tuple[Part, str]] = []
+
+    def __call__(self, part: Part, work: Callable[[], T]) -> T | None:
+        try:
+            return work()
+        except Exception as e:  # noqa: BLE001 - one part failing must not hide the others
+            if is_connection_error(e) and part in (Part.HISTORY, Part.PREFLIGHT):
+                raise  # the monitored database itself is gone: the poll reports it down
+            if not isinstance(e, (OSError, ValueError, shadow.ShadowError, psycopg.Error)):
+                log.exception("migrations %s of %s failed unexpectedly", part, self.database)
+            self.errors.append((part, _describe(e)))
+            return None
+
+
 class MigrationsMonitor:
     def __init__(self, database: DatabaseConfig):
         self.database = database
@@ -109,19 +131,8 @@ class MigrationsMonitor:
         return tuple(p for p in Part if on[p])
 
     def assess(self, conn: psycopg.Connection, live: Schema, checks: Sequence[CheckResult] = ()) -> MigrationsResult:
-        errors: list[tuple[Part, str]] = []
-
-        def attempt(part: Part, work):
-            try:
-                return work()
-            except Exception as e:  # noqa: BLE001 - one part failing must not hide the others
-                if is_connection_error(e) and part in (Part.HISTORY, Part.PREFLIGHT):
-                    raise  # the monitored database itself is gone: the poll reports it down
-                if not isinstance(e, (OSError, ValueError, shadow.ShadowError, psycopg.Error)):
-                    log.exception("migrations %s of %s failed unexpectedly", part, self.database.name)
-                errors.append((part, _describe(e)))
-                return None
-
+        attempt = _Attempts(self.database.name)
+        errors = attempt.errors
         f, schema_name = self.features, self.database.db_schema
         history = attempt(Part.HISTORY, lambda: read_history(conn, self.config.dir, schema_name)) if f.history else None
         if history is not None and history.folder_problem:
@@ -134,15 +145,7 @@ class MigrationsMonitor:
         elif f.snapshot:
             expected = attempt(Part.EXPECTED_SCHEMA, lambda: shadow.load_snapshot(self.config.snapshot))
 
-        drift: list[DriftItem] = []
-        if expected is not None:
-            drift += diff_schemas(expected, live, DriftSource.MIGRATIONS)
-        if f.schema_prisma:
-            prisma = attempt(Part.SCHEMA_PRISMA, lambda: self._prisma.get(self.config.schema_prisma))
-            if prisma is not None:
-                drift += diff_schemas(prisma, live, DriftSource.SCHEMA_PRISMA)
-        drift = acknowledge(drift, self.config.drift.acknowledge)
-
+        drift = self._drift(live, expected, attempt)
         checked: tuple[PreflightItem, ...] = ()
         if steps is not None and history is not None and history.pending_names:
             pending = [n for n in history.pending_names if n in steps.names]
@@ -152,6 +155,16 @@ class MigrationsMonitor:
             self.config.drift.max_item_series,
         )
 
+    def _drift(self, live: Schema, expected: Schema | None, attempt: _Attempts) -> list[DriftItem]:
+        drift: list[DriftItem] = []
+        if expected is not None:
+            drift += diff_schemas(expected, live, DriftSource.MIGRATIONS)
+        if self.features.schema_prisma:
+            prisma = attempt(Part.SCHEMA_PRISMA, lambda: self._prisma.get(self.config.schema_prisma))
+            if prisma is not None:
+                drift += diff_schemas(prisma, live, DriftSource.SCHEMA_PRISMA)
+        return acknowledge(drift, self.config.drift.acknowledge)
+
     def _steps(self) -> shadow.ExpectedSteps:
         return shadow.expected_steps(
             self.config.dir, self.config.shadow_dsn,
@@ -159,7 +172,8 @@ class MigrationsMonitor:
         )
 
 
-def _preflight(conn, live: Schema, steps, pending, schema: str, checks: Sequence[CheckResult]) -> tuple[PreflightItem, ...]:
+def _preflight(conn: psycopg.Connection, live: Schema, steps: shadow.ExpectedSteps, pending: list[str], schema: str,
+               checks: Sequence[CheckResult]) -> tuple[PreflightItem, ...]:
     """The preflight, where a check of this same poll already counted the same rows (the
     runbook's constraints are the checks' own questions) taking its number instead of
     scanning the table again."""
@@ -174,9 +188,11 @@ def _answered_by_check(plan: PlannedCount, checks: Sequence[CheckResult]) -> Pre
     if plan.count_sql is None or plan.addition is None or plan.addition.rule is None:
         return None
     for result in checks:
-        if result.violations is not None and KIND_MODULES[result.check.kind].counts_same_rows(result.check, plan.addition.rule):
+        kind = KIND_MODULES[result.check.kind]
+        if result.violations is not None and kind.counts_same_rows(result.check, plan.addition.rule):
             return replace(
-                plan.item, status=PreflightStatus.BLOCKED if result.violations else PreflightStatus.OK, blocked_rows=result.violations,
+                plan.item, status=PreflightStatus.BLOCKED if result.violations else PreflightStatus.OK,
+                blocked_rows=result.violations,
                 duplicate_groups=result.groups, reason=f"counted by check {result.check.name}",
             )
     return None

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 
@@ -50,6 +50,10 @@ class PreflightKind(StrEnum):
     FOREIGN_KEY = ConstraintKind.FOREIGN_KEY.value
     NOT_NULL = "not_null"
     MIGRATION = "migration"  # the whole migration: the replay does not know it
+
+
+# Constraints that check every existing row, with the preflight kind of each.
+_ROW_RULES = {ConstraintKind.CHECK: PreflightKind.CHECK, ConstraintKind.FOREIGN_KEY: PreflightKind.FOREIGN_KEY}
 
 
 class PreflightStatus(StrEnum):
@@ -83,7 +87,7 @@ class PlannedCount:
 
     item: PreflightItem
     count_sql: str | None
-    addition: "Addition | None" = None  # what is counted (lets a check's count answer it)
+    addition: Addition | None = None  # what is counted (lets a check's count answer it)
 
 
 # -- what a migration adds (pure) ---------------------------------------------------------
@@ -103,11 +107,11 @@ def added_constraints(before: Schema, after: Schema) -> list[Addition]:
     """The rules `after` enforces on rows of tables that exist in `before`, and `before` did not."""
     added = []
     for (table, name), con in sorted(after.constraints.items()):
-        if con.kind not in (ConstraintKind.CHECK, ConstraintKind.FOREIGN_KEY) or not con.validated or not before.has_table(table):
+        if con.kind not in _ROW_RULES or not con.validated or not before.has_table(table):
             continue  # NOT VALID constraints do not check existing rows
         old = before.constraint(table, name)
         if old is None or old.definition != con.definition or not old.validated:
-            added.append(Addition(PreflightKind.CHECK if con.kind == ConstraintKind.CHECK else PreflightKind.FOREIGN_KEY, table, name, con))
+            added.append(Addition(_ROW_RULES[con.kind], table, name, con))
     for name, index in sorted(after.indexes.items()):
         if not index.unique or not before.has_table(index.table):
             continue
@@ -136,7 +140,8 @@ def plan_preflight(
     for migration in pending:
         if migration not in steps.names:  # e.g. its migration.sql is still being copied
             reason = "not in the replayed folder (migration.sql missing, or the folder changed since the replay)"
-            item = PreflightItem(migration, "", "", PreflightKind.MIGRATION, PreflightStatus.CANNOT_EVALUATE, None, "", reason)
+            item = PreflightItem(migration, "", "", PreflightKind.MIGRATION, PreflightStatus.CANNOT_EVALUATE,
+                                 None, "", reason)
             planned.append(PlannedCount(item, None))
             continue
         before, after = steps.before(migration), steps.after(migration)
@@ -296,7 +301,7 @@ def _evaluable(table: str, expression: str, live: Schema, after: Schema, schema:
     def as_text(match: re.Match) -> str:
         return f"'{match.group(1)}'::text" if _unquote(match.group(2)) in short else match.group(0)
 
-    labels = sorted(f"{e}.{l}" for e in short for l in after.enums[e] if l not in live.enums[e])
+    labels = sorted(f"{e}.{v}" for e in short for v in after.enums[e] if v not in live.enums[e])
     note = f"enum labels not in the database yet ({', '.join(labels)}) compared as text: no row can hold them"
     return source, _TYPED_LITERAL.sub(as_text, expression), note
 
@@ -349,6 +354,7 @@ def verdicts(items: Iterable[PreflightItem], pending: Sequence[str]) -> dict[str
     else ok (a migration that adds nothing to check is ok)."""
     result = {name: PreflightStatus.OK for name in pending}
     for item in items:
-        if item.status == PreflightStatus.BLOCKED or (item.status == PreflightStatus.CANNOT_EVALUATE and result[item.migration] == PreflightStatus.OK):
+        undecided = item.status == PreflightStatus.CANNOT_EVALUATE and result[item.migration] == PreflightStatus.OK
+        if item.status == PreflightStatus.BLOCKED or undecided:
             result[item.migration] = item.status
     return result

@@ -27,7 +27,7 @@ import uuid
 from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 from psycopg.pq import TransactionStatus

@@ -27,7 +27,8 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
+from collections.abc import Callable, Iterator, Mapping
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -171,7 +172,7 @@ def expected_steps(
             for name, script in scripts:
                 # apply_migrations(record=False) replays a whole prefix of the folder; one
                 # script at a time is the same thing with the schema read in between.
-                _apply(conn, lambda: _run_script(conn, name, script))
+                _apply(conn, lambda: _run_script(conn, name, script))  # noqa: B023 - called at once
                 steps.append(Step(name, introspect(conn)))
         return ExpectedSteps(key, tuple(steps))
 

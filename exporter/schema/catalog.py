@@ -63,7 +63,8 @@ WHERE n.nspname = %(schema)s
 GROUP BY t.typname
 """
 
-_KINDS = {"p": ConstraintKind.PRIMARY_KEY, "u": ConstraintKind.UNIQUE, "c": ConstraintKind.CHECK, "f": ConstraintKind.FOREIGN_KEY, "x": ConstraintKind.EXCLUSION}
+_KINDS = {"p": ConstraintKind.PRIMARY_KEY, "u": ConstraintKind.UNIQUE, "c": ConstraintKind.CHECK,
+          "f": ConstraintKind.FOREIGN_KEY, "x": ConstraintKind.EXCLUSION}
 _ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Iterable, Protocol
+from typing import Protocol
+from collections.abc import Iterable
 
 from exporter.schema.model import Constraint, ConstraintKind, Index, Schema, normalize_expression
 
@@ -92,7 +93,9 @@ PRISMA_SCOPE = Scope(
 _SCOPES = {DriftSource.MIGRATIONS: FULL_SCOPE, DriftSource.SCHEMA_PRISMA: PRISMA_SCOPE}
 
 
-def diff_schemas(expected: Schema, actual: Schema, source: DriftSource, *, scope: Scope | None = None) -> list[DriftItem]:
+def diff_schemas(
+    expected: Schema, actual: Schema, source: DriftSource, *, scope: Scope | None = None
+) -> list[DriftItem]:
     """What differs between the expected and the actual Schema, in a deterministic order:
     tables, columns, indexes, constraints, enums; each sorted by object name."""
     scope = scope or _SCOPES.get(source, FULL_SCOPE)
@@ -151,10 +154,12 @@ def _columns(expected: Schema, actual: Schema, scope: Scope):
         for name in sorted(set(want) | set(have)):
             obj = f"{table}.{name}"
             if name not in have:
-                yield DriftKind.MISSING_COLUMN, obj, f"column {obj} ({_column_text(want[name])}) is expected but does not exist"
+                text = _column_text(want[name])
+                yield DriftKind.MISSING_COLUMN, obj, f"column {obj} ({text}) is expected but does not exist"
                 continue
             if name not in want:
-                yield DriftKind.EXTRA_COLUMN, obj, f"column {obj} ({_column_text(have[name])}) exists but is not expected"
+                text = _column_text(have[name])
+                yield DriftKind.EXTRA_COLUMN, obj, f"column {obj} ({text}) exists but is not expected"
                 continue
             w, h = want[name], have[name]
             if w.type != h.type:
@@ -208,7 +213,8 @@ def _indexes_compared(schema: Schema, tables: set[str]) -> dict[str, Index]:
     """The indexes drift compares: unique constraints folded in as unique indexes, minus the
     indexes behind a primary key or exclusion constraint (compared as constraints)."""
     behind_constraints = {
-        (c.table, c.name) for c in schema.constraints.values() if c.kind in (ConstraintKind.PRIMARY_KEY, ConstraintKind.EXCLUSION)
+        (c.table, c.name) for c in schema.constraints.values()
+        if c.kind in (ConstraintKind.PRIMARY_KEY, ConstraintKind.EXCLUSION)
     }
     indexes = {
         name: index
@@ -289,7 +295,9 @@ _KIND_TEXT = {
 
 
 def _constraints_compared(schema: Schema, tables: set[str], scope: Scope) -> dict[tuple[str, str], Constraint]:
-    skipped = {ConstraintKind.UNIQUE} if scope.check_constraints else {ConstraintKind.UNIQUE, ConstraintKind.CHECK, ConstraintKind.EXCLUSION}
+    skipped = {ConstraintKind.UNIQUE}
+    if not scope.check_constraints:
+        skipped |= {ConstraintKind.CHECK, ConstraintKind.EXCLUSION}
     return {key: c for key, c in schema.constraints.items() if c.table in tables and c.kind not in skipped}
 
 
@@ -300,9 +308,11 @@ def _constraints(expected: Schema, actual: Schema, scope: Scope):
     for key in sorted(set(want) | set(have)):
         obj = f"{key[0]}.{key[1]}"
         if key not in have:
-            yield DriftKind.MISSING_CONSTRAINT, obj, f"constraint {obj} ({want[key].definition}) is expected but does not exist"
+            definition = want[key].definition
+            yield DriftKind.MISSING_CONSTRAINT, obj, f"constraint {obj} ({definition}) is expected but does not exist"
         elif key not in want:
-            yield DriftKind.EXTRA_CONSTRAINT, obj, f"constraint {obj} ({have[key].definition}) exists but is not expected"
+            definition = have[key].definition
+            yield DriftKind.EXTRA_CONSTRAINT, obj, f"constraint {obj} ({definition}) exists but is not expected"
         else:
             detail = _constraint_difference(want[key], have[key], scope)
             if detail:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, asdict
 from enum import StrEnum
-from typing import Any, Iterable, Mapping
+from typing import Any
+from collections.abc import Iterable, Mapping
 
 
 
@@ -105,7 +106,7 @@ class Schema:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Schema":
+    def from_json(cls, data: Mapping[str, Any]) -> Schema:
         tables = {
             name: Table(name, {c["name"]: Column(**c) for c in spec["columns"]})
             for name, spec in data["tables"].items()

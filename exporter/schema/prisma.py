@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, Table
 
@@ -50,12 +50,12 @@ class Call:
     """`name(args)`: a function such as now() or env("X"), or a field with options: a(sort: Desc)."""
 
     name: str
-    args: tuple["Arg", ...] = ()
+    args: tuple[Arg, ...] = ()
 
 
 # A value is a quoted string, a bare word (identifier, number, true/false, enum value),
 # a call, or a list (tuple) of values.
-Value = Union[Str, str, Call, tuple]
+Value = Str | str | Call | tuple
 
 
 @dataclass(frozen=True)
@@ -729,76 +729,94 @@ def to_schema(parsed: PrismaSchema, namespace: str = "public") -> Schema:
     Raises ParseError when the schema refers to things it does not define.
     """
     ctx = _Context(parsed)
-    tables: dict[str, Table] = {}
-    indexes: dict[str, Index] = {}
-    constraints: dict[tuple[str, str], Constraint] = {}
-
-    def add_index(index: Index, line: int) -> None:
-        if index.name in indexes:
-            raise ParseError(f"index name {index.name!r} is used twice", line)
-        indexes[index.name] = index
-
+    built = _Built()
     models = [m for m in parsed.models if _in_namespace(m, namespace)]
     for model in models:
         table = ctx.table_name(model)
-        columns = {}
-        for field in model.fields:
-            if field.type in ctx.models:
-                continue  # a relation field: its scalar fields hold the data
-            name = ctx.column_name(field)
-            pg_type = ctx.column_type(field)
-            # Prisma creates scalar list columns without NOT NULL.
-            nullable = field.optional or field.list
-            columns[name] = Column(name, pg_type, nullable, _default(ctx, table, name, field, pg_type))
-            if field.attribute("id"):
-                pk_index, pk = _primary_key(table, (name,), _string_arg(field.attribute("id"), "map", None))
-                add_index(pk_index, field.line)
-                constraints[(table, pk.name)] = pk
-            unique = field.attribute("unique")
-            if unique:
-                index_name = _string_arg(unique, "map", None) or prisma_constraint_name(table, (name,), "key")
-                add_index(Index(index_name, table, (name,), unique=True), unique.line)
-        tables[table] = Table(table, columns)
-
-        for attribute in model.attributes:
-            if attribute.name not in ("id", "unique", "index"):
-                continue
-            cols = ctx.columns(model, _name_list(attribute, "fields"), attribute.line)
-            if not cols:
-                raise ParseError(f"@@{attribute.name} needs a list of fields", attribute.line)
-            map_name = _string_arg(attribute, "map", None)
-            if attribute.name == "id":
-                pk_index, pk = _primary_key(table, cols, map_name)
-                add_index(pk_index, attribute.line)
-                constraints[(table, pk.name)] = pk
-                continue
-            unique = attribute.name == "unique"
-            name = map_name or prisma_constraint_name(table, cols, "key" if unique else "idx")
-            method = attribute.arg("type")
-            if method is not None and method not in _INDEX_METHODS:
-                raise ParseError(f"@@index: unknown type {method!r}", attribute.line)
-            add_index(Index(name, table, cols, unique, method=_INDEX_METHODS.get(method, "btree")), attribute.line)
-
+        built.tables[table] = Table(table, _columns(ctx, model, table, built))
+        _block_attributes(ctx, model, table, built)
         if ctx.foreign_keys:
             for field in model.fields:
                 foreign_key = _foreign_key(ctx, model, table, field)
                 if foreign_key is not None:
-                    constraints[(table, foreign_key.name)] = foreign_key
+                    built.add_constraint(foreign_key)
 
     for join_table, join_indexes, join_constraints, line in _implicit_many_to_many(ctx, models):
-        tables[join_table.name] = join_table
+        built.tables[join_table.name] = join_table
         for index in join_indexes:
-            add_index(index, line)
+            built.add_index(index, line)
         for constraint in join_constraints:
-            constraints[(constraint.table, constraint.name)] = constraint
+            built.add_constraint(constraint)
 
     enums = {
         ctx.enum_name(e): tuple(ctx.enum_value(v) for v in e.values)
         for e in parsed.enums
         if _in_namespace(e, namespace)
     }
-    return Schema(tables, indexes, constraints, enums)
+    return Schema(built.tables, built.indexes, built.constraints, enums)
 
+
+
+class _Built:
+    """The tables, indexes and constraints of a schema being built; index names are unique."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, Table] = {}
+        self.indexes: dict[str, Index] = {}
+        self.constraints: dict[tuple[str, str], Constraint] = {}
+
+    def add_index(self, index: Index, line: int) -> None:
+        if index.name in self.indexes:
+            raise ParseError(f"index name {index.name!r} is used twice", line)
+        self.indexes[index.name] = index
+
+    def add_constraint(self, constraint: Constraint) -> None:
+        self.constraints[(constraint.table, constraint.name)] = constraint
+
+    def add_primary_key(self, table: str, columns: tuple[str, ...], name: str | None, line: int) -> None:
+        index, constraint = _primary_key(table, columns, name)
+        self.add_index(index, line)
+        self.add_constraint(constraint)
+
+
+def _columns(ctx: _Context, model: Model, table: str, built: _Built) -> dict[str, Column]:
+    """The model's scalar fields as columns, with the indexes of their @id and @unique."""
+    columns = {}
+    for field in model.fields:
+        if field.type in ctx.models:
+            continue  # a relation field: its scalar fields hold the data
+        name = ctx.column_name(field)
+        pg_type = ctx.column_type(field)
+        # Prisma creates scalar list columns without NOT NULL.
+        nullable = field.optional or field.list
+        columns[name] = Column(name, pg_type, nullable, _default(ctx, table, name, field, pg_type))
+        if field.attribute("id"):
+            built.add_primary_key(table, (name,), _string_arg(field.attribute("id"), "map", None), field.line)
+        unique = field.attribute("unique")
+        if unique:
+            index_name = _string_arg(unique, "map", None) or prisma_constraint_name(table, (name,), "key")
+            built.add_index(Index(index_name, table, (name,), unique=True), unique.line)
+    return columns
+
+
+def _block_attributes(ctx: _Context, model: Model, table: str, built: _Built) -> None:
+    """@@id, @@unique and @@index of a model."""
+    for attribute in model.attributes:
+        if attribute.name not in ("id", "unique", "index"):
+            continue
+        cols = ctx.columns(model, _name_list(attribute, "fields"), attribute.line)
+        if not cols:
+            raise ParseError(f"@@{attribute.name} needs a list of fields", attribute.line)
+        map_name = _string_arg(attribute, "map", None)
+        if attribute.name == "id":
+            built.add_primary_key(table, cols, map_name, attribute.line)
+            continue
+        unique = attribute.name == "unique"
+        name = map_name or prisma_constraint_name(table, cols, "key" if unique else "idx")
+        method = attribute.arg("type")
+        if method is not None and method not in _INDEX_METHODS:
+            raise ParseError(f"@@index: unknown type {method!r}", attribute.line)
+        built.add_index(Index(name, table, cols, unique, method=_INDEX_METHODS.get(method, "btree")), attribute.line)
 
 def _foreign_key(ctx: _Context, model: Model, table: str, field: Field) -> Constraint | None:
     """The foreign key of a relation field that holds `fields:` / `references:`."""
