@@ -11,6 +11,7 @@ from exporter import __version__
 from exporter.config import ConfigError
 from exporter.logs import setup_logging
 from exporter.report import EXIT_CANNOT_RUN, exit_code, render_json, render_text
+from exporter.schema.model import Schema
 from exporter.service import load, serve, web_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,13 +113,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _schema_from_prisma(path: Path):
+def _schema_from_prisma(path: Path) -> Schema:
     from exporter.schema.prisma import parse_prisma_schema, to_schema
 
     return to_schema(parse_prisma_schema(path.read_text(encoding="utf-8")))
 
 
-def _schema_from_snapshot(path: Path):
+def _schema_from_snapshot(path: Path) -> Schema:
     from exporter.migrations.shadow import load_snapshot
 
     return load_snapshot(path)
@@ -185,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_CANNOT_RUN

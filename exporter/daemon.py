@@ -8,10 +8,11 @@ import os
 import signal
 import threading
 import time
+from types import FrameType
 from collections.abc import Callable
 
 from exporter import __version__
-from exporter.config import Config, ConfigError, parse_listen
+from exporter.config import Config, ConfigError, DatabaseConfig, parse_listen
 from exporter.db import ConnectionBudget, redact_dsn
 from exporter.events import EventPipeline, KnownNames
 from exporter.metrics.endpoint import MetricsEndpoint
@@ -78,6 +79,9 @@ class Daemon:
         """Read the config again and switch to it; False, with the old config still
         running, when the new one is invalid. The store, the event counters and the HTTP
         server stay: counters are not reset, /metrics is served throughout."""
+        if self._load is None:
+            log.warning("received SIGHUP, but this daemon has no config file to reload")
+            return False
         try:
             config = self._load()
         except ConfigError as e:
@@ -122,7 +126,7 @@ class Daemon:
             )
             log.info("%s: %s", db.name, db.migrations.describe_off())
 
-    def _poller(self, config: Config, database, old: Config) -> Poller:
+    def _poller(self, config: Config, database: DatabaseConfig, old: Config) -> Poller:
         poller = Poller(config, database, self.budget)
         previous = next((p for p in self.pollers if p.name == database.name), None)
         same_checks = old.checks_for(database) == config.checks_for(database)
@@ -144,7 +148,7 @@ class Daemon:
 
     def run_forever(self) -> None:
         """Start, reload on SIGHUP, block until SIGTERM or SIGINT, stop within seconds."""
-        def on_signal(signum, frame):
+        def on_signal(signum: int, frame: FrameType | None) -> None:
             # Only flags: a handler runs between two bytecodes of the main thread, maybe
             # inside a lock it holds; the loop below does the work.
             if signum == signal.SIGHUP:
@@ -160,11 +164,8 @@ class Daemon:
                 time.sleep(0.1)
                 if self._reload_requested and not self._stopping:
                     self._reload_requested = False
-                    if self._load is None:
-                        log.warning("received SIGHUP, but this daemon has no config file to reload")
-                    else:
-                        log.info("received SIGHUP, reloading the config")
-                        self.reload()
+                    log.info("received SIGHUP, reloading the config")
+                    self.reload()
         finally:
             log.info("received %s, shutting down", self._stopping or "an error")
             self.stop()

@@ -31,8 +31,10 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
+from psycopg.abc import RV, PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.config import DatabaseConfig
@@ -77,6 +79,14 @@ class NoAnswer(DatabaseDown):
         )
 
 
+def one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise psycopg.DataError("expected one row, the query returned none")
+    return row
+
+
 def redact_dsn(dsn: str) -> str:
     """The DSN as it may be shown anywhere: password replaced, URL or key=value alike."""
     try:
@@ -85,19 +95,20 @@ def redact_dsn(dsn: str) -> str:
         return "<unparseable DSN>"
     if "password" in params:
         params["password"] = "***"
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def dsn_password(dsn: str) -> str | None:
     try:
-        return conninfo_to_dict(dsn).get("password") or None
+        password = conninfo_to_dict(dsn).get("password")
     except psycopg.ProgrammingError:
         return None
+    return str(password) if password else None
 
 
-def session_options(config: DatabaseConfig) -> dict[str, object]:
+def session_options(config: DatabaseConfig) -> dict[str, Any]:
     """Connection parameters that make every session safe for a production database."""
-    user_options = conninfo_to_dict(config.dsn).get("options", "")
+    user_options = str(conninfo_to_dict(config.dsn).get("options", ""))
     settings = {
         "default_transaction_read_only": "on",
         "statement_timeout": f"{int(config.statement_timeout * 1000)}",
@@ -136,6 +147,7 @@ class Session(psycopg.Connection):
     _socket: socket.socket | None = None
     _cancel: psycopg.pq.abc.PGcancel | None = None
     _answering = True  # False once the server is known not to answer: close without waiting
+    _socket_lock: threading.Lock
 
     @classmethod
     def open(cls, config: DatabaseConfig) -> Session:
@@ -157,7 +169,7 @@ class Session(psycopg.Connection):
         session._socket_lock = threading.Lock()
         return session
 
-    def wait(self, gen, interval: float = 0.1, timeout: float | None = None):
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
         deadline = self.statement_timeout + self.grace
         try:
             return super().wait(gen, interval, timeout if timeout is not None else deadline)
@@ -370,9 +382,9 @@ class LockWatch:
         try:
             with self.database.connection(extra=True) as watcher:
                 while not done.is_set():
-                    waiting = watcher.execute(
+                    waiting = one_row(watcher.execute(
                         "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [pid]
-                    ).fetchone()[0]
+                    ))[0]
                     now = time.monotonic()
                     blocked_since = (blocked_since or now) if waiting else None
                     if blocked_since is not None and now - blocked_since >= self.patience:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from exporter.pgcluster import NoPostgresBinaries, start_cluster
+from exporter.pgcluster import Cluster, NoPostgresBinaries, start_cluster
 from exporter.service import serve
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "venzory"
@@ -22,7 +22,7 @@ MIGRATIONS = FIXTURE / "prisma" / "migrations"
 BEFORE_HARDENING = "20251111122948_add_practice_supplier_to_orders_items"
 
 
-def build_demo_database(cluster, name: str = "venzory_demo") -> str:
+def build_demo_database(cluster: Cluster, name: str = "venzory_demo") -> str:
     """The fixture at its pre-hardening step with the problem seed; returns the DSN."""
     from exporter.migrations.replay import apply_migrations
 

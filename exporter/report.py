@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
+from exporter.checks.constraints import ConstraintResult
 from exporter.checks.run import CheckResult, CheckStatus
 from exporter.db import redact_dsn
 from exporter.logs import redact, scrub
@@ -28,7 +30,7 @@ def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False) -> 
     return EXIT_OK if all(r.healthy(allow_pending=allow_pending) for r in results) else EXIT_PROBLEMS
 
 
-def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> dict:
+def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> dict[str, Any]:
     results = list(results)
     return {
         "ok": exit_code(results, allow_pending=allow_pending) == EXIT_OK,
@@ -36,7 +38,7 @@ def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> di
     }
 
 
-def _migrations_json(m: MigrationsResult) -> dict:
+def _migrations_json(m: MigrationsResult) -> dict[str, Any]:
     history = m.history
     return {
         "migrations": {
@@ -54,7 +56,7 @@ def _migrations_json(m: MigrationsResult) -> dict:
     }
 
 
-def _database_json(r: PollResult) -> dict:
+def _database_json(r: PollResult) -> dict[str, Any]:
     extra = _migrations_json(r.migrations) if r.migrations else {}
     return extra | {
         "name": r.database,
@@ -132,16 +134,19 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
             lines.extend(_check_line(c))
         if r.constraints:
             lines.append("Constraints:")
-        for c in r.constraints:
-            mark = CROSS if c.is_problem else TICK
-            tag = f"{c.kind}, critical" if c.critical else c.kind
-            state = c.detail if c.is_problem else "present and valid"
-            lines.append(f"  {mark} {c.table}.{c.name} ({tag}): {state}")
+        lines.extend(_constraint_line(k) for k in r.constraints)
         if r.migrations:
             lines.extend(_migration_lines(r.migrations, allow_pending))
         lines.append("")
     lines.append(_summary(results, allow_pending))
     return redact("\n".join(lines))
+
+
+def _constraint_line(c: ConstraintResult) -> str:
+    mark = CROSS if c.is_problem else TICK
+    tag = f"{c.kind}, critical" if c.critical else c.kind
+    state = c.detail if c.is_problem else "present and valid"
+    return f"  {mark} {c.table}.{c.name} ({tag}): {state}"
 
 
 def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
@@ -181,7 +186,7 @@ def _summary(results: list[PollResult], allow_pending: bool) -> str:
     constraints = [c for r in results if r.up for c in r.constraints if c.is_problem]
     parts = [
         f"{len(checks) - len(violated) - len(failed)}/{len(checks)} checks healthy",
-        f"{len(violated)} violated ({sum(c.violations for c in violated)} rows)",
+        f"{len(violated)} violated ({sum(c.violations or 0 for c in violated)} rows)",
         f"{len(failed)} failed",
         f"{len(constraints)} constraints missing or not valid",
     ]

@@ -23,7 +23,7 @@ _EXPECTED_KINDS = (ConstraintKind.PRIMARY_KEY, ConstraintKind.UNIQUE, Constraint
 class ConstraintResult:
     table: str
     name: str
-    kind: str
+    kind: ConstraintKind
     critical: bool
     present: bool
     valid: bool

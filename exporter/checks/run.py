@@ -12,19 +12,30 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, Protocol
 
 import psycopg
 
 from exporter.checks import duplicate, orphan, row
 from exporter.checks.shape import OwnQuery, ident
-from exporter.config import Check, DuplicateCheck, OrphanCheck
-from exporter.db import LockWatch, is_connection_error, statement_timeout
-from exporter.schema.model import Schema
+from exporter.config import Check, DuplicateCheck, OrphanCheck, RowCheck
+from exporter.db import LockWatch, is_connection_error, one_row, statement_timeout
+from exporter.schema.model import Constraint, Index, Schema
+
+
+
+class KindModule(Protocol):
+    """What each check kind's module (row, orphan, duplicate) answers about its checks."""
+
+    def guard(self, check: Any, schema: Schema) -> str | None: ...
+    def counts_same_rows(self, check: Any, rule: Constraint | Index) -> bool: ...
+    def inspect_sql(self, check: Any) -> str: ...
+
 
 # Each check kind of the config -> the module that writes its SQL and finds its guard.
-KIND_MODULES = {"row": row, "orphan": orphan, "duplicate": duplicate}
+KIND_MODULES: dict[str, KindModule] = {"row": row, "orphan": orphan, "duplicate": duplicate}
 
 
 class CheckStatus(StrEnum):
@@ -85,8 +96,9 @@ def _missing(check: Check, schema: Schema) -> CheckResult | None:
     """An older database without the table or a column the check names: failed, not queried."""
     if not schema.has_table(check.table):
         return _failed(check, FailureReason.MISSING_TABLE, f'table "{check.table}" does not exist')
-    columns = {OrphanCheck: lambda c: [c.column], DuplicateCheck: lambda c: c.columns}
-    for column in columns.get(type(check), lambda c: [])(check):
+    columns = [check.column] if isinstance(check, OrphanCheck) else []
+    columns += check.columns if isinstance(check, DuplicateCheck) else []
+    for column in columns:
         if not schema.has_column(check.table, column):
             return _failed(check, FailureReason.MISSING_COLUMN, f'column "{check.table}"."{column}" does not exist')
     if isinstance(check, OrphanCheck):
@@ -127,17 +139,17 @@ def _message(error: Exception) -> str:
 
 def _query(
     conn: psycopg.Connection, sql: str, watch: LockWatch | None, timeout: float | None = None
-) -> tuple[tuple, float]:
+) -> tuple[tuple[Any, ...], float]:
     started = time.monotonic()
     if timeout is not None:
         with statement_timeout(conn, timeout):
             return _query(conn, sql, watch)[0], time.monotonic() - started
     if watch is None:
-        row_ = conn.execute(sql).fetchone()
+        row_ = one_row(conn.execute(sql))
     else:
         with watch.watching(conn) as outcome:
             try:
-                row_ = conn.execute(sql).fetchone()
+                row_ = one_row(conn.execute(sql))
             except psycopg.errors.QueryCanceled:
                 if outcome.cancelled:
                     raise YieldedToLock() from None
@@ -151,8 +163,10 @@ def table_pass_sql(table: str, checks: list[Check], schema: Schema) -> str:
     for i, check in enumerate(checks):
         if isinstance(check, OrphanCheck):
             probe = orphan.probe(check, f"p{i}", schema)
+        elif isinstance(check, RowCheck):
+            probe = row.probe(check)
         else:
-            probe = KIND_MODULES[check.kind].probe(check)
+            raise ValueError(f"{check.name}: a {check.kind} check has a query of its own")
         counts.append(f"count(*) FILTER (WHERE {probe.condition})")
         if probe.join:
             joins.append(probe.join)
@@ -208,8 +222,8 @@ def run_checks(
         if guarded_by:
             groups = 0 if check.kind == "duplicate" else None
             results[check.name] = CheckResult(check, CheckStatus.OK, 0, groups, guarded_by)
-        elif check.kind == "duplicate":
-            own.append((check, kind.probe(check)))
+        elif isinstance(check, DuplicateCheck):
+            own.append((check, duplicate.probe(check)))
         elif check.timeout is not None:
             alone.append(check)
         else:

@@ -6,13 +6,14 @@ references) are validated here, once, so no other module re-checks config.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from exporter.config.events import EventsConfig, validate_events
 from exporter.config.migrations import MigrationsConfig
 from exporter.config.types import Duration, Identifier, Strict
+from exporter.schema.model import ConstraintKind
 
 Severity = Literal["critical", "warning"]
 
@@ -63,13 +64,22 @@ class DuplicateCheck(_CheckBase):
 
 Check = Annotated[RowCheck | OrphanCheck | DuplicateCheck, Field(discriminator="kind")]
 
-ConstraintKind = Literal["unique", "check", "foreign_key", "primary_key", "index"]
+# The kinds an expected constraint may have (exclusion constraints are not checked).
+EXPECTED_KINDS = (ConstraintKind.UNIQUE, ConstraintKind.CHECK, ConstraintKind.FOREIGN_KEY,
+                  ConstraintKind.PRIMARY_KEY, ConstraintKind.INDEX)
+
+
+def _expected_kind(value: object) -> ConstraintKind:
+    if not isinstance(value, str) or value not in EXPECTED_KINDS:
+        names = [f"'{kind}'" for kind in EXPECTED_KINDS]
+        raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]}")
+    return ConstraintKind(value)
 
 
 class ExpectedConstraint(Strict):
     table: str
     name: str
-    kind: ConstraintKind
+    kind: Annotated[ConstraintKind, BeforeValidator(_expected_kind)]
     critical: bool = False
 
 
@@ -167,7 +177,7 @@ class Config(Strict):
         return [c for c in self.checks if c.name in wanted]
 
 
-def _unique(what: str, keys: list) -> None:
+def _unique(what: str, keys: list[Any]) -> None:
     seen = set()
     for key in keys:
         if key in seen:

@@ -110,7 +110,7 @@ class Labels(NamedTuple):
     model: str
 
 
-_EMPTY: Mapping = {}
+_EMPTY: Mapping[str, Any] = {}
 
 
 # -- reading an error object (runs for every line: plain dict look-ups, no regex) -------------
@@ -149,7 +149,7 @@ def facts_from_text(message: str, target: str | None = None) -> ErrorFacts:
                       first_line(message))
 
 
-def _constraint_from_meta(meta: Mapping, cause: Mapping) -> tuple[str | None, tuple[str, ...]]:
+def _constraint_from_meta(meta: Mapping[str, Any], cause: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
     adapter = cause.get("constraint")
     if type(adapter) is dict:
         if name := _str(adapter.get("index")):
@@ -218,7 +218,8 @@ def complete(facts: ErrorFacts) -> ErrorFacts:
     SQLSTATE moved over, then SQLSTATE, constraint and model read from the text."""
     code, sqlstate = facts.code, facts.sqlstate
     if code is not None and not _PRISMA_CODE.fullmatch(code):
-        code, sqlstate = None, sqlstate or (code if _SQLSTATE.fullmatch(code) else None)
+        moved = code if _SQLSTATE.fullmatch(code) else None
+        code, sqlstate = None, sqlstate or moved
     if sqlstate is not None and not _SQLSTATE.fullmatch(sqlstate):
         sqlstate = None
     constraint, columns = facts.constraint, facts.columns
@@ -290,5 +291,6 @@ class Resolver:
         if kind == ErrorKind.UNIQUE and (mapped := self.known.unique_columns.get((table, facts.columns))):
             return mapped
         # Prisma's default names: {table}_{columns}_key / _fkey.
-        default = f"{table}_{'_'.join(facts.columns)}_{'key' if kind == 'unique' else 'fkey'}"
+        suffix = "key" if kind is ErrorKind.UNIQUE else "fkey"
+        default = f"{table}_{'_'.join(facts.columns)}_{suffix}"
         return default if default in self.known.constraints else OTHER

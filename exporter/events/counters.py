@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client.core import Metric
 
 from exporter.events.classify import NONE, OTHER, UNKNOWN_CODE, ErrorFacts, Labels, Resolver
 from exporter.events.known import ErrorKind, KnownNames
 from exporter.events.parse import REASONS, Outcome, Rejected
-from exporter.metrics.contract import EVENTS_IGNORED, EVENTS_RECEIVED, EVENTS_REJECTED, PRISMA_ERRORS
+from exporter.metrics.contract import EVENTS_IGNORED, EVENTS_RECEIVED, EVENTS_REJECTED, PRISMA_ERRORS, Family
 
 # Codes whose series exist at 0 from the start, with the kind each one has.
 MAIN_CODES = (("P2002", ErrorKind.UNIQUE), ("P2003", ErrorKind.FOREIGN_KEY), ("P2004", ErrorKind.CHECK),
@@ -24,10 +25,30 @@ MAIN_CODES = (("P2002", ErrorKind.UNIQUE), ("P2003", ErrorKind.FOREIGN_KEY), ("P
               ("P2034", ErrorKind.WRITE_CONFLICT), ("P2039", ErrorKind.CHECK))
 # How each kind of expected constraint arrives: a CHECK violation as P2039 (Prisma 7.9+),
 # P2010 (raw queries), P2004 (the runbook's assumption) or with no code (Prisma 5/6).
-CODES_BY_KIND = {ErrorKind.CHECK: ("P2039", "P2010", "P2004", UNKNOWN_CODE), ErrorKind.UNIQUE: ("P2002",),
-                 ErrorKind.FOREIGN_KEY: ("P2003",)}
+CODES_BY_KIND: dict[str, tuple[str, ...]] = {
+    ErrorKind.CHECK: ("P2039", "P2010", "P2004", UNKNOWN_CODE), ErrorKind.UNIQUE: ("P2002",),
+    ErrorKind.FOREIGN_KEY: ("P2003",),
+}
 
-class Tally:
+class EventTotals:
+    """The accounting of event records: each one received is a Prisma error (accepted),
+    ignored, or rejected (docs/events.md)."""
+
+    __slots__ = ()
+    errors: Mapping[Any, int]
+    ignored: int
+    rejected: Mapping[str, int]
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.ignored + sum(self.rejected.values())
+
+
+class Tally(EventTotals):
     """Outcomes of one batch (an HTTP body, a chunk of a file), counted without a lock."""
 
     __slots__ = ("errors", "ignored", "rejected")
@@ -40,7 +61,7 @@ class Tally:
     def add(self, outcome: Outcome) -> None:
         if outcome is None:
             self.ignored += 1
-        elif type(outcome) is Rejected:
+        elif isinstance(outcome, Rejected):
             self.rejected[outcome.reason] += 1
         else:
             self.errors[outcome] += 1
@@ -54,14 +75,6 @@ class Tally:
         taken.errors, taken.ignored, taken.rejected = self.errors, self.ignored, self.rejected
         self.errors, self.ignored, self.rejected = Counter(), 0, Counter()
         return taken
-
-    @property
-    def accepted(self) -> int:
-        return sum(self.errors.values())
-
-    @property
-    def received(self) -> int:
-        return self.accepted + self.ignored + sum(self.rejected.values())
 
 
 class EventCounters:
@@ -105,7 +118,7 @@ class EventCounters:
     def precreate(self, sources: Iterable[str], databases: Iterable[str], known: KnownNames) -> None:
         """Series at 0 from the start, so `increase()` sees the first event: each source,
         the main codes, and every critical constraint with each code it may arrive with."""
-        keys = []
+        keys: list[tuple[str, str, str, str, str]] = []
         for database in databases:
             keys += [(database, code, kind, NONE, NONE) for code, kind in MAIN_CODES]
             for table, name, kind in sorted(known.expected):
@@ -126,10 +139,10 @@ class EventCounters:
             return dict(self._errors)
 
     # -- prometheus_client Collector protocol ---------------------------------------------------
-    def describe(self) -> list[Metric]:
+    def describe(self) -> Iterable[Metric]:
         return self._families()
 
-    def collect(self) -> list[Metric]:
+    def collect(self) -> Iterable[Metric]:
         with self._lock:
             errors, received = dict(self._errors), dict(self._received)
             ignored, rejected = dict(self._ignored), dict(self._rejected)
@@ -146,6 +159,6 @@ class EventCounters:
         return families
 
     @staticmethod
-    def _families() -> list[Metric]:
+    def _families() -> list[Family]:
         return [spec.family() for spec in (PRISMA_ERRORS, EVENTS_RECEIVED, EVENTS_REJECTED, EVENTS_IGNORED)]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Iterable
+from typing import Any
 
 from exporter.config.events import EventsConfig
 from exporter.events.classify import Labels, Resolver
-from exporter.events.counters import Tally
+from exporter.events.counters import EventTotals, Tally
 from exporter.events.known import KnownNames
 from exporter.events.parse import LINE_TOO_LONG, LineParser, Rejected
 
@@ -15,26 +16,18 @@ DEFAULT_MAX_LINE_BYTES = EventsConfig().max_line_bytes
 
 
 @dataclass(frozen=True)
-class IngestSummary:
+class IngestSummary(EventTotals):
     """What the exporter would count for these lines. str() is the printable report."""
 
     errors: dict[Labels, int] = field(default_factory=dict)  # (code, kind, constraint, model) -> count
     ignored: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
 
-    @property
-    def accepted(self) -> int:
-        return sum(self.errors.values())
-
-    @property
-    def received(self) -> int:
-        return self.accepted + self.ignored + sum(self.rejected.values())
-
     def counts(self) -> dict[tuple[str, str, str, str], int]:
         """(code, kind, constraint, model) -> count, as plain tuples."""
         return {(e.code, e.kind, e.constraint, e.model): n for e, n in self.errors.items()}
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "records": self.received, "prisma_errors": self.accepted, "ignored": self.ignored,
             "rejected": dict(self.rejected),

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from collections.abc import Mapping
 
-from exporter.schema.model import ConstraintKind
+from exporter.schema.model import ConstraintKind, Schema
+
+if TYPE_CHECKING:
+    from exporter.config import Config
 
 
 class ErrorKind(StrEnum):
@@ -44,7 +48,7 @@ class KnownNames:
     expected: frozenset[tuple[str, str, str]] = frozenset()
 
     @classmethod
-    def from_config(cls, config) -> KnownNames:
+    def from_config(cls, config: Config) -> KnownNames:
         """From config.constraints, the duplicate checks' guarding constraints, the
         checks' tables and events.known_constraints."""
         expected = frozenset(
@@ -65,7 +69,7 @@ class KnownNames:
             expected=expected,
         )
 
-    def with_schema(self, schema) -> KnownNames:
+    def with_schema(self, schema: Schema) -> KnownNames:
         """These names plus an (expected) `exporter.schema.model.Schema`'s tables,
         constraints, unique indexes and their columns."""
         unique_columns = dict(self.unique_columns)

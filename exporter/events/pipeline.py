@@ -6,13 +6,16 @@ import json
 import threading
 from types import MappingProxyType
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from exporter.config.events import EventsConfig, default_database
+from exporter.config.events import EventsConfig, default_database, file_sources
 from exporter.events.classify import Labels, Resolver
 from exporter.events.counters import EventCounters, Tally
 from exporter.events.http import SOURCE as HTTP_SOURCE, EventsApp
 from exporter.events.known import KnownNames
 from exporter.events.tail import Followers, SourceSpec
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Sink:
@@ -61,11 +64,9 @@ class EventPipeline:
         self.counters.max_series = config.max_series
         self.sink = Sink(self.counters, known)
         default = default_database(config, databases)
-        self.wsgi_app: Callable = (EventsApp(config.http, databases, default, self.sink, config.max_line_bytes)
-                                   if config.http.enabled else _disabled)
-        specs = [SourceSpec(f.path, f.database or default) for f in config.files]
-        if any(spec.database is None for spec in specs):
-            raise ValueError("events.files: a file source has no database (see validate_events)")
+        self.wsgi_app: WSGIApp = (EventsApp(config.http, databases, default, self.sink, config.max_line_bytes)
+                                  if config.http.enabled else _disabled)
+        specs = [SourceSpec(path, database) for path, database in file_sources(config, databases)]
         self.followers = Followers(
             specs, self.sink, max_line_bytes=config.max_line_bytes, poll_interval=config.poll_interval,
             rotate_wait=config.rotate_wait, state_path=config.state_file, start_at_end=config.start_at == "end",
@@ -100,7 +101,7 @@ class EventPipeline:
         self.sink.learn(database, known)
 
 
-def _disabled(environ: dict, start_response: Callable) -> Iterable[bytes]:
+def _disabled(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     payload = json.dumps({"error": "the events endpoint is disabled (events.http.enabled)"}).encode()
     start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
     return [payload]

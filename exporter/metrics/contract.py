@@ -17,6 +17,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 CACHED = " Cached: from the last completed poll (see venzory_db_last_poll_timestamp_seconds)."
 
 
+# A family of either type: both take samples with add_metric(labels, value).
+Family = GaugeMetricFamily | CounterMetricFamily
+
+
 class MetricType(StrEnum):
     GAUGE = "gauge"
     COUNTER = "counter"
@@ -39,7 +43,7 @@ class MetricSpec:
     def documentation(self) -> str:
         return self.help + CACHED if self.from_poll else self.help
 
-    def family(self) -> GaugeMetricFamily | CounterMetricFamily:
+    def family(self) -> Family:
         """An empty family of this metric, to add samples to."""
         if self.type is MetricType.COUNTER:
             return CounterMetricFamily(self.name, self.documentation, labels=list(self.labels))

@@ -48,7 +48,7 @@ class MetricsEndpoint:
 
     def body(self, accept: str | None) -> tuple[str, bytes]:
         """(content type, body) for a plain GET with this Accept header."""
-        encoder, content_type = choose_encoder(accept)
+        encoder, content_type = choose_encoder(accept or "")
         return content_type, self._poll_part(encoder, content_type) + encoder(self._live)
 
     def _poll_part(self, encoder: Encoder, content_type: str) -> bytes:

@@ -25,9 +25,10 @@ applied: the rolled-back row is only an audit trail. Likewise a failed try resol
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from collections.abc import Iterable, Mapping
 
@@ -54,6 +55,7 @@ FOLDER_STATES = (MigrationState.PENDING, MigrationState.MODIFIED, MigrationState
 PROBLEM_STATES = (MigrationState.FAILED, MigrationState.MODIFIED, MigrationState.MISSING_FROM_FOLDER)
 
 MIGRATION_FILE = "migration.sql"
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,8 @@ class MigrationHistory:
         """Migrations per state, all six states present. A state that needs the folder is
         None (unknown, not 0) while the folder cannot be read: 0 would claim "nothing
         pending" when we cannot know."""
-        counts: dict[MigrationState, int | None] = {state: 0 for state in MigrationState}
-        for item in self.items:
-            counts[item.state] += 1
+        tally = Counter(item.state for item in self.items)
+        counts: dict[MigrationState, int | None] = {state: tally[state] for state in MigrationState}
         if not self.folder_read:
             counts.update({state: None for state in FOLDER_STATES})
         return counts
@@ -167,7 +168,7 @@ def _classify_one(name: str, rows: list[MigrationRow], entries: Mapping[str, Fol
         detail = _failure_detail(failed[-1].logs)
         return MigrationItem(name, MigrationState.FAILED, None, detail, in_folder)
     if live:
-        row = max(live, key=lambda r: r.finished_at)
+        row = max(live, key=lambda r: r.finished_at or _NEVER)  # none is None: none failed
         if entries is None:
             detail = "checksum not verified: folder unreadable"
         elif entry is None:
@@ -189,7 +190,7 @@ def _classify_one(name: str, rows: list[MigrationRow], entries: Mapping[str, Fol
         else:
             detail = "rolled back; folder removed, nothing to re-apply"
         return MigrationItem(name, MigrationState.ROLLED_BACK, None, detail, in_folder)
-    return MigrationItem(name, MigrationState.PENDING, None, entry.problem or "", True)
+    return MigrationItem(name, MigrationState.PENDING, None, (entry.problem or "") if entry else "", True)
 
 
 def _failure_detail(logs: str | None) -> str:
@@ -245,7 +246,8 @@ def read_history(conn: psycopg.Connection, folder: Path | None, schema: str = "p
     """The database's migration history against the folder (None: no folder configured).
     Read-only: one SELECT on the database, the folder read from disk."""
     rows = read_rows(conn, schema)
-    entries, folder_problem = None, "no migrations folder configured"
+    entries: list[FolderEntry] | None = None
+    folder_problem: str | None = "no migrations folder configured"
     if folder is not None:
         try:
             entries, folder_problem = read_folder(folder), None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import psycopg
 
@@ -72,18 +72,18 @@ class MigrationsResult:
         return found
 
 
-class _ContentCache:
+class _ContentCache(Generic[T]):
     """The last value derived from a file, recomputed when the file's bytes change."""
 
-    def __init__(self, derive):
+    def __init__(self, derive: Callable[[bytes], T]):
         self._derive = derive
         self._key: str | None = None
-        self._value = None
+        self._value: T | None = None
 
-    def get(self, path: Path):
+    def get(self, path: Path) -> T:
         data = path.read_bytes()
         key = hashlib.sha256(data).hexdigest()
-        if key != self._key:
+        if self._value is None or key != self._key:
             self._value, self._key = self._derive(data), key
         return self._value
 
@@ -134,16 +134,20 @@ class MigrationsMonitor:
         attempt = _Attempts(self.database.name)
         errors = attempt.errors
         f, schema_name = self.features, self.database.db_schema
-        history = attempt(Part.HISTORY, lambda: read_history(conn, self.config.dir, schema_name)) if f.history else None
+        cfg = self.config
+        history = attempt(Part.HISTORY, lambda: read_history(conn, cfg.dir, schema_name)) if f.history else None
         if history is not None and history.folder_problem:
             # The rows are still classified, but pending/modified/missing are unknown.
             errors.append((Part.HISTORY, history.folder_problem))
-        steps = attempt(Part.EXPECTED_SCHEMA, self._steps) if f.shadow else None
+        steps = None
+        if cfg.dir is not None and cfg.shadow_dsn is not None:  # features.shadow
+            folder, shadow_dsn = cfg.dir, cfg.shadow_dsn
+            steps = attempt(Part.EXPECTED_SCHEMA, lambda: self._steps(folder, shadow_dsn))
         expected = None
         if steps is not None:
             expected = _applied_state(steps, history)
-        elif f.snapshot:
-            expected = attempt(Part.EXPECTED_SCHEMA, lambda: shadow.load_snapshot(self.config.snapshot))
+        elif (snapshot := cfg.snapshot) is not None:  # features.snapshot
+            expected = attempt(Part.EXPECTED_SCHEMA, lambda: shadow.load_snapshot(snapshot))
 
         drift = self._drift(live, expected, attempt)
         checked: tuple[PreflightItem, ...] = ()
@@ -159,15 +163,15 @@ class MigrationsMonitor:
         drift: list[DriftItem] = []
         if expected is not None:
             drift += diff_schemas(expected, live, DriftSource.MIGRATIONS)
-        if self.features.schema_prisma:
-            prisma = attempt(Part.SCHEMA_PRISMA, lambda: self._prisma.get(self.config.schema_prisma))
+        if (path := self.config.schema_prisma) is not None:  # features.schema_prisma
+            prisma = attempt(Part.SCHEMA_PRISMA, lambda: self._prisma.get(path))
             if prisma is not None:
                 drift += diff_schemas(prisma, live, DriftSource.SCHEMA_PRISMA)
         return acknowledge(drift, self.config.drift.acknowledge)
 
-    def _steps(self) -> shadow.ExpectedSteps:
+    def _steps(self, folder: Path, shadow_dsn: str) -> shadow.ExpectedSteps:
         return shadow.expected_steps(
-            self.config.dir, self.config.shadow_dsn,
+            folder, shadow_dsn,
             shadow_database=self.config.shadow_database, connect_timeout=self.database.connect_timeout,
         )
 

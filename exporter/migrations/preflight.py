@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 
+from exporter.db import one_row
 from exporter.migrations.shadow import ExpectedSteps
 from exporter.schema.model import Constraint, ConstraintKind, Index, Schema
 
@@ -102,6 +103,20 @@ class Addition:
     name: str  # constraint or index name; the column for NOT_NULL
     rule: Constraint | Index | None = None  # None for NOT_NULL
 
+    @property
+    def constraint(self) -> Constraint:
+        """The rule of a CHECK or foreign key addition."""
+        if not isinstance(self.rule, Constraint):
+            raise TypeError(f"a {self.kind} addition has no constraint")
+        return self.rule
+
+    @property
+    def index(self) -> Index:
+        """The rule of a unique addition."""
+        if not isinstance(self.rule, Index):
+            raise TypeError(f"a {self.kind} addition has no index")
+        return self.rule
+
 
 def added_constraints(before: Schema, after: Schema) -> list[Addition]:
     """The rules `after` enforces on rows of tables that exist in `before`, and `before` did not."""
@@ -115,13 +130,13 @@ def added_constraints(before: Schema, after: Schema) -> list[Addition]:
     for name, index in sorted(after.indexes.items()):
         if not index.unique or not before.has_table(index.table):
             continue
-        old = before.indexes.get(name)
-        if old is None or not old.unique or (old.table, old.columns, old.predicate) != (
+        old_index = before.indexes.get(name)
+        if old_index is None or not old_index.unique or (old_index.table, old_index.columns, old_index.predicate) != (
             index.table, index.columns, index.predicate
         ):
             added.append(Addition(PreflightKind.UNIQUE, index.table, name, index))
-    for table_name, table in sorted(after.tables.items()):
-        for column in table.columns.values():
+    for table_name, after_table in sorted(after.tables.items()):
+        for column in after_table.columns.values():
             if not column.nullable and before.has_column(table_name, column.name) \
                     and before.tables[table_name].columns[column.name].nullable:
                 added.append(Addition(PreflightKind.NOT_NULL, table_name, column.name))
@@ -160,7 +175,7 @@ def _plan_one(
     note = ""
     try:
         if add.kind == PreflightKind.CHECK:
-            expression = _check_expression(add.rule.definition)
+            expression = _check_expression(add.constraint.definition)
             source, expression, note = _evaluable(add.table, expression, live, after, schema)
             listing = f"SELECT * FROM {source} WHERE NOT ({expression})"
             count = _count_of(listing)
@@ -168,10 +183,10 @@ def _plan_one(
             listing = f"SELECT * FROM {_table_ref(schema, add.table)} WHERE {_ident(add.name)} IS NULL"
             count = _count_of(listing)
         elif add.kind == PreflightKind.FOREIGN_KEY:
-            listing = _orphans_sql(add.rule, schema)
+            listing = _orphans_sql(add.constraint, schema)
             count = _count_of(listing)
         else:
-            listing, count, note = _duplicates_sql(add.rule, live, after, schema)
+            listing, count, note = _duplicates_sql(add.index, live, after, schema)
     except _CannotEvaluate as e:
         return PlannedCount(replace(base, reason=str(e)), None)
     return PlannedCount(replace(base, sql=listing, reason=note), count, add)
@@ -183,17 +198,18 @@ class _CannotEvaluate(Exception):
 
 def _missing_from_live(add: Addition, live: Schema) -> list[tuple[str, str | None]]:
     """(table, column or None) that the rule needs and the live database lacks."""
-    table, rule = add.table, add.rule
+    table = add.table
     if not live.has_table(table):
         return [(table, None)]
     needed: list[tuple[str, str | None]] = []
     if add.kind == PreflightKind.NOT_NULL:
         needed.append((table, add.name))
     elif add.kind == PreflightKind.UNIQUE:
-        needed += [(table, c) for c in rule.columns if _is_plain_column(c)]
+        needed += [(table, c) for c in add.index.columns if _is_plain_column(c)]
     else:  # for a CHECK, the columns its expression uses (pg_constraint.conkey)
+        rule = add.constraint
         needed += [(table, c) for c in rule.columns]
-        if add.kind == PreflightKind.FOREIGN_KEY:
+        if add.kind == PreflightKind.FOREIGN_KEY and rule.ref_table:
             needed += [(rule.ref_table, None)] + [(rule.ref_table, c) for c in rule.ref_columns]
     return [(t, c) for t, c in needed if not (live.has_column(t, c) if c else live.has_table(t))]
 
@@ -245,6 +261,8 @@ def _check_expression(definition: str) -> str:
 
 def _orphans_sql(fk: Constraint, schema: str) -> str:
     # MATCH SIMPLE (Prisma's only kind): a row with any NULL in the key references nothing.
+    if fk.ref_table is None:
+        raise _CannotEvaluate(f"foreign key {fk.name} names no referenced table")
     present = " AND ".join(f"child.{_ident(c)} IS NOT NULL" for c in fk.columns)
     joined = " AND ".join(f"parent.{_ident(p)} = child.{_ident(c)}" for c, p in zip(fk.columns, fk.ref_columns))
     return (
@@ -294,11 +312,11 @@ def _evaluable(table: str, expression: str, live: Schema, after: Schema, schema:
         )
     columns = []
     for column in live.tables[table].columns.values():
-        as_text = _unquote(column.type) in short
-        columns.append(f"{_ident(column.name)}::text AS {_ident(column.name)}" if as_text else _ident(column.name))
+        is_enum = _unquote(column.type) in short
+        columns.append(f"{_ident(column.name)}::text AS {_ident(column.name)}" if is_enum else _ident(column.name))
     source = f"(SELECT {', '.join(columns)} FROM {source}) AS {_ident(table)}"
 
-    def as_text(match: re.Match) -> str:
+    def as_text(match: re.Match[str]) -> str:
         return f"'{match.group(1)}'::text" if _unquote(match.group(2)) in short else match.group(0)
 
     labels = sorted(f"{e}.{v}" for e in short for v in after.enums[e] if v not in live.enums[e])
@@ -323,7 +341,7 @@ def run_planned(conn: psycopg.Connection, planned: Iterable[PlannedCount]) -> tu
             continue
         try:
             with conn.transaction():  # a savepoint if the caller is in a transaction
-                row = conn.execute(plan.count_sql).fetchone()
+                row = one_row(conn.execute(plan.count_sql))
         except psycopg.Error as e:
             items.append(replace(plan.item, reason=f"query failed: {_error_text(e)}"))
             continue
@@ -349,7 +367,7 @@ def preflight(
     return run_planned(conn, plan_preflight(live, steps, pending, schema=schema))
 
 
-def verdicts(items: Iterable[PreflightItem], pending: Sequence[str]) -> dict[str, str]:
+def verdicts(items: Iterable[PreflightItem], pending: Sequence[str]) -> dict[str, PreflightStatus]:
     """Per pending migration: blocked if any item is, else cannot_evaluate if any item is,
     else ok (a migration that adds nothing to check is ok)."""
     result = {name: PreflightStatus.OK for name in pending}

@@ -31,9 +31,9 @@ import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from exporter.schema.model import Constraint, ConstraintKind, Index, Schema, normalize_expression
+from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, normalize_expression
 
 class DriftSource(StrEnum):
     """Where the expected side of a drift item comes from."""
@@ -141,14 +141,14 @@ def _common_tables(expected: Schema, actual: Schema) -> list[str]:
     return sorted(_table_names(expected) & _table_names(actual))
 
 
-def _tables(expected: Schema, actual: Schema):
+def _tables(expected: Schema, actual: Schema) -> Iterator[tuple[DriftKind, str, str]]:
     for name in sorted(_table_names(expected) - _table_names(actual)):
         yield DriftKind.MISSING_TABLE, name, f"table {name} is expected but does not exist"
     for name in sorted(_table_names(actual) - _table_names(expected)):
         yield DriftKind.EXTRA_TABLE, name, f"table {name} exists but is not expected"
 
 
-def _columns(expected: Schema, actual: Schema, scope: Scope):
+def _columns(expected: Schema, actual: Schema, scope: Scope) -> Iterator[tuple[DriftKind, str, str]]:
     for table in _common_tables(expected, actual):
         want, have = expected.tables[table].columns, actual.tables[table].columns
         for name in sorted(set(want) | set(have)):
@@ -174,7 +174,7 @@ def _columns(expected: Schema, actual: Schema, scope: Scope):
                 )
 
 
-def _column_text(column) -> str:
+def _column_text(column: Column) -> str:
     text = f"{column.type} {_nullability(column.nullable)}"
     return text + (f" default {column.default}" if column.default else "")
 
@@ -233,7 +233,7 @@ def _inexpressible(index: Index) -> bool:
     return index.predicate is not None or any("(" in column for column in index.columns)
 
 
-def _indexes(expected: Schema, actual: Schema, scope: Scope):
+def _indexes(expected: Schema, actual: Schema, scope: Scope) -> Iterator[tuple[DriftKind, str, str]]:
     tables = set(_common_tables(expected, actual))
     want = _indexes_compared(expected, tables)
     have = _indexes_compared(actual, tables)
@@ -301,7 +301,7 @@ def _constraints_compared(schema: Schema, tables: set[str], scope: Scope) -> dic
     return {key: c for key, c in schema.constraints.items() if c.table in tables and c.kind not in skipped}
 
 
-def _constraints(expected: Schema, actual: Schema, scope: Scope):
+def _constraints(expected: Schema, actual: Schema, scope: Scope) -> Iterator[tuple[DriftKind, str, str]]:
     tables = set(_common_tables(expected, actual))
     want = _constraints_compared(expected, tables, scope)
     have = _constraints_compared(actual, tables, scope)
@@ -350,11 +350,11 @@ def _strip_not_valid(definition: str) -> str:
 # -- enums --------------------------------------------------------------------------------------
 
 
-def _enums(expected: Schema, actual: Schema, scope: Scope):
+def _enums(expected: Schema, actual: Schema, scope: Scope) -> Iterator[tuple[DriftKind, str, str]]:
     for name in sorted(set(expected.enums) | set(actual.enums)):
         want, have = expected.enums.get(name), actual.enums.get(name)
         if have is None:
-            yield DriftKind.ENUM_VALUES, name, f"enum {name} ({', '.join(want)}) is expected but does not exist"
+            yield DriftKind.ENUM_VALUES, name, f"enum {name} ({', '.join(want or ())}) is expected but does not exist"
         elif want is None:
             yield DriftKind.ENUM_VALUES, name, f"enum {name} ({', '.join(have)}) exists but is not expected"
         elif (want != have) if scope.enum_order else (set(want) != set(have)):

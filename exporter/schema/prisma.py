@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, Table
 
@@ -55,7 +56,7 @@ class Call:
 
 # A value is a quoted string, a bare word (identifier, number, true/false, enum value),
 # a call, or a list (tuple) of values.
-Value = Str | str | Call | tuple
+Value = Str | str | Call | tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def _tokenize(text: str) -> list[_Token]:
     """Tokens with line numbers; comments and blanks dropped, line ends kept (they end a field)."""
     tokens, line = [], 1
     for match in _TOKEN.finditer(text):
-        kind, value = match.lastgroup, match.group(match.lastgroup)
+        kind = match.lastgroup or "error"  # every alternative of _TOKEN is a named group
+        value = match.group(kind)
         if kind == "error":
             if value == '"':
                 raise ParseError("unterminated string", line)
@@ -273,7 +275,7 @@ class _Parser:
 
     # grammar
     def schema(self) -> PrismaSchema:
-        parts: dict[str, list] = {k: [] for k in ("model", "view", "type", "enum", "config")}
+        parts: dict[str, list[Any]] = {k: [] for k in ("model", "view", "type", "enum", "config")}
         self.skip_newlines()
         while self.tok.kind != "end":
             keyword = self.tok
@@ -617,10 +619,10 @@ def _native_type(attribute: Attribute) -> str:
     if name not in _NATIVE_TYPES:
         raise ParseError(f"unknown native type @{attribute.name}", attribute.line)
     plain, template = _NATIVE_TYPES[name]
-    numbers = [a.value for a in attribute.args]
-    if not numbers:
+    numbers = [a.value for a in attribute.args if isinstance(a.value, str)]
+    if not attribute.args:
         return plain
-    if template is None or not all(isinstance(n, str) and n.isdigit() for n in numbers):
+    if template is None or len(numbers) != len(attribute.args) or not all(n.isdigit() for n in numbers):
         raise ParseError(f"@{attribute.name}: unexpected arguments", attribute.line)
     if name == "Decimal" and len(numbers) == 1:
         numbers.append("0")  # numeric(p) is numeric(p,0)
@@ -693,7 +695,8 @@ def _scalar_default(ctx: _Context, field: Field, value: Value, pg_type: str, lin
     raise ParseError(f"@default: unsupported value {value!r}", line)
 
 
-def _fk_definition(columns, ref_table, ref_columns, on_delete, on_update) -> str:
+def _fk_definition(columns: tuple[str, ...], ref_table: str, ref_columns: tuple[str, ...],
+                   on_delete: str, on_update: str) -> str:
     """pg_get_constraintdef() text of a foreign key (NO ACTION is not printed)."""
     text = "FOREIGN KEY ({}) REFERENCES {}({})".format(
         ", ".join(map(quote_ident, columns)), quote_ident(ref_table), ", ".join(map(quote_ident, ref_columns))
@@ -705,7 +708,7 @@ def _fk_definition(columns, ref_table, ref_columns, on_delete, on_update) -> str
     return text
 
 
-def _primary_key(table: str, columns: tuple[str, ...], name: str | None):
+def _primary_key(table: str, columns: tuple[str, ...], name: str | None) -> tuple[Index, Constraint]:
     name = name or prisma_constraint_name(table, (), "pkey")
     definition = f"PRIMARY KEY ({', '.join(map(quote_ident, columns))})"
     return (
@@ -816,7 +819,8 @@ def _block_attributes(ctx: _Context, model: Model, table: str, built: _Built) ->
         method = attribute.arg("type")
         if method is not None and method not in _INDEX_METHODS:
             raise ParseError(f"@@index: unknown type {method!r}", attribute.line)
-        built.add_index(Index(name, table, cols, unique, method=_INDEX_METHODS.get(method, "btree")), attribute.line)
+        access = _INDEX_METHODS[method] if isinstance(method, str) else "btree"
+        built.add_index(Index(name, table, cols, unique, method=access), attribute.line)
 
 def _foreign_key(ctx: _Context, model: Model, table: str, field: Field) -> Constraint | None:
     """The foreign key of a relation field that holds `fields:` / `references:`."""
@@ -858,7 +862,12 @@ def _relation_name(field: Field, model: Model) -> str:
     return explicit or f"{first}To{second}"
 
 
-def _implicit_many_to_many(ctx: _Context, models: list[Model]):
+JoinTable = tuple[Table, list[Index], list[Constraint]]
+
+
+def _implicit_many_to_many(
+    ctx: _Context, models: list[Model]
+) -> Iterator[tuple[Table, list[Index], list[Constraint], int]]:
     """Join tables of implicit many-to-many relations (both sides are lists, no `fields:`).
 
     Prisma 6+ layout: table `_{relation}` with columns "A" (the model whose name sorts
@@ -883,9 +892,10 @@ def _implicit_many_to_many(ctx: _Context, models: list[Model]):
             yield *_join_table(ctx, relation, *sorted((model, other), key=lambda m: m.name)), field.line
 
 
-def _join_table(ctx: _Context, relation: str, model_a: Model, model_b: Model):
+def _join_table(ctx: _Context, relation: str, model_a: Model, model_b: Model) -> JoinTable:
     name = f"_{relation}"
-    columns, constraints = {}, []
+    columns: dict[str, Column] = {}
+    constraints: list[Constraint] = []
     for column, model in (("A", model_a), ("B", model_b)):
         id_field = next((f for f in model.fields if f.attribute("id")), None)
         if id_field is None:
