@@ -101,6 +101,26 @@ def test_each_database_keeps_the_names_its_own_schema_knows():
     assert error_counts(pipeline.collector, "warehouse") == {("P2002", "unique", "other", "other"): 1}
 
 
+def test_concurrent_polls_of_many_databases_lose_no_names():
+    """Each scheduler thread learns its own database's names; none overwrites another's."""
+    from exporter.schema.model import Schema, Table
+
+    databases = [f"db{i}" for i in range(8)]
+    pipeline = EventPipeline(EventsConfig(), databases, KnownNames())
+
+    def poll_results(database: str) -> None:
+        for n in range(200):
+            pipeline.learn(database, KnownNames().with_schema(Schema(tables={f"{database}_{n}": Table("t")})))
+
+    threads = [threading.Thread(target=poll_results, args=(name,)) for name in databases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {name: pipeline.sink.resolver(name).known.tables for name in databases} == {
+        name: frozenset({f"{name}_199"}) for name in databases}
+
+
 def resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
