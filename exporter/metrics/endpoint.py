@@ -31,7 +31,6 @@ class MetricsEndpoint:
     `body(accept)`: the cached poll part plus the live part, in the format `accept` asks."""
 
     def __init__(self, store: ResultStore, *collectors: Collector):
-        self.store = store
         self.registry = CollectorRegistry(auto_describe=False)
         self._live = CollectorRegistry(auto_describe=False)
         for registry in (self.registry, self._live):
