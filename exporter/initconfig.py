@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import yaml
 
@@ -24,7 +25,7 @@ from exporter.checks.constraints import DERIVED_CATEGORY, _columns_named, check_
 from exporter.config import Config
 from exporter.migrations.shadow import ExpectedSteps
 from exporter.schema.meaning import Key, meanings
-from exporter.schema.model import CHECK, Schema
+from exporter.schema.model import ConstraintKind, Schema
 
 _REGENERATED = ("checks", "constraints")
 
@@ -35,7 +36,8 @@ def render(template_text: str, template: Config, steps: ExpectedSteps, live: Sch
     origin = _origins(steps)
     out = [f"# Written by `venzory-db-exporter init-config` on {dt.date.today().isoformat()} from {source}",
            f"# ({len(steps.steps)} migrations, the last {steps.names[-1] if steps.names else 'none'}) and the",
-           "# runbook's entries of the template config. Review it, then: venzory-db-exporter check-config --config FILE",
+           "# runbook's entries of the template config. Review it, then:",
+           "#   venzory-db-exporter check-config --config FILE",
            ""]
     out += _kept_sections(template_text)
 
@@ -56,11 +58,12 @@ def render(template_text: str, template: Config, steps: ExpectedSteps, live: Sch
         note = (f"guarded by {kept.name} ({origin.get(kept.name, 'the migrations')})" if kept is not None
                 else "no constraint of the migrations guards it: counted on the rows")
         out += [f"  # runbook ({check.category}): {note}"] + _item(entry)
-    extra = [d for d in derive(final) if d.kind == CHECK and d.key not in covered and d.check is not None]
+    extra = [(d, d.check) for d in derive(final)
+             if d.kind == ConstraintKind.CHECK and d.key not in covered and d.check is not None]
     if extra:
         out += ["", "  # -- CHECK constraints of the app that no runbook category covers --------------------"]
-    for d in extra:
-        entry = d.check.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
+    for d, derived in extra:
+        entry = derived.model_dump(mode="json", exclude_defaults=True, exclude_none=True)
         entry["name"] = derived_check_name(d.table, d.name)
         entry["category"] = DERIVED_CATEGORY
         out += [f"  # from {origin.get(d.name, 'the migrations')}"] + _item(entry)
@@ -71,8 +74,8 @@ def render(template_text: str, template: Config, steps: ExpectedSteps, live: Sch
             "constraints:"]
     template_meaning = {(c.table, c.constraint): check_meaning(c) for c in template.checks if c.constraint}
     for expected in template.constraints:
-        key = template_meaning.get((expected.table, expected.name))
-        kept = rules.get(key) if key is not None else None
+        meaning = template_meaning.get((expected.table, expected.name))
+        kept = rules.get(meaning) if meaning is not None else None
         by_name = kept is None and (final.constraint(expected.table, expected.name) is not None
                                     or expected.name in final.indexes)
         if kept is None and not by_name:
@@ -87,7 +90,7 @@ def render(template_text: str, template: Config, steps: ExpectedSteps, live: Sch
     return "\n".join(out) + "\n"
 
 
-def _item(entry: dict) -> list[str]:
+def _item(entry: dict[str, Any]) -> list[str]:
     return ["  - " + yaml.safe_dump(entry, default_flow_style=True, sort_keys=False, width=10_000).strip()]
 
 

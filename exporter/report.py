@@ -7,12 +7,15 @@ run (bad config, a database unreachable).
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from exporter.checks.constraints import CONFIG, DERIVED_CATEGORY, Status
+from exporter.checks.constraints import DERIVED_CATEGORY, ConstraintResult, Source, Status
+from exporter.checks.run import CheckResult, CheckStatus
 from exporter.db import redact_dsn
 from exporter.logs import redact, scrub
 from exporter.migrations.monitor import MigrationsResult
+from exporter.migrations.preflight import PreflightStatus
 from exporter.poll import PollResult
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_RUN = 0, 1, 2
@@ -27,7 +30,7 @@ def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False) -> 
     return EXIT_OK if all(r.healthy(allow_pending=allow_pending) for r in results) else EXIT_PROBLEMS
 
 
-def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> dict:
+def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> dict[str, Any]:
     results = list(results)
     return {
         "ok": exit_code(results, allow_pending=allow_pending) == EXIT_OK,
@@ -35,14 +38,14 @@ def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> di
     }
 
 
-def _migrations_json(m: MigrationsResult) -> dict:
+def _migrations_json(m: MigrationsResult) -> dict[str, Any]:
     history = m.history
     return {
         "migrations": {
             "managed": history.managed if history else None,
             "states": history.counts if history else {},
             "items": [{"name": i.name, "state": i.state, "detail": i.detail}
-                      for i in (history.items if history else ()) if i.state != "applied"],
+                      for i in (history.not_applied if history else ())],
         },
         "drift": [{"source": d.source, "kind": d.kind, "object": d.object, "detail": d.detail,
                    "acknowledged": d.acknowledged} for d in m.drift],
@@ -53,7 +56,7 @@ def _migrations_json(m: MigrationsResult) -> dict:
     }
 
 
-def _database_json(r: PollResult) -> dict:
+def _database_json(r: PollResult) -> dict[str, Any]:
     extra = _migrations_json(r.migrations) if r.migrations else {}
     return extra | {
         "name": r.database,
@@ -90,18 +93,18 @@ def _database_json(r: PollResult) -> dict:
                 "valid": c.valid,
                 "critical": c.critical,
                 "detail": c.detail,
-                "status": str(c.status),
+                "status": c.status,
                 "actual": c.actual,
                 "source": c.source,
             }
             for c in r.constraints
         ],
         "stale": [{"entry": n.check.name, "kind": "check", "table": n.check.table, "fix": n.why}
-                  for n in r.not_run if n.status == Status.STALE]
+                  for n in r.not_run if n.status is Status.STALE]
         + [{"entry": c.name, "kind": "constraint", "table": c.table, "fix": c.detail}
-           for c in r.constraints if c.status == Status.STALE],
+           for c in r.constraints if c.status is Status.STALE],
         "pending_checks": [{"name": n.check.name, "table": n.check.table, "reason": n.why}
-                           for n in r.not_run if n.status == Status.PENDING],
+                           for n in r.not_run if n.status is Status.PENDING],
     }
 
 
@@ -110,11 +113,11 @@ def render_json(results: Iterable[PollResult], *, allow_pending: bool = False) -
     return json.dumps(scrub(to_json(results, allow_pending=allow_pending)), indent=2, default=str)
 
 
-def _check_line(c) -> list[str]:
+def _check_line(c: CheckResult) -> list[str]:
     name, table = c.check.name, c.check.table
-    if c.status == "failed":
+    if c.status is CheckStatus.FAILED:
         return [f"  {FAIL} {name} ({table}): check failed [{c.reason}]: {c.error}"]
-    if c.status == "ok":
+    if c.status is CheckStatus.OK:
         how = f" - guarded by {c.guarded_by}" if c.guarded else ""
         return [f"  {TICK} {name} ({table}): no violations{how}"]
     what = f"{c.violations} rows in {c.groups} duplicate groups" if c.groups is not None else f"{c.violations} rows"
@@ -137,7 +140,7 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
             lines.append(f"Privileges: {mark} {r.privileges.describe()}")
         scan = "full scan" if r.full_scan else "guarded checks answered from the catalog"
         lines.append(f"Checks ({scan}, {r.duration:.2f}s):")
-        derived_ok = [c for c in r.checks if c.check.category == DERIVED_CATEGORY and c.status == "ok"]
+        derived_ok = [c for c in r.checks if c.check.category == DERIVED_CATEGORY and c.status is CheckStatus.OK]
         for c in r.checks:
             if c not in derived_ok:
                 lines.extend(_check_line(c))
@@ -156,37 +159,35 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
 def _constraint_lines(r: PollResult) -> list[str]:
     """Configured constraints one by one; of the derived ones only those not simply present."""
     lines = ["Constraints:"] if r.constraints else []
-    quiet = 0
-    for c in r.constraints:
-        if c.source != CONFIG and c.status == Status.PRESENT:
-            quiet += 1
-            continue
-        tag = f"{c.kind}, critical" if c.critical else c.kind
-        if c.source != CONFIG:
-            tag += f", from {c.source}"
-        if c.status == Status.PRESENT:
-            state = "present and valid" + (f" as {c.actual}" if c.actual and c.actual != c.name else "")
-            lines.append(f"  {TICK} {c.table}.{c.name} ({tag}): {state}")
-        elif c.status == Status.PENDING:
-            lines.append(f"  {TICK} {c.table}.{c.name} ({tag}): pending - {c.detail}")
-        elif c.status == Status.STALE:
-            lines.append(f"  {WARN} {c.table}.{c.name} ({tag}): stale - {c.detail}")
-        else:
-            actual = f" (live: {c.actual})" if c.actual and c.actual != c.name else ""
-            lines.append(f"  {CROSS} {c.table}.{c.name} ({tag}): {c.status}{actual} - {c.detail}")
+    quiet = sum(1 for c in r.constraints if c.source is not Source.CONFIG and c.status is Status.PRESENT)
+    lines += [_constraint_line(c) for c in r.constraints
+              if c.source is Source.CONFIG or c.status is not Status.PRESENT]
     if quiet:
         lines.append(f"  {TICK} {quiet} more constraints declared by the expected schema: present and valid")
-    waiting = [n for n in r.not_run if n.status == Status.PENDING]
+    waiting = [n for n in r.not_run if n.status is Status.PENDING]
     if waiting:
         lines.append("Checks waiting for pending migrations:")
-    for n in waiting:
-        lines.append(f"  {TICK} {n.check.name}: not run yet - {n.why}")
-    stale = [n for n in r.not_run if n.status == Status.STALE]
+    lines += [f"  {TICK} {n.check.name}: not run yet - {n.why}" for n in waiting]
+    stale = [n for n in r.not_run if n.status is Status.STALE]
     if stale:
         lines.append("Stale config (a warning: the exit code does not change):")
-    for n in stale:
-        lines.append(f"  {WARN} check {n.check.name}: {n.why}")
+    lines += [f"  {WARN} check {n.check.name}: {n.why}" for n in stale]
     return lines
+
+
+def _constraint_line(c: ConstraintResult) -> str:
+    tag = f"{c.kind}, critical" if c.critical else str(c.kind)
+    if c.source is not Source.CONFIG:
+        tag += f", from {c.source}"
+    if c.status is Status.PRESENT:
+        state = "present and valid" + (f" as {c.actual}" if c.actual and c.actual != c.name else "")
+        return f"  {TICK} {c.table}.{c.name} ({tag}): {state}"
+    if c.status is Status.PENDING:
+        return f"  {TICK} {c.table}.{c.name} ({tag}): pending - {c.detail}"
+    if c.status is Status.STALE:
+        return f"  {WARN} {c.table}.{c.name} ({tag}): stale - {c.detail}"
+    actual = f" (live: {c.actual})" if c.actual and c.actual != c.name else ""
+    return f"  {CROSS} {c.table}.{c.name} ({tag}): {c.status}{actual} - {c.detail}"
 
 
 def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
@@ -194,26 +195,25 @@ def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
     for part, message in m.errors:
         lines.append(f"  {FAIL} {part}: {message}")
     if m.history:
-        bad = {"failed", "modified", "missing_from_folder"} | (set() if allow_pending else {"pending"})
-        mark = CROSS if any(m.history.counts.get(s) for s in bad) else TICK
+        mark = CROSS if m.history.problem_states(allow_pending=allow_pending) else TICK
         lines.append(f"  {mark} {m.history.summary}")
-        for item in m.history.items:
-            if item.state != "applied":
-                detail = f" - {item.detail}" if item.detail else ""
-                lines.append(f"      {item.state}: {item.name}{detail}")
+        for item in m.history.not_applied:
+            detail = f" - {item.detail}" if item.detail else ""
+            lines.append(f"      {item.state}: {item.name}{detail}")
     for p in m.preflight:
-        if p.status == "blocked":
+        if p.status is PreflightStatus.BLOCKED:
             lines.append(f"  {CROSS} {p.migration} will fail: {p.kind} {p.constraint} on {p.table} "
                          f"blocked by {p.blocked_rows} rows")
             lines.append(f"      inspect: {p.sql}")
-        elif p.status == "cannot_evaluate":
-            lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} cannot be evaluated yet: {p.reason}")
+        elif p.status is PreflightStatus.CANNOT_EVALUATE:
+            lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} "
+                         f"cannot be evaluated yet: {p.reason}")
         else:
             lines.append(f"  {TICK} {p.migration}: {p.kind} {p.constraint} on {p.table} passes")
-    if m.drift or m.expected is not None or "schema_prisma" in m.parts:
+    if m.drift or m.drift_assessed:
         lines.append("Drift:" if m.drift else f"  {TICK} no schema drift")
     for d in m.drift:
-        mark = TICK if d.acknowledged else CROSS
+        mark = CROSS if d.is_problem else TICK
         note = " (acknowledged)" if d.acknowledged else ""
         lines.append(f"  {mark} [{d.source}] {d.kind} {d.object}: {d.detail}{note}")
     return lines
@@ -222,14 +222,14 @@ def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
 def _summary(results: list[PollResult], allow_pending: bool) -> str:
     down = [r.database for r in results if not r.up]
     checks = [c for r in results if r.up for c in r.checks]
-    violated = [c for c in checks if c.status == "violated"]
-    failed = [c for c in checks if c.status == "failed"]
-    constraints = [c for r in results if r.up for c in r.constraints if not c.healthy]
-    stale = sum(1 for r in results if r.up for n in r.not_run if n.status == Status.STALE) + sum(
-        1 for r in results if r.up for c in r.constraints if c.status == Status.STALE)
+    violated = [c for c in checks if c.status is CheckStatus.VIOLATED]
+    failed = [c for c in checks if c.status is CheckStatus.FAILED]
+    constraints = [c for r in results if r.up for c in r.constraints if c.is_problem]
+    stale = sum(1 for r in results if r.up for n in r.not_run if n.status is Status.STALE) + sum(
+        1 for r in results if r.up for c in r.constraints if c.status is Status.STALE)
     parts = [
         f"{len(checks) - len(violated) - len(failed)}/{len(checks)} checks healthy",
-        f"{len(violated)} violated ({sum(c.violations for c in violated)} rows)",
+        f"{len(violated)} violated ({sum(c.violations or 0 for c in violated)} rows)",
         f"{len(failed)} failed",
         f"{len(constraints)} constraints missing or not valid",
     ]

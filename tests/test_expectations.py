@@ -22,23 +22,19 @@ import sys
 import psycopg
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 import venzory_fixture as old
 import venzory_next_fixture as nxt
 from exporter.checks.constraints import DERIVED_CATEGORY, PROBLEMS, Status, plan
 from exporter.config import load_config
 from exporter.daemon import Daemon
-from exporter.events.classify import Resolver
 from exporter.events.parse import facts_from_record
-from exporter.metrics import Store
 from exporter.migrations.replay import apply_migrations
 from exporter.report import EXIT_OK, exit_code
 from exporter.schema.meaning import check_key, unique_key
 from exporter.schema.model import canonical_expression
 from test_fixture_next import RECOUNT
-from test_migrations_verify import poll as full_poll
+from support import exposition, poll_once, samples
 from venzory_fixture import SHIPPED_CONFIG
 
 PROJECTS = {"old": old, "next": nxt}
@@ -50,24 +46,24 @@ def env_for(pg_server, dsn: str, project=nxt, **extra: str) -> dict[str, str]:
 
 
 def poll(env: dict, config=SHIPPED_CONFIG, *, full_scan: bool = False):
-    return full_poll(env, config, full_scan=full_scan)
+    return poll_once(load_config(config, env=env), full_scan=full_scan)
 
 
-def samples(result) -> dict:
-    store = Store([result.database])
-    store.put(result)
-    registry = CollectorRegistry()
-    registry.register(store)
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+def served(result) -> dict:
+    """{(name, (label, value), ...): value} of what /metrics serves for this poll."""
+    return samples(exposition(result))
+
+
+def series(name: str, **labels) -> tuple:
+    return (name, *sorted(labels.items()))
 
 
 def critical_alerts(result) -> list[str]:
     """What the shipped critical alerts would fire on (their expressions, evaluated on the
     served series): a critical constraint absent or not valid, critical violations."""
     firing = []
-    for (name, labels), value in samples(result).items():
-        labels = dict(labels)
+    for (name, *pairs), value in served(result).items():
+        labels = dict(pairs)
         if labels.get("severity") != "critical":
             continue
         if name in ("venzory_db_constraint_present", "venzory_db_constraint_valid") and value == 0:
@@ -217,11 +213,9 @@ def test_planted_violations_are_counted_exactly_within_one_poll(pg_server):
     assert statuses[("LocationInventory", "LocationInventory_maxStock_check")][0] == Status.MISSING
     assert statuses[("Location", "Location_name_not_null")][0] == Status.MISSING
     # the served series say the same, and the critical ones page
-    served = samples(result)
-    key = ("venzory_db_check_violations", tuple(sorted(dict(
-        database="venzory", check="Order.Order_practiceSupplierId_fkey", table="Order",
-        category=DERIVED_CATEGORY, severity="warning").items())))
-    assert served[key] == truth["dropped_fk_renamed_column"]
+    key = series("venzory_db_check_violations", database="venzory", check="Order.Order_practiceSupplierId_fkey",
+                 table="Order", category=DERIVED_CATEGORY, severity="warning")
+    assert served(result)[key] == truth["dropped_fk_renamed_column"]
     assert any("check_quantity_non_negative" in a for a in critical_alerts(result))
 
 
@@ -255,8 +249,7 @@ def test_a_constraint_the_app_really_dropped_stays_missing(pg_server, tmp_path):
 
 
 def _part_success(result, part: str) -> float:
-    return samples(result)[("venzory_db_migrations_part_success",
-                            tuple(sorted(dict(database="venzory", part=part).items())))]
+    return served(result)[series("venzory_db_migrations_part_success", database="venzory", part=part)]
 
 
 def test_an_unreplayable_folder_is_reported_and_everything_else_runs(pg_server, tmp_path, caplog):
@@ -303,11 +296,11 @@ def test_config_naming_constraints_that_exist_nowhere(pg_server, tmp_path, caplo
     ghost, gone = by_name[("Item", "Item_barcode_key")], by_name[("Warehouse", "Warehouse_code_key")]
     assert ghost.status == Status.MISSING and "does not declare it under any name" in ghost.detail
     assert gone.status == Status.STALE and gone.detail.startswith("table Warehouse no longer exists")
-    served = samples(result)
-    labels = dict(database="venzory", table="Item", constraint="Item_barcode_key", kind="unique", severity="warning")
-    assert served[("venzory_db_constraint_present", tuple(sorted(labels.items())))] == 0
-    assert served[("venzory_db_config_stale", tuple(sorted(dict(
-        database="venzory", entry="Warehouse_code_key", table="Warehouse").items())))] == 1
+    exposed = served(result)
+    assert exposed[series("venzory_db_constraint_present", database="venzory", table="Item",
+                          constraint="Item_barcode_key", kind="unique", severity="warning")] == 0
+    assert exposed[series("venzory_db_config_stale", database="venzory", entry="Warehouse_code_key",
+                          table="Warehouse")] == 1
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "Item_barcode_key" in messages and "Warehouse_code_key" in messages
     assert [c.check.name for c in result.checks if c.status != "ok"] == []
@@ -384,11 +377,12 @@ def test_events_of_a_renamed_critical_constraint_count_under_its_configured_name
     daemon = Daemon(config, "127.0.0.1:0")
     try:
         daemon.on_result(poll(env_for(pg_server, dsn)))
-        assert daemon.known.aliases["LocationInventory_quantity_check"] == "check_quantity_non_negative"
+        resolver = daemon.events.sink.resolver("venzory")
+        assert resolver.known.aliases["LocationInventory_quantity_check"] == "check_quantity_non_negative"
         sample = next(line for line in (old.FIXTURE.parent.parent / "prisma_app" / "samples" / "prisma7-pino.jsonl")
                       .read_text().splitlines() if "check_quantity_non_negative" in line)
         renamed = json.loads(sample.replace("check_quantity_non_negative", "LocationInventory_quantity_check"))
-        labels = Resolver(daemon.known).classify(facts_from_record(renamed))
+        labels = resolver.classify(facts_from_record(renamed))
         assert (labels.kind, labels.constraint) == ("check", "check_quantity_non_negative")
     finally:
         for poller in daemon.pollers:  # nothing else was started

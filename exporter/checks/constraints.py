@@ -26,26 +26,36 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Iterable, Sequence
+from enum import StrEnum
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 from exporter.config import Check, DuplicateCheck, ExpectedConstraint, OrphanCheck, RowCheck
 from exporter.config.models import Reference
 from exporter.schema.meaning import (
-    NOT_NULL, Key, Kept, check_key, foreign_key_key, key_columns, meanings, not_null_key,
-    not_null_name, unique_key,
+    Key, Kept, check_key, foreign_key_key, key_columns, meanings, not_null_key, not_null_name, unique_key,
 )
-from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Schema, unwrap
+from exporter.schema.model import ConstraintKind, Schema, unwrap
+
+T = TypeVar("T")
 
 # Prisma's bookkeeping table is not the app's schema.
 _IGNORED_TABLES = {"_prisma_migrations"}
 
 # The category of every derived check (a label value: alerts and the dashboard group by it).
 DERIVED_CATEGORY = "schema_rule"
-CONFIG = "config"  # the source of configured entries
 
 
-class Status(str, Enum):
+class Source(StrEnum):
+    """Where an expectation comes from (docs/expectations.md; the `source` label)."""
+
+    CONFIG = "config"
+    MIGRATIONS = "migrations"
+    SNAPSHOT = "snapshot"
+    SCHEMA_PRISMA = "schema_prisma"
+
+
+class Status(StrEnum):
     """What became of one expectation (the `status` of verify's constraints and of
     venzory_db_constraint_status)."""
 
@@ -56,9 +66,6 @@ class Status(str, Enum):
     PENDING = "pending"  # not yet: a pending migration adds it
     STALE = "stale"  # configured for a table or column that exists nowhere any more
 
-    def __str__(self) -> str:
-        return self.value
-
 
 PROBLEMS = frozenset({Status.NOT_VALID, Status.DIFFERS, Status.MISSING})
 
@@ -67,11 +74,11 @@ PROBLEMS = frozenset({Status.NOT_VALID, Status.DIFFERS, Status.MISSING})
 class ConstraintResult:
     table: str
     name: str  # the configured or declared name (stable: alerts and dashboards key on it)
-    kind: str  # check | foreign_key | unique | primary_key | index | not_null
+    kind: ConstraintKind
     critical: bool
     status: Status
     actual: str | None = None  # the live object that keeps the rule, when present
-    source: str = CONFIG  # config | migrations | snapshot | schema_prisma
+    source: Source = Source.CONFIG
     detail: str = ""  # why it is not simply present, for people (for stale: the fix)
 
     @property
@@ -83,9 +90,9 @@ class ConstraintResult:
         return self.status == Status.PRESENT
 
     @property
-    def healthy(self) -> bool:
-        """Not a finding: pending ones are the migrations' report, stale ones a warning."""
-        return self.status not in PROBLEMS
+    def is_problem(self) -> bool:
+        """A finding (verify's exit code): pending ones are the migrations' report, stale ones a warning."""
+        return self.status in PROBLEMS
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ class SchemaSources:
     """The expected schemas of one poll (exporter.migrations.monitor)."""
 
     declared: Schema | None  # what the app declares now: applied migrations, else snapshot, else schema.prisma
-    source: str = ""  # which of them `declared` is
+    source: Source = Source.MIGRATIONS  # which of them `declared` is
     final: Schema | None = None  # after the pending migrations too (None when none are pending)
     pending: tuple[tuple[str, Schema], ...] = ()  # (migration, schema after it) of each pending one
     known: tuple[Schema, ...] = ()  # every expected schema of the poll (a name in none of them is stale)
@@ -124,55 +131,60 @@ class Expectations:
 class Declared:
     table: str
     name: str
-    kind: str
+    kind: ConstraintKind
     key: Key
     check: Check | None  # None where no check kind can count it (composite FK, expression index)
 
 
 def _derive(schema: Schema) -> list[Declared]:
     """Every CHECK, foreign key, unique index (and primary key) and NOT NULL column of `schema`."""
-    found: list[Declared] = []
+    found = [*_declared_constraints(schema), *_declared_indexes(schema), *_declared_not_nulls(schema)]
+    return [d for d in found if d.table not in _IGNORED_TABLES]
+
+
+def _declared_constraints(schema: Schema) -> Iterator[Declared]:
     for c in sorted(schema.constraints.values(), key=lambda c: (c.table, c.name)):
-        if c.table in _IGNORED_TABLES:
-            continue
-        if c.kind == CHECK:
-            rule = _rule(c.definition)
-            found.append(Declared(c.table, c.name, CHECK, check_key(c.table, c.definition),
-                                  _derived(RowCheck, c.table, c.name, kind="row", rule=rule)))
-        elif c.kind == FOREIGN_KEY:
-            check = None
+        if c.kind == ConstraintKind.CHECK:
+            check = _derived(RowCheck, c.table, c.name, kind="row", rule=_rule(c.definition))
+            yield Declared(c.table, c.name, c.kind, check_key(c.table, c.definition), check)
+        elif c.kind == ConstraintKind.FOREIGN_KEY:
+            orphan = None  # a composite key is reported, not counted
             if len(c.columns) == 1:
-                check = _derived(OrphanCheck, c.table, c.name, kind="orphan", column=c.columns[0],
-                                 references=Reference(table=c.ref_table, column=c.ref_columns[0]))
-            found.append(Declared(c.table, c.name, FOREIGN_KEY,
-                                  foreign_key_key(c.table, c.columns, c.ref_table or "", c.ref_columns), check))
+                orphan = _derived(OrphanCheck, c.table, c.name, kind="orphan", column=c.columns[0],
+                                  references=Reference(table=c.ref_table or "", column=c.ref_columns[0]))
+            key = foreign_key_key(c.table, c.columns, c.ref_table or "", c.ref_columns)
+            yield Declared(c.table, c.name, c.kind, key, orphan)
+
+
+def _declared_indexes(schema: Schema) -> Iterator[Declared]:
     for i in sorted(schema.indexes.values(), key=lambda i: (i.table, i.name)):
-        if i.unique and i.table not in _IGNORED_TABLES:
-            plain = all(schema.has_column(i.table, col) for col in i.columns)
-            check = _derived(DuplicateCheck, i.table, i.name, kind="duplicate", columns=list(i.columns),
-                             where=i.predicate) if plain else None
-            found.append(Declared(i.table, i.name, PRIMARY_KEY if i.primary else UNIQUE,
-                                  unique_key(i.table, i.columns, i.predicate), check))
-    for table in sorted(schema.tables.values(), key=lambda t: t.name):
-        if table.name in _IGNORED_TABLES:
+        if not i.unique:
             continue
+        plain = all(schema.has_column(i.table, col) for col in i.columns)  # not an expression index
+        check = _derived(DuplicateCheck, i.table, i.name, kind="duplicate", columns=list(i.columns),
+                         where=i.predicate) if plain else None
+        kind = ConstraintKind.PRIMARY_KEY if i.primary else ConstraintKind.UNIQUE
+        yield Declared(i.table, i.name, kind, unique_key(i.table, i.columns, i.predicate), check)
+
+
+def _declared_not_nulls(schema: Schema) -> Iterator[Declared]:
+    for table in sorted(schema.tables.values(), key=lambda t: t.name):
         for column in table.columns.values():
             if not column.nullable:
                 name = not_null_name(table.name, column.name)
-                found.append(Declared(table.name, name, NOT_NULL, not_null_key(table.name, column.name),
-                                      _derived(RowCheck, table.name, name, kind="row",
-                                               rule=f'"{column.name}" IS NOT NULL')))
-    return found
+                check = _derived(RowCheck, table.name, name, kind="row", rule=f'"{column.name}" IS NOT NULL')
+                yield Declared(table.name, name, ConstraintKind.NOT_NULL, not_null_key(table.name, column.name), check)
 
 
-class _PerSchema:
+class _PerSchema(Generic[T]):
     """fn(schema), remembered per Schema object: the expected schemas are cached objects that
     change with their folder or file, not per poll (the live one is new each poll)."""
 
-    def __init__(self, fn):
-        self._fn, self._memo = fn, {}
+    def __init__(self, fn: Callable[[Schema], T]):
+        self._fn = fn
+        self._memo: dict[int, tuple[Schema, T]] = {}
 
-    def __call__(self, schema: Schema):
+    def __call__(self, schema: Schema) -> T:
         hit = self._memo.get(id(schema))
         if hit is None or hit[0] is not schema:
             if len(self._memo) >= 8:
@@ -190,7 +202,8 @@ def derived_check_name(table: str, name: str) -> str:
     return f"{table}.{name}"
 
 
-def _derived(model, table: str, name: str, **fields) -> Check:
+def _derived(model: type[RowCheck] | type[OrphanCheck] | type[DuplicateCheck], table: str, name: str,
+             **fields: Any) -> Check:
     return model(name=derived_check_name(table, name), table=table, category=DERIVED_CATEGORY,
                  severity="warning", constraint=name, **fields)
 
@@ -233,8 +246,8 @@ def plan(checks: Sequence[Check], constraints: Sequence[ExpectedConstraint], liv
     Pure: the checks are run (and counted) by exporter.checks.run."""
     live_rules = meanings(live)
     if sources is None or not (sources.declared or sources.known):
-        results = tuple(_configured(e, _meaning_of(e, checks, None), live, live_rules, None) for e in constraints)
-        return Expectations(tuple(checks), (), results)
+        by_config = tuple(_configured(e, _meaning_of(e, checks, None), live, live_rules, None) for e in constraints)
+        return Expectations(tuple(checks), (), by_config)
 
     universe = (live, *sources.known)
     not_run = [n for c in checks if (n := _not_run(c, live, sources, universe))]
@@ -305,9 +318,9 @@ def _meaning_of(expected: ExpectedConstraint, checks: Sequence[Check], declared:
 
 def _by_name(schema: Schema, table: str, name: str) -> list[Key]:
     c = schema.constraint(table, name)
-    if c is not None and c.kind == CHECK:
+    if c is not None and c.kind == ConstraintKind.CHECK:
         return [check_key(table, c.definition)]
-    if c is not None and c.kind == FOREIGN_KEY:
+    if c is not None and c.kind == ConstraintKind.FOREIGN_KEY:
         return [foreign_key_key(table, c.columns, c.ref_table or "", c.ref_columns)]
     i = schema.indexes.get(name)
     if i is not None and i.table == table and i.unique:
@@ -315,9 +328,10 @@ def _by_name(schema: Schema, table: str, name: str) -> list[Key]:
     return []
 
 
-def _live_by_name(expected_kind: str, table: str, name: str, live: Schema) -> tuple[Kept | None, Key | None, str]:
+def _live_by_name(expected_kind: ConstraintKind, table: str, name: str,
+                  live: Schema) -> tuple[Kept | None, Key | None, str]:
     """The live object of that name and kind, its key, and why it does not count if it exists."""
-    if expected_kind in (CHECK, FOREIGN_KEY):
+    if expected_kind in (ConstraintKind.CHECK, ConstraintKind.FOREIGN_KEY):
         c = live.constraint(table, name)
         if c is None:
             return None, None, ""
@@ -328,9 +342,9 @@ def _live_by_name(expected_kind: str, table: str, name: str, live: Schema) -> tu
     index = live.indexes.get(name)
     if index is None or index.table != table:
         return None, None, ""
-    if expected_kind == UNIQUE and not index.unique:
+    if expected_kind == ConstraintKind.UNIQUE and not index.unique:
         return None, None, "exists, but the index is not unique"
-    if expected_kind == PRIMARY_KEY and not index.primary:
+    if expected_kind == ConstraintKind.PRIMARY_KEY and not index.primary:
         return None, None, "exists, but is not the primary key"
     key = unique_key(table, index.columns, index.predicate) if index.unique else None
     return Kept(index.name, expected_kind, index.valid), key, ""
@@ -339,7 +353,7 @@ def _live_by_name(expected_kind: str, table: str, name: str, live: Schema) -> tu
 def _kept_status(kept: Kept) -> tuple[Status, str]:
     if kept.valid:
         return Status.PRESENT, ""
-    if kept.kind in (UNIQUE, PRIMARY_KEY, "index"):
+    if kept.kind in (ConstraintKind.UNIQUE, ConstraintKind.PRIMARY_KEY, ConstraintKind.INDEX):
         return Status.NOT_VALID, "index is invalid (a failed concurrent build?)"
     return Status.NOT_VALID, "NOT VALID: existing rows were never checked"
 
@@ -348,7 +362,7 @@ def _configured(expected: ExpectedConstraint, key: Key | None, live: Schema, liv
                 sources: SchemaSources | None, universe: tuple[Schema, ...] = ()) -> ConstraintResult:
     def result(status: Status, detail: str = "", actual: str | None = None) -> ConstraintResult:
         return ConstraintResult(expected.table, expected.name, expected.kind, expected.critical, status, actual,
-                                CONFIG, detail)
+                                Source.CONFIG, detail)
 
     if live.has_table(expected.table):
         kept, live_key, wrong = _live_by_name(expected.kind, expected.table, expected.name, live)
@@ -364,32 +378,39 @@ def _configured(expected: ExpectedConstraint, key: Key | None, live: Schema, liv
         wrong = f'table "{expected.table}" does not exist'
     if sources is None:
         return result(Status.MISSING, wrong or "missing")
+    status, detail = _absent(expected, key, sources, universe)
+    return result(status, wrong if status is Status.MISSING and wrong else detail)
+
+
+def _absent(expected: ExpectedConstraint, key: Key | None, sources: SchemaSources,
+            universe: tuple[Schema, ...]) -> tuple[Status, str]:
+    """A configured constraint that nothing in the live database keeps: stale, pending or missing."""
     columns = [(expected.table, c) for c in (key_columns(key) if key else ())]
     fix = _stale_fix(expected.table, columns, universe, "constraint")
     if fix:
-        return result(Status.STALE, fix)
-    final = sources.final
-    if final is not None and ((key is not None and key in _meanings(final))
-                              or _by_name(final, expected.table, expected.name)):
-        adds = next((name for name, schema in sources.pending
-                     if (key is not None and key in _meanings(schema)) or _by_name(schema, expected.table, expected.name)),
-                    None)
-        return result(Status.PENDING, f"added by pending migration {adds}" if adds else "added by a pending migration")
-    if wrong or sources.declared is None:
-        return result(Status.MISSING, wrong or "missing")
+        return Status.STALE, fix
+
+    def declares(schema: Schema) -> bool:
+        return (key is not None and key in _meanings(schema)) or bool(_by_name(schema, expected.table, expected.name))
+
+    if sources.final is not None and declares(sources.final):
+        adds = next((name for name, schema in sources.pending if declares(schema)), None)
+        return Status.PENDING, f"added by pending migration {adds}" if adds else "added by a pending migration"
+    if sources.declared is None:
+        return Status.MISSING, "missing"
     declared = _meanings(sources.declared).get(key) if key is not None else None
-    if declared is not None or _by_name(sources.declared, expected.table, expected.name):
+    if declared is not None or declares(sources.declared):
         name = declared.name if declared is not None else expected.name
-        return result(Status.MISSING, f"not in the database (the expected schema declares it as {name})")
-    return result(Status.MISSING, "not in the database, and the expected schema does not declare it under "
-                                  "any name (the app dropped it?)")
+        return Status.MISSING, f"not in the database (the expected schema declares it as {name})"
+    return Status.MISSING, "not in the database, and the expected schema does not declare it under any name " \
+                           "(the app dropped it?)"
 
 
-def _declared(d: Declared, live: Schema, live_rules: dict[Key, Kept], source: str) -> ConstraintResult:
+def _declared(d: Declared, live: Schema, live_rules: dict[Key, Kept], source: Source) -> ConstraintResult:
     def result(status: Status, detail: str = "", actual: str | None = None) -> ConstraintResult:
         return ConstraintResult(d.table, d.name, d.kind, False, status, actual, source, detail)
 
-    if d.kind != NOT_NULL:
+    if d.kind != ConstraintKind.NOT_NULL:
         kept, live_key, _ = _live_by_name(d.kind, d.table, d.name, live)
         if kept is not None and live_key is not None and live_key != d.key:
             return result(Status.DIFFERS, "exists, but defined differently than the expected schema says; "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from exporter.checks.shape import TablePass, ident
 from exporter.config import RowCheck
 from exporter.schema.meaning import not_null_column, not_null_name
-from exporter.schema.model import CHECK, Constraint, Index, Schema, canonical_expression
+from exporter.schema.model import Constraint, ConstraintKind, Index, Schema, canonical_expression
 
 
 def probe(check: RowCheck) -> TablePass:
@@ -33,7 +33,7 @@ def guard(check: RowCheck, schema: Schema) -> str | None:
 def counts_same_rows(check: RowCheck, rule: Constraint | Index) -> bool:
     """The rows violating this CHECK constraint are exactly the check's violations."""
     return (
-        isinstance(rule, Constraint) and rule.kind == CHECK and rule.table == check.table
+        isinstance(rule, Constraint) and rule.kind == ConstraintKind.CHECK and rule.table == check.table
         and canonical_expression(rule.definition) == canonical_expression(check.rule)
     )
 

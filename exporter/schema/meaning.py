@@ -16,24 +16,23 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import cast
+from collections.abc import Iterable, Iterator
 
-from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Schema, canonical_expression
+from exporter.schema.model import ConstraintKind, Schema, canonical_expression
 
-NOT_NULL = "not_null"  # a kind of expectation, besides the constraint kinds of model.py
-
-Key = tuple
+Key = tuple[object, ...]  # (kind, table, ...): see the module's docstring
 
 
 def check_key(table: str, expression: str) -> Key:
     column = not_null_column(expression)
     if column is not None:
         return not_null_key(table, column)
-    return (CHECK, table, canonical_expression(expression))
+    return (ConstraintKind.CHECK, table, canonical_expression(expression))
 
 
 def foreign_key_key(table: str, columns: Iterable[str], ref_table: str, ref_columns: Iterable[str]) -> Key:
-    return (FOREIGN_KEY, table, tuple(columns), ref_table, tuple(ref_columns))
+    return (ConstraintKind.FOREIGN_KEY, table, tuple(columns), ref_table, tuple(ref_columns))
 
 
 def unique_key(table: str, columns: Iterable[str], predicate: str | None) -> Key:
@@ -42,11 +41,11 @@ def unique_key(table: str, columns: Iterable[str], predicate: str | None) -> Key
         implied = {canonical_expression(f'"{c}" IS NOT NULL') for c in columns}
         parts = {canonical_expression(p) for p in re.split(r"\s+AND\s+", predicate.strip().strip("()"), flags=re.I)}
         predicate = None if parts <= implied else canonical_expression(predicate)
-    return (UNIQUE, table, columns, predicate)
+    return (ConstraintKind.UNIQUE, table, columns, predicate)
 
 
 def not_null_key(table: str, column: str) -> Key:
-    return (NOT_NULL, table, column)
+    return (ConstraintKind.NOT_NULL, table, column)
 
 
 def not_null_name(table: str, column: str) -> str:
@@ -65,13 +64,11 @@ def not_null_column(expression: str) -> str | None:
 
 def key_columns(key: Key) -> tuple[str, ...]:
     """The columns a key names on its own table (for "does it still exist?")."""
-    kind = key[0]
-    if kind == NOT_NULL:
-        return (key[2],)
-    if kind in (FOREIGN_KEY,):
-        return tuple(key[2])
-    if kind == UNIQUE:
-        return tuple(sorted(key[2]))
+    kind, columns = key[0], key[2]
+    if kind == ConstraintKind.NOT_NULL:
+        return (str(columns),)
+    if kind in (ConstraintKind.FOREIGN_KEY, ConstraintKind.UNIQUE):
+        return tuple(sorted(cast("Iterable[str]", columns)))
     return ()
 
 
@@ -80,28 +77,38 @@ class Kept:
     """A live (or expected) object that keeps a rule: its name and whether it is validated."""
 
     name: str
-    kind: str
+    kind: ConstraintKind
     valid: bool
 
 
 def meanings(schema: Schema) -> dict[Key, Kept]:
     """Every rule a schema enforces, by its key (a validated object wins over a NOT VALID one)."""
     found: dict[Key, Kept] = {}
-
-    def put(key: Key, kept: Kept) -> None:
+    for key, kept in (*_constraint_rules(schema), *_index_rules(schema), *_not_null_rules(schema)):
         if key not in found or (kept.valid and not found[key].valid):
             found[key] = kept
+    return found
 
+
+def _constraint_rules(schema: Schema) -> Iterator[tuple[Key, Kept]]:
     for c in schema.constraints.values():
-        if c.kind == CHECK:
-            put(check_key(c.table, c.definition), Kept(c.name, CHECK, c.validated))
-        elif c.kind == FOREIGN_KEY:
-            put(foreign_key_key(c.table, c.columns, c.ref_table or "", c.ref_columns), Kept(c.name, FOREIGN_KEY, c.validated))
+        if c.kind == ConstraintKind.CHECK:
+            yield check_key(c.table, c.definition), Kept(c.name, c.kind, c.validated)
+        elif c.kind == ConstraintKind.FOREIGN_KEY:
+            key = foreign_key_key(c.table, c.columns, c.ref_table or "", c.ref_columns)
+            yield key, Kept(c.name, c.kind, c.validated)
+
+
+def _index_rules(schema: Schema) -> Iterator[tuple[Key, Kept]]:
     for i in schema.indexes.values():
         if i.unique:
-            put(unique_key(i.table, i.columns, i.predicate), Kept(i.name, PRIMARY_KEY if i.primary else UNIQUE, i.valid))
+            kind = ConstraintKind.PRIMARY_KEY if i.primary else ConstraintKind.UNIQUE
+            yield unique_key(i.table, i.columns, i.predicate), Kept(i.name, kind, i.valid)
+
+
+def _not_null_rules(schema: Schema) -> Iterator[tuple[Key, Kept]]:
     for table in schema.tables.values():
         for column in table.columns.values():
             if not column.nullable:
-                put(not_null_key(table.name, column.name), Kept(not_null_name(table.name, column.name), NOT_NULL, True))
-    return found
+                name = not_null_name(table.name, column.name)
+                yield not_null_key(table.name, column.name), Kept(name, ConstraintKind.NOT_NULL, True)
