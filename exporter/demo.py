@@ -9,6 +9,7 @@ cluster is deleted on exit.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def build_demo_database(cluster, name: str = "venzory_demo") -> str:
     return dsn
 
 
+def _command() -> str:
+    """This program as the operator can call it: beside the running Python (a venv's bin/)."""
+    beside = Path(sys.executable).parent / "venzory-db-exporter"
+    return str(beside) if beside.is_file() else "venzory-db-exporter"
+
+
 def run_demo(config_path: str, listen: str) -> int:
     from exporter.cli import cmd_run
 
@@ -45,17 +52,27 @@ def run_demo(config_path: str, listen: str) -> int:
         return 2
     try:
         dsn = build_demo_database(cluster)
-        os.environ["DATABASE_URL"] = cluster.url("venzory_demo")
         # The migrations features too: history, drift, and the preflight of the five
         # pending hardening migrations (the shadow replay runs on the demo server).
-        os.environ.setdefault("PRISMA_MIGRATIONS_DIR", str(MIGRATIONS))
-        os.environ.setdefault("PRISMA_SCHEMA", str(FIXTURE / "prisma" / "schema.prisma"))
-        os.environ.setdefault("SHADOW_DATABASE_URL", cluster.url("postgres"))
+        # Settings the operator gave win, except the database: the demo's is the point.
+        os.environ["DATABASE_URL"] = cluster.url("venzory_demo")
+        settings = {"DATABASE_URL": None, "PRISMA_MIGRATIONS_DIR": str(MIGRATIONS),
+                    "PRISMA_SCHEMA": str(FIXTURE / "prisma" / "schema.prisma"),
+                    "SHADOW_DATABASE_URL": cluster.url("postgres")}
+        for name, value in settings.items():
+            if value is not None:
+                os.environ.setdefault(name, value)
         host, _, port = listen.rpartition(":")
+        base = f"http://{host or '127.0.0.1'}:{port}"
+        # The same settings as the daemon, or verify would print another picture
+        # (constraints "missing", migrations off).
+        verify = " ".join(f"{name}={shlex.quote(os.environ[name])}" for name in settings)
         print(
             f"demo: PostgreSQL {cluster.port} with sample problems ({dsn})\n"
-            f"demo: metrics at http://{host or '127.0.0.1'}:{port}/metrics - Ctrl-C to stop\n"
-            f"demo: try: DATABASE_URL={cluster.url('venzory_demo')} venzory-db-exporter verify --config {config_path}",
+            f"demo: {base}/readyz answers 200 once the first poll is done (a few seconds); until then\n"
+            f"demo: {base}/metrics has no violation series yet. Ctrl-C to stop\n"
+            f"demo: the same checks once, in another terminal:\n"
+            f"  {verify} {shlex.quote(_command())} verify --config {shlex.quote(config_path)}",
             flush=True,
         )
         import argparse

@@ -9,8 +9,19 @@ import sys
 import time
 import urllib.request
 
+from exporter.cli import SHIPPED_CONFIGS
 from exporter.pgcluster import free_port
 from venzory_fixture import PROBLEM_VIOLATIONS
+
+
+def _read_until(proc: subprocess.Popen, marker: str) -> str:
+    """The demo's output up to and including the line that holds `marker`."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if marker in line:
+            return "".join(lines)
+    raise AssertionError(f"the demo ended without printing {marker!r}:\n{''.join(lines)}")
 
 
 def test_demo_serves_real_metrics_and_stops_on_sigterm():
@@ -20,6 +31,10 @@ def test_demo_serves_real_metrics_and_stops_on_sigterm():
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
+        output = _read_until(proc, "in another terminal:")
+        assert f"http://127.0.0.1:{port}/readyz answers 200 once the first poll is done" in output
+        assert "with sample problems" in output
+        suggested = proc.stdout.readline().strip()
         deadline = time.monotonic() + 90
         body = ""
         while time.monotonic() < deadline:
@@ -32,11 +47,18 @@ def test_demo_serves_real_metrics_and_stops_on_sigterm():
                 time.sleep(0.3)
         n = PROBLEM_VIOLATIONS["location_inventory_negative_quantity"]
         assert f'check="location_inventory_negative_quantity",database="venzory",severity="critical",table="LocationInventory"}} {n}.0' in body
+
+        # The verify the demo suggests, run as printed, sees what the daemon sees: the
+        # migration settings are in it (history, drift and the preflight on, not "off").
+        assert suggested.endswith(f"verify --config {SHIPPED_CONFIGS[0]}"), suggested
+        verify = subprocess.run(["bash", "-c", suggested], capture_output=True, text=True, timeout=180)
+        assert verify.returncode == 1, verify.stdout + verify.stderr
+        assert verify.stdout.splitlines()[0] == "venzory: migrations: all features on", verify.stdout[:500]
+        assert "will fail: check check_quantity_non_negative" in verify.stdout
+
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=15)[0]
-        assert proc.returncode == 0, output
-        assert f"metrics at http://127.0.0.1:{port}/metrics" in output
-        assert "with sample problems" in output
+        proc.communicate(timeout=15)
+        assert proc.returncode == 0
     finally:
         proc.kill()
 
