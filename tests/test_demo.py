@@ -9,8 +9,10 @@ import sys
 import time
 import urllib.request
 
+import psycopg
+
 from exporter.cli import SHIPPED_CONFIGS
-from exporter.pgcluster import free_port
+from exporter.pgcluster import free_port, start_cluster
 from venzory_fixture import PROBLEM_VIOLATIONS
 
 
@@ -24,11 +26,12 @@ def _read_until(proc: subprocess.Popen, marker: str) -> str:
     raise AssertionError(f"the demo ended without printing {marker!r}:\n{''.join(lines)}")
 
 
-def test_demo_serves_real_metrics_and_stops_on_sigterm():
+def test_demo_serves_real_metrics_and_stops_on_sigterm(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path)),
     )
     try:
         output = _read_until(proc, "in another terminal:")
@@ -69,3 +72,21 @@ def test_demo_says_clearly_when_postgresql_is_missing(tmp_path):
     assert result.returncode == 2
     assert "no PostgreSQL server binaries found" in result.stderr
     assert "DATABASE_URL" in result.stderr
+
+
+def test_a_second_cluster_starts_from_the_cached_initdb(tmp_path):
+    """The demo's speed-up: the first start keeps a pristine initdb, later ones copy it and
+    are real, separate servers."""
+    first = start_cluster(initdb_cache=tmp_path)
+    try:
+        (template,) = tmp_path.iterdir()
+        assert (template / "PG_VERSION").is_file() and not (template / "postmaster.pid").exists()
+        second = start_cluster(initdb_cache=tmp_path)
+        try:
+            assert second.datadir != first.datadir and second.port != first.port
+            with psycopg.connect(second.dsn()) as conn:
+                assert conn.execute("SELECT current_setting('port')").fetchone()[0] == str(second.port)
+        finally:
+            second.destroy()
+    finally:
+        first.destroy()
