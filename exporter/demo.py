@@ -58,17 +58,15 @@ def run_demo(config_path: str, listen: str) -> int:
         # pending hardening migrations (the shadow replay runs on the demo server).
         # Settings the operator gave win, except the database: the demo's is the point.
         os.environ["DATABASE_URL"] = cluster.url("venzory_demo")
-        settings = {"DATABASE_URL": None, "PRISMA_MIGRATIONS_DIR": str(MIGRATIONS),
-                    "PRISMA_SCHEMA": str(FIXTURE / "prisma" / "schema.prisma"),
-                    "SHADOW_DATABASE_URL": cluster.url("postgres")}
-        for name, value in settings.items():
-            if value is not None:
-                os.environ.setdefault(name, value)
+        os.environ.setdefault("PRISMA_MIGRATIONS_DIR", str(MIGRATIONS))
+        os.environ.setdefault("PRISMA_SCHEMA", str(FIXTURE / "prisma" / "schema.prisma"))
+        os.environ.setdefault("SHADOW_DATABASE_URL", cluster.url("postgres"))
         host, _, port = listen.rpartition(":")
         base = f"http://{host or '127.0.0.1'}:{port}"
         # The same settings as the daemon, or verify would print another picture
         # (constraints "missing", migrations off).
-        verify = " ".join(f"{name}={shlex.quote(os.environ[name])}" for name in settings)
+        verify = " ".join(f"{name}={shlex.quote(os.environ[name])}" for name in
+                          ("DATABASE_URL", "PRISMA_MIGRATIONS_DIR", "PRISMA_SCHEMA", "SHADOW_DATABASE_URL"))
         print(
             f"demo: PostgreSQL {cluster.port} with sample problems ({dsn})\n"
             f"demo: {base}/readyz answers 200 once the first poll is done (a few seconds); until then\n"
