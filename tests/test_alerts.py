@@ -125,9 +125,9 @@ def test_every_alert_has_severity_and_annotations():
 def test_every_runbook_url_is_an_absolute_link_to_its_runbook_heading():
     """A pager or chat shows runbook_url as is: an absolute link, one base for every alert,
     ending in the anchor of the alert's heading in docs/runbook.md. A new alert's link is
-    filled in by `python3 deploy/kubernetes/generate.py --runbook-base URL`."""
+    filled in by `python3 deploy/kubernetes/generate.py`."""
     anchors = markdown_anchors(RUNBOOK)
-    fix = "run: python3 deploy/kubernetes/generate.py --runbook-base <the base the other alerts use>"
+    fix = "run: python3 deploy/kubernetes/generate.py"
     bases, problems = set(), []
     for a in alerts():
         base, _, anchor = a["annotations"]["runbook_url"].partition("#")

@@ -45,7 +45,7 @@ def resources() -> dict[str, dict]:
 def test_generated_files_are_up_to_date():
     stale = [str(path.relative_to(REPO)) for path, text in _generator().generated().items()
              if not path.is_file() or path.read_text(encoding="utf-8") != text]
-    assert not stale, f"run python3 deploy/kubernetes/generate.py: {stale} differ from their sources"
+    assert not stale, f"run python3 deploy/kubernetes/generate.py: {stale} differ from what it writes"
 
 
 def test_prometheus_rule_is_the_rules_file():
@@ -63,6 +63,22 @@ def test_runbook_base_rewrites_every_link_and_rejects_a_relative_one():
                         for name, url in urls.items()), urls
     with pytest.raises(ValueError):
         generator.with_runbook_base(text, "docs/runbook.md")
+
+
+def test_a_new_alerts_relative_link_gets_the_shared_base():
+    """What the next engineer adding an alert sees: write any runbook_url, run generate.py."""
+    generator = _generator()
+    text = generator.RULES.read_text(encoding="utf-8")
+    base = generator.current_runbook_base(text)
+    added = text.replace("      - alert: VenzoryDbExporterDown",
+                         "      - alert: VenzoryDbSomethingNew\n        expr: vector(1)\n"
+                         "        annotations:\n          runbook_url: docs/runbook.md#tbd\n\n"
+                         "      - alert: VenzoryDbExporterDown", 1)
+    assert generator.current_runbook_base(added) == base
+    fixed = yaml.safe_load(generator.with_runbook_base(added, base))
+    rules = {r["alert"]: r for g in fixed["groups"] for r in g["rules"] if "alert" in r}
+    assert rules["VenzoryDbSomethingNew"]["annotations"]["runbook_url"] == f"{base}#venzorydbsomethingnew"
+    assert generator.with_runbook_base(text, base) == text  # idempotent on the shipped rules
 
 
 def test_core_resources_match_the_kubernetes_schemas(resources):

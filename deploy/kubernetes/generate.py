@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate what deploy/kubernetes/ copies from the repository, and set the runbook base URL.
 
-    python3 deploy/kubernetes/generate.py                     # after changing the rules or the config
+    python3 deploy/kubernetes/generate.py                     # after changing the rules, their tests or the config
     python3 deploy/kubernetes/generate.py --runbook-base URL  # point every alert at your runbook
 
 - prometheusrule.yaml: a PrometheusRule wrapping alerts/venzory-db.rules.yml, group for group.
@@ -11,7 +11,9 @@
   docs/runbook.md), in the rules and in the expected annotations of alerts/tests/; comments
   and layout are kept. URL is where your git host shows docs/runbook.md, e.g.
   https://git.example.com/ops/venzory-db-exporter/blob/main/docs/runbook.md.
-  New alerts: write any runbook_url, run this, and the tests check that the link resolves.
+  Without --runbook-base, the base the rules already use: a new alert's runbook_url
+  (whatever it says) gets the shared base and its own anchor; the tests then check that
+  the anchor is a heading of docs/runbook.md.
 
 tests/test_kubernetes.py fails when the generated files differ from what this writes.
 Needs PyYAML only.
@@ -95,30 +97,42 @@ def with_runbook_base_in_tests(test_text: str, base: str) -> str:
     return re.sub(r"(runbook_url:\s*)\S*?#", lambda m: f"{m.group(1)}{base}#", test_text)
 
 
-def generated() -> dict[Path, str]:
-    """Every generated file and the content it should have."""
-    return {HERE / "prometheusrule.yaml": prometheus_rule(RULES.read_text(encoding="utf-8")),
-            HERE / "configmap.yaml": config_map(CONFIG.read_text(encoding="utf-8"))}
+def current_runbook_base(rules_text: str) -> str:
+    """The base the rules' absolute runbook links share (the most common one), else the default."""
+    bases = re.findall(r"runbook_url:\s*(https?://[^\s#]+)#", rules_text)
+    return max(set(bases), key=bases.count) if bases else DEFAULT_RUNBOOK_BASE
+
+
+def generated(runbook_base: str | None = None) -> dict[Path, str]:
+    """Every generated file and the content it should have: the rules and their promtool
+    tests with every runbook_url on one base (`runbook_base`, else the one they use), the
+    PrometheusRule of those rules, the ConfigMap of the config."""
+    rules_text = RULES.read_text(encoding="utf-8")
+    base = runbook_base or current_runbook_base(rules_text)
+    rules_text = with_runbook_base(rules_text, base)
+    files = {RULES: rules_text}
+    for test in sorted(RULE_TESTS.glob("*.yml")):
+        files[test] = with_runbook_base_in_tests(test.read_text(encoding="utf-8"), base)
+    files[HERE / "prometheusrule.yaml"] = prometheus_rule(rules_text)
+    files[HERE / "configmap.yaml"] = config_map(CONFIG.read_text(encoding="utf-8"))
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runbook-base", metavar="URL",
-                        help=f"set every alert's runbook_url to URL#anchor (default links: {DEFAULT_RUNBOOK_BASE})")
+                        help="set every alert's runbook_url to URL#anchor (default: the base the rules use, "
+                             f"else {DEFAULT_RUNBOOK_BASE})")
     args = parser.parse_args(argv)
-    if args.runbook_base:
-        try:
-            RULES.write_text(with_runbook_base(RULES.read_text(encoding="utf-8"), args.runbook_base), encoding="utf-8")
-        except ValueError as e:
-            print(e, file=sys.stderr)
-            return 2
-        for test in sorted(RULE_TESTS.glob("*.yml")):  # promtool's expected annotations
-            test.write_text(with_runbook_base_in_tests(test.read_text(encoding="utf-8"), args.runbook_base),
-                            encoding="utf-8")
-        print(f"{RULES.relative_to(REPO)}, {RULE_TESTS.relative_to(REPO)}/: runbook_url -> {args.runbook_base}#<alert>")
-    for path, text in generated().items():
-        path.write_text(text, encoding="utf-8")
-        print(f"{path.relative_to(REPO)}: written")
+    try:
+        files = generated(args.runbook_base)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    for path, text in files.items():
+        if (path.read_text(encoding="utf-8") if path.is_file() else None) != text:
+            path.write_text(text, encoding="utf-8")
+            print(f"{path.relative_to(REPO)}: written")
     return 0
 
 
