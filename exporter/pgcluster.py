@@ -80,6 +80,20 @@ class Cluster:
     def start(self) -> None:
         self.pg_ctl("start", "-w", "-t", "60", "-l", str(self.datadir / "server.log"))
 
+    def save_template(self, path: Path) -> None:
+        """Keep a copy of the stopped cluster at `path` for start_cluster(template=...).
+        Only a speed-up: when the copy cannot be written, nothing is kept."""
+        self.stop()
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-a", str(self.datadir), str(partial)], check=True, capture_output=True)
+            partial.rename(path)  # atomic: two starts at once never see half a copy
+        except (OSError, subprocess.CalledProcessError):
+            shutil.rmtree(partial, ignore_errors=True)
+        finally:
+            self.start()
+
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
@@ -96,30 +110,10 @@ def _run_as_owner(cmd: list[str], check: bool = True) -> subprocess.CompletedPro
     return subprocess.run(_owner_prefix() + cmd, check=check, capture_output=True, text=True)
 
 
-def _initdb(bindir: Path, datadir: Path, user: str, cache: Path | None) -> None:
-    """initdb into `datadir`; with `cache`, a copy of an earlier initdb by the same binaries
-    and user instead (initdb is most of a start: 1-5 s, a copy 0.2 s)."""
-    template = cache / f"initdb-{user}-{str(bindir).strip('/').replace('/', '-')}" if cache else None
-    if template is not None and template.is_dir():
-        subprocess.run(["cp", "-a", str(template), str(datadir)], check=True)  # keeps owner and modes
-        return
-    _run_as_owner([str(bindir / "initdb"), "-D", str(datadir), "-U", user, "-A", "trust",
-                   "-E", "UTF8", "--no-sync"])
-    if template is not None:
-        # Only a speed-up: a cache that cannot be written (read-only home) costs the next start time.
-        partial = template.with_name(f"{template.name}.{os.getpid()}")
-        try:
-            template.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["cp", "-a", str(datadir), str(partial)], check=True, capture_output=True)
-            partial.rename(template)  # atomic: two demos starting at once never see half a copy
-        except (OSError, subprocess.CalledProcessError):
-            shutil.rmtree(partial, ignore_errors=True)
-
-
 def start_cluster(port: int | None = None, settings: dict[str, str] | None = None,
-                  initdb_cache: Path | None = None) -> Cluster:
-    """initdb a new cluster in a temporary folder and start it on 127.0.0.1. `initdb_cache`:
-    a folder where a pristine initdb is kept and copied from on later starts (the demo)."""
+                  template: Path | None = None) -> Cluster:
+    """A new cluster in a temporary folder, started on 127.0.0.1: initdb, or a copy of
+    `template` (a data directory saved by Cluster.save_template) when given."""
     bindir = find_bindir()
     root = Path(tempfile.mkdtemp(prefix="venzory-pg-"))
     datadir = root / "data"
@@ -127,7 +121,11 @@ def start_cluster(port: int | None = None, settings: dict[str, str] | None = Non
         owner = pwd.getpwnam("postgres")
         os.chown(root, owner.pw_uid, owner.pw_gid)
     user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-    _initdb(bindir, datadir, user, initdb_cache)
+    if template is not None:
+        subprocess.run(["cp", "-a", str(template), str(datadir)], check=True)  # keeps owner and modes
+    else:
+        _run_as_owner([str(bindir / "initdb"), "-D", str(datadir), "-U", user, "-A", "trust",
+                       "-E", "UTF8", "--no-sync"])
     port = port or free_port()
     conf = {
         "port": str(port),

@@ -12,7 +12,8 @@ import urllib.request
 import psycopg
 
 from exporter.cli import SHIPPED_CONFIGS
-from exporter.pgcluster import free_port, start_cluster
+from exporter.demo import start_demo_cluster
+from exporter.pgcluster import free_port
 from venzory_fixture import PROBLEM_VIOLATIONS
 
 
@@ -74,18 +75,20 @@ def test_demo_says_clearly_when_postgresql_is_missing(tmp_path):
     assert "DATABASE_URL" in result.stderr
 
 
-def test_a_second_cluster_starts_from_the_cached_initdb(tmp_path):
-    """The demo's speed-up: the first start keeps a pristine initdb, later ones copy it and
-    are real, separate servers."""
-    first = start_cluster(initdb_cache=tmp_path)
+def test_a_second_demo_starts_from_the_cached_cluster(tmp_path):
+    """The demo's speed-up: the first start keeps the built cluster, a later one copies it
+    and is a real, separate server with the demo database."""
+    first = start_demo_cluster(tmp_path)
     try:
         (template,) = tmp_path.iterdir()
         assert (template / "PG_VERSION").is_file() and not (template / "postmaster.pid").exists()
-        second = start_cluster(initdb_cache=tmp_path)
+        second = start_demo_cluster(tmp_path)
         try:
             assert second.datadir != first.datadir and second.port != first.port
-            with psycopg.connect(second.dsn()) as conn:
-                assert conn.execute("SELECT current_setting('port')").fetchone()[0] == str(second.port)
+            for cluster in (first, second):
+                with psycopg.connect(cluster.dsn("venzory_demo")) as conn:
+                    assert conn.execute('SELECT count(*) FROM "LocationInventory" WHERE quantity < 0').fetchone()[0] \
+                        == PROBLEM_VIOLATIONS["location_inventory_negative_quantity"]
         finally:
             second.destroy()
     finally:
