@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def start_demo_cluster(cache: Path = DEMO_CACHE):
     template = cache / f"cluster-{digest.hexdigest()[:16]}"
     if template.is_dir():
         return start_cluster(template=template)
+    for stale in cache.glob("cluster-*"):  # built from another fixture or other binaries
+        shutil.rmtree(stale, ignore_errors=True)
     cluster = start_cluster()
     try:
         build_demo_database(cluster)
