@@ -48,7 +48,7 @@ def one_start(checkout: Path, port: int, timeout: float = 600) -> dict[str, floa
                         break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"scripts/start exited with {proc.returncode}")
+                    raise RuntimeError(f"scripts/start exited with {proc.returncode}") from None
                 time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGTERM)

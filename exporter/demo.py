@@ -17,7 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from exporter.pgcluster import NoPostgresBinaries, find_bindir, start_cluster
+from exporter.pgcluster import Cluster, NoPostgresBinaries, find_bindir, start_cluster
+from exporter.service import serve
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "venzory"
 MIGRATIONS = FIXTURE / "prisma" / "migrations"
@@ -27,7 +28,7 @@ BEFORE_HARDENING = "20251111122948_add_practice_supplier_to_orders_items"
 DEMO_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "venzory-db-exporter" / "demo"
 
 
-def build_demo_database(cluster, name: str = "venzory_demo") -> str:
+def build_demo_database(cluster: Cluster, name: str = "venzory_demo") -> str:
     """The fixture at its pre-hardening step with the problem seed; returns the DSN."""
     from exporter.migrations.replay import apply_migrations
 
@@ -38,7 +39,7 @@ def build_demo_database(cluster, name: str = "venzory_demo") -> str:
     return dsn
 
 
-def start_demo_cluster(cache: Path = DEMO_CACHE):
+def start_demo_cluster(cache: Path = DEMO_CACHE) -> Cluster:
     """A started cluster holding the demo database `venzory_demo`: from the cache when this
     fixture and these server binaries built one before, else built (and cached)."""
     digest = hashlib.sha256(str(find_bindir()).encode())
@@ -66,10 +67,9 @@ def _command() -> str:
 
 
 def run_demo(config_path: str, listen: str) -> int:
-    from exporter.cli import cmd_run
-
     if not MIGRATIONS.is_dir():
-        print(f"demo: the fixture is not here ({FIXTURE}); run the demo from a checkout of the repository", file=sys.stderr)
+        print(f"demo: the fixture is not here ({FIXTURE}); run the demo from a checkout of the repository",
+              file=sys.stderr)
         return 2
     try:
         cluster = start_demo_cluster()
@@ -81,15 +81,14 @@ def run_demo(config_path: str, listen: str) -> int:
         # The migrations features too: history, drift, and the preflight of the five
         # pending hardening migrations (the shadow replay runs on the demo server).
         # Settings the operator gave win, except the database: the demo's is the point.
-        os.environ["DATABASE_URL"] = cluster.url("venzory_demo")
-        os.environ.setdefault("PRISMA_MIGRATIONS_DIR", str(MIGRATIONS))
-        os.environ.setdefault("PRISMA_SCHEMA", str(FIXTURE / "prisma" / "schema.prisma"))
-        os.environ.setdefault("SHADOW_DATABASE_URL", cluster.url("postgres"))
+        env = {"PRISMA_MIGRATIONS_DIR": str(MIGRATIONS), "PRISMA_SCHEMA": str(FIXTURE / "prisma" / "schema.prisma"),
+               "SHADOW_DATABASE_URL": cluster.url("postgres"), **os.environ,
+               "DATABASE_URL": cluster.url("venzory_demo")}
         host, _, port = listen.rpartition(":")
         base = f"http://{host or '127.0.0.1'}:{port}"
         # The same settings as the daemon, or verify would print another picture
         # (constraints "missing", migrations off).
-        verify = " ".join(f"{name}={shlex.quote(os.environ[name])}" for name in
+        verify = " ".join(f"{name}={shlex.quote(env[name])}" for name in
                           ("DATABASE_URL", "PRISMA_MIGRATIONS_DIR", "PRISMA_SCHEMA", "SHADOW_DATABASE_URL"))
         print(
             f"demo: PostgreSQL {cluster.port} with sample problems ({dsn})\n"
@@ -99,8 +98,6 @@ def run_demo(config_path: str, listen: str) -> int:
             f"  {verify} {shlex.quote(_command())} verify --config {shlex.quote(config_path)}",
             flush=True,
         )
-        import argparse
-
-        return cmd_run(argparse.Namespace(config=config_path, listen=listen))
+        return serve(config_path, listen=listen, env=env)
     finally:
         cluster.destroy()

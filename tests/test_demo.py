@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import psycopg
+import pytest
 
 from exporter.cli import SHIPPED_CONFIGS
 from exporter.demo import start_demo_cluster
@@ -27,6 +28,7 @@ def _read_until(proc: subprocess.Popen, marker: str) -> str:
     raise AssertionError(f"the demo ended without printing {marker!r}:\n{''.join(lines)}")
 
 
+@pytest.mark.db
 def test_demo_serves_real_metrics_and_stops_on_sigterm(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
@@ -75,6 +77,7 @@ def test_demo_says_clearly_when_postgresql_is_missing(tmp_path):
     assert "DATABASE_URL" in result.stderr
 
 
+@pytest.mark.db
 def test_a_second_demo_starts_from_the_cached_cluster(tmp_path):
     """The demo's speed-up: the first start keeps the built cluster, a later one copies it
     and is a real, separate server with the demo database."""

@@ -43,6 +43,7 @@ SOCKET_DIR = "/run/postgresql"  # in the image: where the exporter finds the ser
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.db,
     pytest.mark.skipif(os.environ.get("VENZORY_IMAGE_TEST") != "1",
                        reason="builds the container image with buildah (root, network, ~2 min): "
                               "set VENZORY_IMAGE_TEST=1 (.ci/run does where buildah and debootstrap are installed)"),
