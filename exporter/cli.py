@@ -46,7 +46,7 @@ def secrets_of(config: Config) -> list[str]:
 def _web_settings(args: argparse.Namespace, config: Config):
     """The web config of `--web.config.file`, else of exporter.web_config; None: plain
     HTTP without authentication."""
-    from exporter.webconfig import load_web_config
+    from exporter.config.web import load_web_config
 
     # getattr: `demo` calls cmd_run with a Namespace of its own, without the flag.
     path = getattr(args, "web_config", None) or config.exporter.web_config
@@ -68,11 +68,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _log_web(web) -> None:
-    what = [name for name, on in (("TLS", web.tls), ("basic auth", web.auth), ("rate limit", web.rate_limit)) if on]
+    what = [name for name, on in (("TLS", web.tls), ("basic auth", web.users), ("rate limit", web.rate_limit)) if on]
     log.info("web config %s: %s", web.file, ", ".join(what) or "nothing to apply")
     for note in web.notes:
         log.warning("web config %s: %s", web.file, note)
-    if web.auth and not web.tls:
+    if web.users and not web.tls:
         log.warning("web config %s: basic auth without TLS sends passwords in clear text: "
                     "add tls_server_config", web.file)
 
@@ -135,7 +135,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{len(config.constraints)} expected constraints)"
     )
     if web is not None:
-        print(f"{web.file}: ok (TLS {'on' if web.tls else 'off'}, basic auth {'on' if web.auth else 'off'})")
+        print(f"{web.file}: ok (TLS {'on' if web.tls else 'off'}, basic auth {'on' if web.users else 'off'})")
     return 0
 
 

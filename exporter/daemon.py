@@ -19,8 +19,8 @@ from exporter.events import EventPipeline, KnownNames
 from exporter.metrics import Store
 from exporter.poll import Poller, PollResult
 from exporter.scheduler import PollScheduler
-from exporter.server import HttpServer, make_app, metrics_app
-from exporter.webconfig import WebSettings
+from exporter.http import HttpServer, make_app, metrics_app
+from exporter.config.web import WebSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import pytest
 
 from exporter.config import load_config
 from exporter.poll import Poller
-from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG as SHIPPED, STEP_6, build_database
+from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG as SHIPPED, build_database
 
 
 def shipped_config(dsn: str):

@@ -20,7 +20,7 @@ from exporter.db import APPLICATION_NAME, Database
 from exporter.pgcluster import start_cluster
 from exporter.poll import Poller
 from test_grafana import documented_metrics
-from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG, STEP_6, build_database
+from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG
 
 
 def get(url: str) -> tuple[int, str]:

@@ -15,7 +15,7 @@ from exporter.migrations.history import (
     FolderEntry, MigrationRow, classify, read_history,
 )
 from exporter.migrations.replay import MigrationError, apply_migrations
-from venzory_fixture import MIGRATIONS, STEP_3, STEP_6, STEP_7, STEPS, build_database
+from venzory_fixture import MIGRATIONS, STEP_3, STEP_7, STEPS, build_database
 
 T0 = datetime(2025, 11, 5, 17, 14, tzinfo=timezone.utc)
 SQL = "CREATE TABLE t (id int);\n"

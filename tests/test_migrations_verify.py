@@ -19,7 +19,7 @@ from exporter.metrics import Store
 from exporter.poll import Poller
 from test_grafana import documented_metrics
 from venzory_fixture import (
-    MIGRATIONS, PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_6, STEP_7, STEP_9,
+    MIGRATIONS, PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_7, STEP_9,
     STEP_10, build_database,
 )
 

@@ -11,7 +11,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from exporter.pgcluster import free_port

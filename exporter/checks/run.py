@@ -17,7 +17,7 @@ from typing import Iterable
 import psycopg
 
 from exporter.checks import duplicate, orphan, row
-from exporter.checks.shape import OwnQuery, TablePass, ident
+from exporter.checks.shape import OwnQuery, ident
 from exporter.config import Check, DuplicateCheck, OrphanCheck
 from exporter.db import LockWatch, is_connection_error, statement_timeout
 from exporter.schema.model import Schema

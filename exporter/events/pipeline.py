@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 from exporter.config.events import EventsConfig, default_database
 from exporter.events.classify import Labels, Resolver
 from exporter.events.counters import EventCounters, Tally
-from exporter.events.http import SOURCE as HTTP_SOURCE, EventsApp
+from exporter.http.events import SOURCE as HTTP_SOURCE, EventsApp
 from exporter.events.known import KnownNames
 from exporter.events.tail import Followers, SourceSpec
 

@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Sequence
 import psycopg
 
 from exporter.migrations.shadow import ExpectedSteps
-from exporter.schema.model import CHECK, FOREIGN_KEY, Constraint, Index, Schema, Table
+from exporter.schema.model import CHECK, FOREIGN_KEY, Constraint, Index, Schema
 
 # Item kinds
 CHECK_KIND = "check"

@@ -1,5 +1,11 @@
 """WSGI app for POST /events: where a log shipper sends the app's log lines.
 
+Every request is counted: accepted records by outcome, a refused request (401, 429,
+400, 411, 413, 415, 408, 503) under its reason in venzory_db_events_rejected_total.
+One body is read and counted at a time; it must arrive within events.http.body_timeout
+(every read of it is bounded by that deadline, whatever the client trickles), and a
+request finds the turn taken for at most as long: a sender cannot keep it.
+
 The body is one JSON object, a JSON array (of objects or of log-line strings),
 newline-delimited JSON (`Content-Type: application/x-ndjson`, or any body that is not
 one JSON document), or a raw log (`text/plain`: read like a followed file), optionally
@@ -26,7 +32,8 @@ from exporter.events.parse import (
     BAD_ENCODING, BAD_REQUEST, BODY_TOO_LARGE, BUSY, INVALID_JSON, LINE_TOO_LONG, RATE_LIMITED, TIMEOUT,
     UNAUTHORIZED, LineParser, Rejected, load_json, outcome_of_value,
 )
-from exporter.ratelimit import TokenBucket, retry_after
+from exporter.http.limits import limits, refuse_body
+from exporter.http.ratelimit import TokenBucket, retry_after
 
 SOURCE = "http"
 _NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/jsonlines")
@@ -39,11 +46,14 @@ _CONCURRENT_BODIES = 1
 _WHOLE_ARRAY_BYTES = 1 << 20
 _DECODER = json.JSONDecoder()
 _INVALID_JSON = Rejected(INVALID_JSON)
-_WAIT_FOR_TURN = 30.0
-_MAX_DISCARD = 64 << 20
+# Requests waiting for the turn, each holding an HTTP worker: more get 503 at once, so
+# posters can never take the workers scrapes need.
+_MAX_WAITING = 2
 
 
 class _Refused(Exception):
+    unread_body = False  # refused part-way through the body: what is left is not read
+
     def __init__(self, status: str, reason: str, message: str, headers: list[tuple[str, str]] | None = None):
         super().__init__(message)
         self.status, self.reason, self.message, self.headers = status, reason, message, headers or []
@@ -61,6 +71,7 @@ class EventsApp:
         self.sink = sink
         self._expected_auth = f"Bearer {config.token}".encode() if config.token else None
         self._turns = threading.BoundedSemaphore(_CONCURRENT_BODIES)
+        self._waiting = threading.BoundedSemaphore(_MAX_WAITING)
         # Checked after authentication: a client without the token cannot use up the
         # shipper's share.
         self._rate = TokenBucket(config.rate_limit, config.rate_burst) if config.rate_limit else None
@@ -79,9 +90,7 @@ class EventsApp:
             self._authorize(environ)
             self._limit_rate()
             database = self._database(environ)
-            if not self._turns.acquire(timeout=_WAIT_FOR_TURN):
-                raise _Refused("503 Service Unavailable", BUSY, "too many bodies at once: retry later",
-                               [("Retry-After", "5")])
+            self._take_turn()
             try:
                 body_read = True
                 body = self._body(environ)
@@ -90,14 +99,25 @@ class EventsApp:
             finally:
                 self._turns.release()
         except _Refused as refused:
-            if not body_read:  # so the client reads our answer, not a reset connection
-                _discard(environ["wsgi.input"], min(_length(environ), self.config.max_body_bytes))
+            if not body_read or refused.unread_body:
+                refuse_body(environ, partly_read=body_read)
             self.sink.reject(SOURCE, refused.reason)
             return _respond(start_response, refused.status, {"error": refused.message}, refused.headers)
         self.sink.merge(SOURCE, database, tally)
         return self._answer(start_response, tally, errors)
 
     # -- refusals before the body is looked at -------------------------------------------------
+    def _take_turn(self) -> None:
+        busy = _Refused("503 Service Unavailable", BUSY, "too many bodies at once: retry later", [("Retry-After", "5")])
+        if not self._waiting.acquire(blocking=False):
+            raise busy
+        try:
+            # A body holds the turn for at most body_timeout (and counting it): wait as long.
+            if not self._turns.acquire(timeout=self.config.body_timeout):
+                raise busy
+        finally:
+            self._waiting.release()
+
     def _authorize(self, environ: dict) -> None:
         if self._expected_auth is None:
             return
@@ -131,12 +151,17 @@ class EventsApp:
         if length < 0:
             raise _Refused("411 Length Required", BAD_REQUEST, "a Content-Length header is required")
         if length > limit:
-            _discard(environ["wsgi.input"], length)
+            too_large.unread_body = True
             raise too_large
+        bounds = limits(environ)
+        if bounds is not None:  # every read of the body ends by the deadline
+            bounds.body_within(self.config.body_timeout)
         body = _read_exactly(environ["wsgi.input"], length, time.monotonic() + self.config.body_timeout)
         if body is None:
-            raise _Refused("408 Request Timeout", TIMEOUT,
-                           f"the body did not arrive within {self.config.body_timeout:g}s (events.http.body_timeout)")
+            late = _Refused("408 Request Timeout", TIMEOUT,
+                            f"the body did not arrive within {self.config.body_timeout:g}s (events.http.body_timeout)")
+            late.unread_body = True
+            raise late
         encoding = environ.get("HTTP_CONTENT_ENCODING", "identity").strip().lower()
         if encoding in ("", "identity"):
             return body
@@ -264,7 +289,7 @@ def _read_exactly(stream, length: int, deadline: float) -> bytes | None:
             return None
         try:
             chunk = read(min(remaining, 1 << 20))
-        except TimeoutError:  # the server's per-read timeout
+        except (TimeoutError, OSError):  # the server's deadline or per-read timeout, a reset
             return None
         if not chunk:
             break
@@ -279,17 +304,6 @@ def _length(environ: dict) -> int:
         return max(-1, int(environ.get("CONTENT_LENGTH") or ""))
     except ValueError:
         return -1
-
-
-def _discard(stream, length: int) -> None:
-    """Read and drop a refused body (up to a bound), so the client gets our answer rather
-    than a connection reset for unread data."""
-    remaining = min(length, _MAX_DISCARD)
-    while remaining > 0:
-        chunk = stream.read(min(remaining, 1 << 20))
-        if not chunk:
-            return
-        remaining -= len(chunk)
 
 
 def _respond(start_response: Callable, status: str, answer: dict,
