@@ -72,6 +72,17 @@ def _missing(check: Check, schema: Schema) -> CheckResult | None:
     return None
 
 
+def _locked(check: Check, schema: Schema) -> CheckResult | None:
+    """A table the check reads was locked when the catalog was read (a migration?): not
+    queried at all - the query would only wait lock_timeout behind the lock."""
+    tables = [check.table] + ([check.references.table] if isinstance(check, OrphanCheck) else [])
+    for table in tables:
+        if table in schema.locked:
+            return _failed(check, "lock_timeout", f'table "{table}" is locked by another session (ACCESS EXCLUSIVE: '
+                                                  "a migration?); not read, retried on the next poll")
+    return None
+
+
 class YieldedToLock(Exception):
     """Our query was cancelled because another session (a migration?) waited on its lock."""
 
@@ -169,7 +180,7 @@ def run_checks(
     ordered = list(checks)
     for check in ordered:
         kind = KINDS[check.kind]
-        missing = _missing(check, schema)
+        missing = _missing(check, schema) or _locked(check, schema)
         if missing:
             results[check.name] = missing
             continue
