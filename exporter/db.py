@@ -203,6 +203,15 @@ def _cancel(cancel: psycopg.pq.abc.PGcancel) -> None:
         cancel.cancel()
 
 
+def execute_one(conn: psycopg.Connection, query, params=None) -> psycopg.Cursor:
+    """`query` sent with the extended query protocol, in which PostgreSQL parses exactly one
+    statement: text that smuggles in a second one (`...; COMMIT; DROP TABLE ...`) is a
+    syntax error, never run. psycopg sends a query without parameters with the simple
+    protocol, which runs several statements, unless the results are binary: so they are
+    (counts and names load the same). Every query built from config text goes this way."""
+    return conn.execute(query, params, binary=True)
+
+
 @contextlib.contextmanager
 def statement_timeout(conn: psycopg.Connection, seconds: float) -> Iterator[None]:
     """Statements inside run with their own statement_timeout (a check's `timeout`): SET

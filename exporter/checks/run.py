@@ -19,7 +19,7 @@ import psycopg
 from exporter.checks import duplicate, orphan, row
 from exporter.checks.shape import OwnQuery, ident
 from exporter.config import Check, DuplicateCheck, OrphanCheck
-from exporter.db import LockWatch, is_connection_error, statement_timeout
+from exporter.db import LockWatch, execute_one, is_connection_error, statement_timeout
 from exporter.schema.model import Schema
 
 KINDS = {"row": row, "orphan": orphan, "duplicate": duplicate}
@@ -115,11 +115,11 @@ def _query(conn: psycopg.Connection, sql: str, watch: LockWatch | None, timeout:
         with statement_timeout(conn, timeout):
             return _query(conn, sql, watch)[0], time.monotonic() - started
     if watch is None:
-        row_ = conn.execute(sql).fetchone()
+        row_ = execute_one(conn, sql).fetchone()
     else:
         with watch.watching(conn) as outcome:
             try:
-                row_ = conn.execute(sql).fetchone()
+                row_ = execute_one(conn, sql).fetchone()
             except psycopg.errors.QueryCanceled:
                 if outcome.cancelled:
                     raise YieldedToLock() from None

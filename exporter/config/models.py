@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from exporter.config.events import EventsConfig, validate_events
 from exporter.config.migrations import MigrationsConfig
-from exporter.config.types import Duration, Identifier, Strict
+from exporter.config.types import Duration, Identifier, SqlExpression, Strict
 
 Severity = Literal["critical", "warning"]
 
@@ -36,7 +36,7 @@ class RowCheck(_CheckBase):
     the rule when it evaluates to false (NULL passes, as in PostgreSQL)."""
 
     kind: Literal["row"]
-    rule: str
+    rule: SqlExpression
 
 
 class Reference(Strict):
@@ -58,7 +58,7 @@ class DuplicateCheck(_CheckBase):
 
     kind: Literal["duplicate"]
     columns: Annotated[list[str], Field(min_length=1)]
-    where: str | None = None
+    where: SqlExpression | None = None
 
 
 Check = Annotated[Union[RowCheck, OrphanCheck, DuplicateCheck], Field(discriminator="kind")]

@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Sequence
 
 import psycopg
 
+from exporter.db import execute_one
 from exporter.migrations.shadow import ExpectedSteps
 from exporter.schema.model import CHECK, FOREIGN_KEY, Constraint, Index, Schema
 
@@ -307,7 +308,7 @@ def run_planned(conn: psycopg.Connection, planned: Iterable[PlannedCount]) -> tu
             continue
         try:
             with conn.transaction():  # a savepoint if the caller is in a transaction
-                row = conn.execute(plan.count_sql).fetchone()
+                row = execute_one(conn, plan.count_sql).fetchone()
         except psycopg.Error as e:
             items.append(replace(plan.item, reason=f"query failed: {_error_text(e)}"))
             continue
