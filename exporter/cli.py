@@ -7,11 +7,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
-from exporter.db import dsn_password
+from exporter.config.dsn import dsn_secrets
 from exporter.logs import register_secrets, setup_logging, setup_sentry
 from exporter.report import EXIT_CANNOT_RUN, exit_code, render_json, render_text
 
@@ -33,9 +33,7 @@ def secrets_of(config: Config) -> list[str]:
     secrets: list[str | None] = []
     for database in config.databases:
         for dsn in (database.dsn, database.migrations.shadow_dsn):
-            password = dsn_password(dsn) if dsn else None
-            if password:
-                secrets += [password, quote(password, safe=""), quote_plus(password)]
+            secrets += dsn_secrets(dsn)
     secrets.append(config.events.http.token)
     if config.exporter.sentry_dsn:
         parts = urlsplit(config.exporter.sentry_dsn)

@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, parse_listen
-from exporter.db import ConnectionBudget, redact_dsn
+from exporter.config.dsn import redact_dsn
+from exporter.db import ConnectionBudget
 from exporter.events import EventPipeline, KnownNames
 from exporter.metrics import Store
 from exporter.poll import Poller, PollResult

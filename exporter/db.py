@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from exporter.config import DatabaseConfig
 
@@ -72,24 +72,6 @@ class NoAnswer(DatabaseDown):
             "the network or a proxy is dropping the traffic, or the server hangs; session abandoned",
             NO_ANSWER,
         )
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN as it may be shown anywhere: password replaced, URL or key=value alike."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<unparseable DSN>"
-    if "password" in params:
-        params["password"] = "***"
-    return make_conninfo(**params)
-
-
-def dsn_password(dsn: str) -> str | None:
-    try:
-        return conninfo_to_dict(dsn).get("password") or None
-    except psycopg.ProgrammingError:
-        return None
 
 
 def session_options(config: DatabaseConfig) -> dict[str, object]:

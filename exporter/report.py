@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from exporter.db import redact_dsn
+from exporter.config.dsn import redact_dsn
 from exporter.logs import redact, scrub
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult

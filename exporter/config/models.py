@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from exporter.config.dsn import check_dsn
 from exporter.config.events import EventsConfig, validate_events
 from exporter.config.migrations import MigrationsConfig
 from exporter.config.types import Duration, Identifier, SqlExpression, Strict
@@ -75,7 +76,7 @@ class ExpectedConstraint(Strict):
 
 class DatabaseConfig(Strict):
     name: Identifier
-    dsn: Annotated[str, Field(min_length=1)]
+    dsn: Annotated[str, Field(min_length=1), AfterValidator(check_dsn)]
     db_schema: str = Field("public", alias="schema")
     poll_interval: Duration = 60.0
     # Guarded checks are answered from the catalog; every this often all tables are
