@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from exporter.checks.constraints import ConstraintResult, check_constraints, expected_constraints
 from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
@@ -55,6 +56,29 @@ class PollResult:
         return found
 
 
+class CheckLog:
+    """Logs each check's failures and status changes once, with the reason: a check that
+    starts failing (or fails for a new reason) is a warning, any other change of status
+    is info; a check that stays as it was is not logged again (debug only)."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self._last: dict[str, tuple[str, str | None]] = {}
+
+    def observe(self, results: Sequence[CheckResult]) -> None:
+        for result in results:
+            name, now = result.check.name, (result.status, result.reason)
+            before = self._last.get(name)
+            self._last[name] = now
+            if now == before:
+                log.debug("check %s on %s: still %s", name, self.database, result.status)
+            elif result.status == FAILED:
+                log.warning("check %s on %s failed (%s): %s", name, self.database, result.reason, result.error)
+            elif before is not None or result.status == VIOLATED:
+                log.info("check %s on %s: %s -> %s (%s rows)", name, self.database,
+                         before[0] if before else "unknown", result.status, result.violations)
+
+
 class Poller:
     """Polls one database. Keeps only what must survive between polls: the time of the
     last full scan (each poll opens and closes its own session)."""
@@ -66,6 +90,7 @@ class Poller:
         self.checks = config.checks_for(database)
         self.last_full_scan: float | None = None
         self.write_warning = WriteWarning(database.name)
+        self.check_log = CheckLog(database.name)
         monitor = MigrationsMonitor(database)
         self.migrations = monitor if monitor.enabled else None
 
@@ -99,6 +124,7 @@ class Poller:
         if full:
             self.last_full_scan = started
         self.write_warning.observe(privileges)
+        self.check_log.observe(checks)
         expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
