@@ -61,7 +61,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if web is not None:
         _log_web(web)
     # SIGHUP reads the file again, through the same checks as at start.
-    Daemon(config, args.listen, load=lambda: _load(args.config), web=web).run_forever()
+    try:
+        daemon = Daemon(config, args.listen, load=lambda: _load(args.config), web=web)
+    except OSError as e:  # the port is in use, or not ours to take
+        log.error("%s", e.strerror or e)
+        return EXIT_CANNOT_RUN
+    daemon.run_forever()
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Iterable
 
 from prometheus_client.core import CounterMetricFamily
 
-from exporter.events.classify import NONE, OTHER, UNKNOWN_CODE, ErrorFacts, Labels, Resolver
+from exporter.events.classify import KINDS, NONE, OTHER, UNKNOWN_CODE, ErrorFacts, Labels, Resolver
 from exporter.events.known import KnownNames
 from exporter.events.parse import REASONS, Outcome, Rejected
 
@@ -80,6 +80,9 @@ class Tally:
 class EventCounters:
     def __init__(self, max_series: int = 10_000):
         self.max_series = max_series
+        # Room kept for the overflow series (one per database and kind), so that the cap
+        # holds with them: max_series is the most series there can ever be.
+        self._reserved = len(KINDS)
         self._lock = threading.Lock()
         self._errors: dict[tuple[str, str, str, str, str], int] = {}
         self._received: dict[str, int] = {}
@@ -111,7 +114,7 @@ class EventCounters:
     def _bounded(self, key: tuple[str, str, str, str, str]) -> tuple[str, str, str, str, str]:
         # Labels are bounded by known names already; this cap also bounds the product
         # (10,000 possible codes x kinds x constraints x tables) whatever arrives.
-        if key in self._errors or len(self._errors) < self.max_series:
+        if key in self._errors or len(self._errors) < self.max_series - self._reserved:
             return key
         return (key[0], UNKNOWN_CODE, key[2], OTHER, OTHER)
 
@@ -119,6 +122,8 @@ class EventCounters:
         """Series at 0 from the start, so `increase()` sees the first event: each source,
         the main codes, and every critical constraint with each code it may arrive with."""
         keys = []
+        databases = list(databases)
+        self._reserved = len(databases) * len(KINDS)
         for database in databases:
             keys += [(database, code, kind, NONE, NONE) for code, kind in MAIN_CODES]
             for table, name, kind in sorted(known.expected):
@@ -126,7 +131,7 @@ class EventCounters:
                     keys += [(database, code, kind, name, table) for code in CODES_BY_KIND.get(kind, ())]
         with self._lock:
             for key in keys:
-                if len(self._errors) < self.max_series:
+                if len(self._errors) < self.max_series - self._reserved:
                     self._errors.setdefault(key, 0)
             for source in sources:
                 self._received.setdefault(source, 0)

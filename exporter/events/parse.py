@@ -175,8 +175,8 @@ class LineParser:
         if self._open is not None:
             self._continue(stripped)
             return
-        if self.json_only:
-            self.emit(_REJECTED[INVALID_JSON if _decode(stripped) is not None else INVALID_UTF8])
+        if self.json_only:  # a JSON scalar is not_object; anything else invalid_json or invalid_utf8
+            self.emit(_parse_json_line(stripped))
         elif _decode(stripped) is None:
             self.emit(_REJECTED[INVALID_UTF8])
         else:
