@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import os
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import bcrypt
 
@@ -29,13 +30,16 @@ class BasicAuth:
     the passwords.
 
     bcrypt runs in two lanes, one at a time in each: one for configured user names, one
-    for every other name. A flood of made-up names takes one core at most and queues only
-    behind itself: the first login of the real scraper (after a restart, or once its
-    success is forgotten) waits for at most one bcrypt of the flood, not for all of it.
-    (Guesses at a configured name share that name's lane: the web config's rate_limit
-    bounds those.) Each lane costs the same per check, so an unflooded answer's time does
-    not tell whether a name exists.
+    for every other name, and at most MAX_WAITING checks wait for a lane (more get 429 at
+    once, holding no HTTP worker). A flood of made-up names takes one core at most and
+    queues only behind itself: the first login of the real scraper (after a restart, or
+    once its success is forgotten) waits for at most one bcrypt, not for the flood.
+    (Guesses at a configured name share its lane: the web config's rate_limit bounds
+    those.) Each lane costs the same per check, so an answer's time does not tell whether
+    a name exists; under a flood, which lane answers 429 does (the price of the lanes).
     """
+
+    MAX_WAITING = 4
 
     def __init__(self, users: dict[str, str], remember: float = 60.0, max_remembered: int = 100):
         self._users = {user: hashed.encode() for user, hashed in users.items()}
@@ -43,8 +47,8 @@ class BasicAuth:
         self._key = os.urandom(32)
         self._remembered: dict[bytes, float] = {}  # HMAC of user + password -> expiry (monotonic)
         self._lock = threading.Lock()
-        self._known_lane = threading.Lock()
-        self._unknown_lane = threading.Lock()
+        self._known_lane = _Lane(self.MAX_WAITING)
+        self._unknown_lane = _Lane(self.MAX_WAITING)
         # An unknown user costs a bcrypt of the same cost too: the time of the answer
         # does not tell which users exist.
         cost = max((int(h[4:6]) for h in self._users.values()), default=10)
@@ -64,7 +68,7 @@ class BasicAuth:
                 self._remembered[digest] = now + self._remember
                 return True
         hashed = self._users.get(user.decode("utf-8", "replace"))
-        with self._known_lane if hashed else self._unknown_lane:
+        with (self._known_lane if hashed else self._unknown_lane).turn():
             try:
                 matches = bcrypt.checkpw(password, hashed or self._decoy)
             except ValueError:  # over bcrypt's 72 bytes: no hash can match it
@@ -78,6 +82,26 @@ class BasicAuth:
                     self._remembered.pop(next(iter(self._remembered)))
             self._remembered[digest] = now + self._remember
         return True
+
+
+class LoginBusy(Exception):
+    """Too many password checks waiting already: answered 429, checked no password."""
+
+
+class _Lane:
+    def __init__(self, max_waiting: int):
+        self._running = threading.Lock()
+        self._places = threading.BoundedSemaphore(max_waiting + 1)  # + the one running
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        if not self._places.acquire(blocking=False):
+            raise LoginBusy()
+        try:
+            with self._running:
+                yield
+        finally:
+            self._places.release()
 
 
 def _basic_credentials(authorization: str) -> tuple[bytes, bytes] | None:
@@ -105,8 +129,12 @@ def protect(app: WSGIApp, web: WebSettings, auth_exempt: Callable[[dict], bool] 
         refusal = None
         if bucket is not None and (wait := bucket.take()):
             refusal = "429 Too Many Requests", [("Retry-After", retry_after(wait))]
-        elif auth is not None and not auth_exempt(environ) and not auth.check(environ.get("HTTP_AUTHORIZATION", "")):
-            refusal = "401 Unauthorized", [("WWW-Authenticate", REALM)]
+        elif auth is not None and not auth_exempt(environ):
+            try:
+                if not auth.check(environ.get("HTTP_AUTHORIZATION", "")):
+                    refusal = "401 Unauthorized", [("WWW-Authenticate", REALM)]
+            except LoginBusy:
+                refusal = "429 Too Many Requests", [("Retry-After", "1")]
         if refusal is None:
             return app(environ, with_headers)
         status, headers = refusal

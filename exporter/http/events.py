@@ -100,7 +100,7 @@ class EventsApp:
                 self._turns.release()
         except _Refused as refused:
             if not body_read or refused.unread_body:
-                refuse_body(environ, partly_read=body_read)
+                refuse_body(environ)
             self.sink.reject(SOURCE, refused.reason)
             return _respond(start_response, refused.status, {"error": refused.message}, refused.headers)
         self.sink.merge(SOURCE, database, tally)

@@ -6,13 +6,9 @@ from __future__ import annotations
 import time
 
 LIMITS = "exporter.limits"  # the environ key of a request's `Limits`
-# A refused request's body is read (so the client sees the answer, not a reset) only when
-# it is this small and arrives this fast; otherwise the connection is closed after the answer.
-REFUSED_BODY_BYTES = 64 * 1024
-REFUSED_BODY_SECONDS = 2.0
 # After an answer sent before the body was read, the connection is half-closed and what
-# the client still sends is read and dropped for at most this long: it gets the answer
-# instead of a reset, and the worker is free again in bounded time.
+# the client still sends is read and dropped (by one background thread, not the worker)
+# for at most this long: it gets the answer instead of a reset.
 LINGER_SECONDS = 5.0
 
 
@@ -39,18 +35,13 @@ def limits(environ: dict) -> Limits | None:
     return environ.get(LIMITS)
 
 
-def refuse_body(environ: dict, *, partly_read: bool = False) -> None:
-    """For an app refusing a request without reading all its body: a small unread body
-    that arrives at once is read after the answer (so the client sees the answer and the
-    connection stays open); anything else (large, chunked, or partly read already) closes
-    the connection after the answer. Either way the worker is free in bounded time."""
+def refuse_body(environ: dict) -> None:
+    """For an app answering a request without reading all its body (a refusal): the
+    answer is sent and the connection closed; what the client still sends is read and
+    dropped in the background for at most LINGER_SECONDS, so it gets the answer. No
+    worker waits for a body that is refused anyway (cheroot would read it before
+    answering, for as long as the client trickles it)."""
     bounds = limits(environ)
-    if bounds is None:
-        return
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = REFUSED_BODY_BYTES + 1
-    if partly_read or length > REFUSED_BODY_BYTES or environ.get("HTTP_TRANSFER_ENCODING"):
+    no_body = environ.get("CONTENT_LENGTH", "0") in ("", "0") and not environ.get("HTTP_TRANSFER_ENCODING")
+    if bounds is not None and not no_body:  # without a body, the connection may stay open
         bounds.close_after_response()
-    bounds.body_within(REFUSED_BODY_SECONDS)

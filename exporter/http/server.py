@@ -20,6 +20,7 @@ exactly as before. What it lacks we add here, in one place:
 from __future__ import annotations
 
 import logging
+import selectors
 import socket
 import ssl
 import threading
@@ -118,21 +119,9 @@ class _Connection(cheroot_server.HTTPConnection):
         return super().communicate()
 
     def close(self) -> None:
-        if self.linger_until is not None:
-            self._linger()
+        if self.linger_until is not None and self.server.lingerer.take(self.socket, self.linger_until):
+            self.linger = True  # cheroot leaves the socket alone: the lingerer closes it
         super().close()
-
-    def _linger(self) -> None:
-        """Half-close, then drop what the client still sends until it stops or the time is
-        up: closing with unread data would reset the connection and lose our answer."""
-        try:
-            self.socket.shutdown(socket.SHUT_WR)
-            while (wait := self.linger_until - time.monotonic()) > 0:
-                self.socket.settimeout(wait)
-                if not self.socket.recv(65536):
-                    return
-        except OSError:
-            return
 
     def _handshake(self) -> bool:
         """The TLS handshake, here in the worker thread, bounded by HEADER_TIMEOUT as a
@@ -150,6 +139,77 @@ class _Connection(cheroot_server.HTTPConnection):
         self._tls_checked = True
         self.ssl_env = self.server.ssl_adapter.get_environ(self.socket)
         return True
+
+
+class _Lingerer:
+    """Connections answered before their body was read: half-closed (our answer and FIN
+    are on their way), then what the client still sends is read and dropped until it
+    stops or its time is up - closing with unread data would reset the connection and
+    lose the answer. One thread and a selector for all of them: a refused client holds
+    no worker, and at most MAX_LINGERING are kept (others are closed at once)."""
+
+    MAX_LINGERING = 256
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._deadlines: dict[socket.socket, float] = {}
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def take(self, sock: socket.socket, until: float) -> bool:
+        """False when the connection should just be closed (too many lingering)."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            return False
+        with self._lock:
+            if self._stopped or len(self._deadlines) >= self.MAX_LINGERING:
+                return False
+            self._deadlines[sock] = until
+            self._selector.register(sock, selectors.EVENT_READ)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="http-linger", daemon=True)
+                self._thread.start()
+        return True
+
+    def _run(self) -> None:
+        while not self._stopped:
+            with self._lock:
+                waiting = bool(self._deadlines)
+            events = self._selector.select(timeout=0.1) if waiting else (time.sleep(0.1) or [])
+            for key, _ in events:
+                try:
+                    ended = not key.fileobj.recv(65536)
+                except BlockingIOError:
+                    ended = False
+                except OSError:
+                    ended = True
+                if ended:
+                    self._close(key.fileobj)
+            now = time.monotonic()
+            with self._lock:
+                expired = [sock for sock, until in self._deadlines.items() if until <= now]
+            for sock in expired:
+                self._close(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._deadlines.pop(sock, None) is None:
+                return
+            self._selector.unregister(sock)
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self._stopped = True
+        with self._lock:
+            socks = list(self._deadlines)
+        for sock in socks:
+            self._close(sock)
 
 
 class _LazyTLS(BuiltinSSLAdapter):
@@ -179,6 +239,7 @@ class _Server(wsgi.Server):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.gateway = _Gateway
+        self.lingerer = _Lingerer()
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         # Clients that time out, reset or break TLS are routine: debug, no traceback.
@@ -245,6 +306,7 @@ class HttpServer:
 
     def stop(self) -> None:
         self._server.stop()
+        self._server.lingerer.stop()
 
 
 def _bind_problem(error: OSError) -> str:
