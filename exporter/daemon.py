@@ -57,7 +57,8 @@ class Daemon:
         # Through self.events at each request: a reload may replace the pipeline.
         # `web`: TLS, basic auth, headers (the web config); /events keeps its own token.
         self.server = HttpServer(host, port, make_app(
-            metrics_app(self.store, self.live, self.registry), self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)),
+            metrics_app(self.store, self.live, self.registry,
+                        lambda: (self.store.live_changes, self.events.counters.changes)), self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)),
             web, events_authenticate=lambda: self.events.authenticates)
         self.scheduler = self._schedule()
         self._stopping: str | bool = False  # set by the signal handlers

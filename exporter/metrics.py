@@ -172,6 +172,7 @@ class Store(Collector):
         self._was_ready = False
         self._rendered: dict[str, bytes] = {}  # content type -> the merged families' bytes
         self.live = _LiveCounters(self)
+        self.live_changes = 0  # counts changes of the live counters (a rendered answer is stale)
 
     def put(self, result: PollResult) -> None:
         entry = (result, families_for(result))
@@ -200,6 +201,7 @@ class Store(Collector):
     def count_skipped(self, database: str) -> None:
         with self._lock:
             self._skipped[database] = self._skipped.get(database, 0) + 1
+            self.live_changes += 1
 
     def ready(self) -> bool:
         """Every database has completed a poll (up or down). Once ready, a reload does not

@@ -88,6 +88,7 @@ class EventCounters:
         self._received: dict[str, int] = {}
         self._ignored: dict[str, int] = {}
         self._rejected: dict[tuple[str, str], int] = {}
+        self.changes = 0  # counts every change: a rendered /metrics holding the counters is stale
 
     def merge(self, source: str, database: str, tally: Tally, resolver: Resolver) -> dict[Labels, int]:
         """Add a batch; returns its errors by labels (a batch has few distinct facts, so
@@ -103,6 +104,7 @@ class EventCounters:
             self._ignored[source] = self._ignored.get(source, 0) + tally.ignored
             for reason, n in tally.rejected.items():
                 self._rejected[(source, reason)] = self._rejected.get((source, reason), 0) + n
+            self.changes += 1
         return dict(by_labels)
 
     def reject_request(self, source: str, reason: str) -> None:
@@ -110,6 +112,7 @@ class EventCounters:
         with self._lock:
             self._received[source] = self._received.get(source, 0) + 1
             self._rejected[(source, reason)] = self._rejected.get((source, reason), 0) + 1
+            self.changes += 1
 
     def _bounded(self, key: tuple[str, str, str, str, str]) -> tuple[str, str, str, str, str]:
         # Labels are bounded by known names already; this cap also bounds the product
@@ -138,6 +141,7 @@ class EventCounters:
                 self._ignored.setdefault(source, 0)
                 for reason in REASONS:
                     self._rejected.setdefault((source, reason), 0)
+            self.changes += 1
 
     def errors(self) -> dict[tuple[str, str, str, str, str], int]:
         with self._lock:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import threading
+import time
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -31,20 +33,41 @@ def _text(start_response: Callable, status: str, body: bytes, content_type: str 
     return [body]
 
 
-def metrics_app(store: Store, live: CollectorRegistry, everything: CollectorRegistry) -> WSGIApp:
+# A rendered /metrics answer is served again for this long while nothing it counts has
+# changed (no poll, no event, no skipped poll): a burst of scrapers arriving together (50
+# Prometheus servers whose intervals line up) costs one render, not fifty. Only the
+# process metrics (CPU seconds, memory) can be this much older than the scrape.
+REUSE_SECONDS = 0.25
+
+
+def metrics_app(store: Store, live: CollectorRegistry, everything: CollectorRegistry,
+                changes: Callable[[], object] = lambda: None) -> WSGIApp:
     """/metrics: the store's poll families, rendered once per poll, plus what changes
-    between polls (`live`: counters, process metrics), rendered per scrape. Anything but a
+    between polls (`live`: counters, process metrics), rendered per scrape, or reused for
+    REUSE_SECONDS while `changes()` (of the live counters) stays the same. Anything but a
     plain GET (a `name[]` filter, say) takes prometheus_client's own app over `everything`."""
     library = make_wsgi_app(everything)
+    # (content type, gzip) -> (rendered at, what it was made of: the poll part and changes(), body)
+    recent: dict[tuple[str, bool], tuple[float, tuple, bytes]] = {}
+    lock = threading.Lock()
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("QUERY_STRING") or environ.get("REQUEST_METHOD") != "GET":
             return library(environ, start_response)
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
-        body = store.rendered(encoder, content_type) + encoder(live)
+        gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
+        polls = store.rendered(encoder, content_type)  # the same bytes object until the next poll
+        with lock:  # one render at a time: the others of a burst wait for it and reuse it
+            made_of = (polls, changes())
+            rendered_at, was_made_of, body = recent.get((content_type, gzipped), (0.0, (b"", None), b""))
+            if was_made_of[0] is not polls or was_made_of[1] != made_of[1] \
+                    or time.monotonic() - rendered_at > REUSE_SECONDS:
+                body = polls + encoder(live)
+                if gzipped:
+                    body = gzip.compress(body, compresslevel=1)  # 30 KB: level 1 is 3x faster, nearly as small
+                recent[(content_type, gzipped)] = (time.monotonic(), made_of, body)
         headers = [("Content-Type", content_type)]
-        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
-            body = gzip.compress(body, compresslevel=1)  # 30 KB: level 1 is 3x faster, nearly as small
+        if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)
