@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
+import re
 import shutil
 import socket
 import subprocess
@@ -249,3 +250,15 @@ def test_the_first_login_of_a_known_user_is_not_starved_by_unknown_ones():
     assert status == 200
     # One bcrypt of cost 10 is ~50-100 ms here; behind 100 guessers it was 8.7 s.
     assert waited < 2.0, f"the real scraper's first login waited {waited:.1f}s behind 100 guessers"
+
+
+def test_pipelined_requests_are_all_answered_in_order():
+    # issue 14, item 2: the old server dropped the second of two pipelined requests
+    with exporter_http() as (port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+    assert re.findall(rb"HTTP/1.1 (\d{3}) ", answer) == [b"200", b"404", b"200"], answer
