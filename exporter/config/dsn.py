@@ -34,7 +34,8 @@ def check_dsn(dsn: str) -> str:
         parsed = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as e:
         # libpq's message quotes the DSN: keep only what kind of problem it is.
-        kind = re.sub(r'"[^"]*"?', "(...)", str(e).strip().splitlines()[0])
+        kind = re.sub(r'"([^"]*)"?', lambda m: m.group(0) if len(m.group(1)) <= 1 else "(...)",
+                      str(e).strip().splitlines()[0])
         hint = " (a % in the password is written %25)" if "percent" in kind else ""
         raise ValueError(f"not a connection string libpq can read: {kind}{hint}") from None
     written = _url_password(dsn)
