@@ -206,10 +206,7 @@ class _Lingerer:
 
     def _run(self) -> None:
         while not self._stopped:
-            with self._lock:
-                waiting = bool(self._deadlines)
-            events = self._selector.select(timeout=0.1) if waiting else (time.sleep(0.1) or [])
-            for key, _ in events:
+            for key, _ in self._selector.select(timeout=0.1):
                 try:
                     ended = not key.fileobj.recv(65536)
                 except BlockingIOError:
