@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from exporter.pgcluster import free_port
-from test_daemon import get, samples, wait_for
+from support import get, samples, wait_for
 from test_faults import active_sleeps, one_row_table
 
 CHECKS = """\

@@ -56,9 +56,10 @@ def _url_password(dsn: str) -> str | None:
 
 def dsn_password(dsn: str) -> str | None:
     try:
-        return conninfo_to_dict(dsn).get("password") or None
+        password = conninfo_to_dict(dsn).get("password")
     except psycopg.ProgrammingError:
         return None
+    return str(password) if password else None
 
 
 def dsn_secrets(dsn: str | None) -> list[str]:
@@ -87,4 +88,4 @@ def redact_dsn(dsn: str) -> str:
         return "<unparseable DSN>"
     if "password" in params:
         params["password"] = "***"
-    return make_conninfo(**params)
+    return make_conninfo("", **params)

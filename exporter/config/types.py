@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
 import pglast
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SECONDS: dict[str | None, float] = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _BYTES = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_BYTE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2, "GB": 1000**3, "GiB": 1024**3}
+_BYTE_UNITS: dict[str | None, float] = {
+    None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2, "GB": 1000**3, "GiB": 1024**3,
+}
 
 
-def _quantity(value: object, pattern: re.Pattern, units: dict, number: type, what: str, example: str):
+def _quantity(value: object, pattern: re.Pattern[str], units: Mapping[str | None, float],
+              number: Callable[[float], float], what: str, example: str) -> float:
     """A positive number, given bare or as a string with a unit ("30s", "8MiB")."""
     if isinstance(value, bool):
         raise ValueError(f"expected a {what} like {example}")
@@ -77,12 +81,17 @@ def _one_expression(text: str) -> str:
     if len(statements) != 1:
         raise ValueError("not one SQL expression: it holds several statements")
     select = statements[0].stmt
+    if not isinstance(select, pglast.ast.SelectStmt):  # SELECT <text> parses as nothing else
+        raise ValueError("not one SQL expression")
     if select.op:
         raise ValueError("not one SQL expression: it adds a set operation (UNION, INTERSECT, EXCEPT)")
-    clauses = [_CLAUSES.get(k, k) for k in select.__slots__ if k not in _NOT_CLAUSES and getattr(select, k)]
+    # Every attribute but the known harmless ones: a clause pglast adds later is refused too.
+    slots = select.__slots__  # type: ignore[attr-defined]  # pglast's stubs leave it out
+    clauses = [_CLAUSES.get(k, k) for k in slots if k not in _NOT_CLAUSES and getattr(select, k)]
     if clauses:
         raise ValueError(f"not one SQL expression: it adds {', '.join(clauses)} to the query")
-    if len(select.targetList) != 1 or select.targetList[0].name:
+    targets = select.targetList or ()
+    if len(targets) != 1 or targets[0].name:
         raise ValueError("not one SQL expression: a list of values, or a value with AS")
     if comments:
         raise ValueError("not one SQL expression: remove the comment (-- or /* */)")

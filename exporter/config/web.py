@@ -16,7 +16,8 @@ import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Literal
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
@@ -93,7 +94,7 @@ class TLSServerConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TLSServerConfig":
+    def _consistent(self) -> TLSServerConfig:
         for what in ("cert", "key", "client_ca"):
             if getattr(self, what) and getattr(self, f"{what}_file"):
                 raise ValueError(f"{what} and {what}_file are both set: use one")
@@ -179,7 +180,7 @@ class WebSettings:
     rate_limit: tuple[float, int] | None = None  # (requests per second, burst)
     notes: tuple[str, ...] = field(default=())  # settings accepted but not applied, for the start log
 
-    def client_allowed(self, peer_certificate: dict | None) -> bool:
+    def client_allowed(self, peer_certificate: dict[str, Any] | None) -> bool:
         """client_allowed_sans: the verified client certificate names one of them."""
         if not self.allowed_sans:
             return True
@@ -209,7 +210,8 @@ def load_web_config(file: str | Path) -> WebSettings:
         raise validation_error(file, lines, raw, e) from None
     base = Path(file).resolve().parent  # relative paths are relative to the web config, as in exporter-toolkit
     notes: list[str] = []
-    tls, sans = None, frozenset()
+    tls: ssl.SSLContext | None = None
+    sans: frozenset[str] = frozenset()
     if config.tls_server_config is not None:
         tls = _ssl_context(config.tls_server_config, base, file, lines, notes)
         sans = frozenset(_normal_san("IP Address", s) if _is_ip(s) else s
@@ -232,13 +234,36 @@ def _is_ip(value: str) -> bool:
         return False
 
 
-def _ssl_context(tls: TLSServerConfig, base: Path, file: str, lines: dict, notes: list[str]) -> ssl.SSLContext:
+Problem = Callable[[str, str], ConfigError]  # (key under tls_server_config, text) -> the error
+
+
+def _ssl_context(tls: TLSServerConfig, base: Path, file: str, lines: dict[str, int],
+                 notes: list[str]) -> ssl.SSLContext:
     def problem(key: str, text: str) -> ConfigError:
         return problem_at(file, lines, f"tls_server_config.{key}", text)
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
+    _load_certificate(context, tls, base, problem)
+    context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
+    _load_client_ca(context, tls, base, problem)
+    _set_ciphers(context, tls, problem, notes)
+    if tls.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    if tls.curve_preferences:
+        # Python's ssl takes one curve: the first preference is the only one offered.
+        context.set_ecdh_curve(CURVES[tls.curve_preferences[0]])
+        if len(tls.curve_preferences) > 1:
+            notes.append(f"tls_server_config.curve_preferences: only the first, {tls.curve_preferences[0]}, "
+                         "is used (Python's ssl module takes one curve)")
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _load_certificate(context: ssl.SSLContext, tls: TLSServerConfig, base: Path, problem: Problem) -> None:
     cert_key = "cert_file" if tls.cert_file else "cert"
     key_key = "key_file" if tls.key_file else "key"
     with _pem(tls.cert_file, tls.cert, base, lambda t: problem(cert_key, t)) as cert, \
@@ -253,18 +278,24 @@ def _ssl_context(tls: TLSServerConfig, base: Path, file: str, lines: dict, notes
         except ssl.SSLError as e:
             raise problem(key_key, f"{_shown(tls.key_file)} is not an unencrypted PEM private key matching "
                                    f"{_shown(tls.cert_file)} ({e.reason or e})") from None
-    context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
-    if tls.client_ca_file or tls.client_ca:
-        ca_key = "client_ca_file" if tls.client_ca_file else "client_ca"
-        try:
-            if tls.client_ca_file:
-                context.load_verify_locations(cafile=str(base / tls.client_ca_file))
-            else:
-                context.load_verify_locations(cadata=tls.client_ca)
-        except FileNotFoundError as e:
-            raise problem(ca_key, f"cannot read {base / tls.client_ca_file}: {e.strerror}") from None
-        except (ssl.SSLError, OSError, ValueError):
-            raise problem(ca_key, f"no PEM CA certificate in {_shown(tls.client_ca_file)}") from None
+
+
+def _load_client_ca(context: ssl.SSLContext, tls: TLSServerConfig, base: Path, problem: Problem) -> None:
+    if not (tls.client_ca_file or tls.client_ca):
+        return
+    ca_key = "client_ca_file" if tls.client_ca_file else "client_ca"
+    try:
+        if tls.client_ca_file:
+            context.load_verify_locations(cafile=str(base / tls.client_ca_file))
+        else:
+            context.load_verify_locations(cadata=tls.client_ca)
+    except FileNotFoundError as e:
+        raise problem(ca_key, f"cannot read {base / str(tls.client_ca_file)}: {e.strerror}") from None
+    except (ssl.SSLError, OSError, ValueError):
+        raise problem(ca_key, f"no PEM CA certificate in {_shown(tls.client_ca_file)}") from None
+
+
+def _set_ciphers(context: ssl.SSLContext, tls: TLSServerConfig, problem: Problem, notes: list[str]) -> None:
     wanted = [CIPHER_SUITES[name] for name in tls.cipher_suites if name in CIPHER_SUITES]
     if wanted:
         try:
@@ -279,18 +310,6 @@ def _ssl_context(tls: TLSServerConfig, base: Path, file: str, lines: dict, notes
     if any(name in TLS13_SUITES for name in tls.cipher_suites):
         notes.append("tls_server_config.cipher_suites: TLS 1.3 suites are not configurable; "
                      "they are accepted and ignored")
-    if tls.prefer_server_cipher_suites:
-        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:
-        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    if tls.curve_preferences:
-        # Python's ssl takes one curve: the first preference is the only one offered.
-        context.set_ecdh_curve(CURVES[tls.curve_preferences[0]])
-        if len(tls.curve_preferences) > 1:
-            notes.append(f"tls_server_config.curve_preferences: only the first, {tls.curve_preferences[0]}, "
-                         "is used (Python's ssl module takes one curve)")
-    context.set_alpn_protocols(["http/1.1"])
-    return context
 
 
 def _shown(path: str | None) -> str:

@@ -10,7 +10,9 @@ import hmac
 import os
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import bcrypt
 
@@ -18,7 +20,8 @@ from exporter.config.web import REALM, WebSettings
 from exporter.http.limits import refuse_body
 from exporter.http.ratelimit import TokenBucket, retry_after
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
 
 
 class BasicAuth:
@@ -116,14 +119,16 @@ def _basic_credentials(authorization: str) -> tuple[bytes, bytes] | None:
     return (user, password) if colon else None
 
 
-def protect(app: WSGIApp, web: WebSettings, auth_exempt: Callable[[dict], bool] = lambda environ: False) -> WSGIApp:
+def protect(app: WSGIApplication, web: WebSettings,
+            auth_exempt: Callable[[WSGIEnvironment], bool] = lambda environ: False) -> WSGIApplication:
     """Every request through the rate limit, then basic auth (unless `auth_exempt` says
     the path authenticates on its own); every response gets the configured headers."""
     auth = BasicAuth(dict(web.users)) if web.users else None
     bucket = TokenBucket(*web.rate_limit) if web.rate_limit else None
 
-    def protected(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        def with_headers(status: str, headers: list, exc_info=None):
+    def protected(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def with_headers(status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None,
+                         /) -> Callable[[bytes], object]:
             return start_response(status, list(headers) + list(web.headers), exc_info)
 
         refusal = None

@@ -23,17 +23,22 @@ import json
 import threading
 import time
 import zlib
-from typing import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qs
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 from exporter.config.events import HttpEventsConfig
 from exporter.events.counters import Tally
 from exporter.events.parse import (
     BAD_ENCODING, BAD_REQUEST, BODY_TOO_LARGE, BUSY, INVALID_JSON, LINE_TOO_LONG, RATE_LIMITED, TIMEOUT,
-    UNAUTHORIZED, LineParser, Rejected, load_json, outcome_of_value,
+    UNAUTHORIZED, LineParser, Outcome, Rejected, load_json, outcome_of_value,
 )
 from exporter.http.limits import limits, refuse_body
 from exporter.http.ratelimit import TokenBucket, retry_after
+
+if TYPE_CHECKING:
+    from exporter.events.pipeline import Sink
 
 SOURCE = "http"
 _NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/jsonlines")
@@ -62,7 +67,7 @@ class _Refused(Exception):
 class EventsApp:
     """`sink` has `.merge(source, database, tally)` and `.reject(source, reason)`."""
 
-    def __init__(self, config: HttpEventsConfig, databases: list[str], default_database: str | None, sink,
+    def __init__(self, config: HttpEventsConfig, databases: list[str], default_database: str | None, sink: Sink,
                  max_line_bytes: int):
         self.config = config
         self.max_line_bytes = max_line_bytes
@@ -81,7 +86,7 @@ class EventsApp:
         """True when requests must carry the bearer token (events.http.token)."""
         return self._expected_auth is not None
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
             return _respond(start_response, "405 Method Not Allowed",
                             {"error": "use POST to send events"}, [("Allow", "POST")])
@@ -118,7 +123,7 @@ class EventsApp:
         finally:
             self._waiting.release()
 
-    def _authorize(self, environ: dict) -> None:
+    def _authorize(self, environ: WSGIEnvironment) -> None:
         if self._expected_auth is None:
             return
         given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
@@ -132,18 +137,18 @@ class EventsApp:
                            "too many requests (events.http.rate_limit): retry later",
                            [("Retry-After", retry_after(wait))])
 
-    def _database(self, environ: dict) -> str:
+    def _database(self, environ: WSGIEnvironment) -> str:
         asked = parse_qs(environ.get("QUERY_STRING", "")).get("database")
         if asked:
             if asked[0] not in self.databases:
                 raise _Refused("400 Bad Request", BAD_REQUEST, "unknown database: use one of the configured names")
-            return asked[0]
+            return str(asked[0])
         if self.default_database is None:
             raise _Refused("400 Bad Request", BAD_REQUEST,
                            "several databases are configured: name one with ?database=NAME")
         return self.default_database
 
-    def _body(self, environ: dict) -> bytes:
+    def _body(self, environ: WSGIEnvironment) -> bytes:
         limit = self.config.max_body_bytes
         too_large = _Refused("413 Content Too Large", BODY_TOO_LARGE,
                              f"request body exceeds the limit of {limit} bytes (events.http.max_body_bytes)")
@@ -178,12 +183,12 @@ class EventsApp:
         return body
 
     # -- counting --------------------------------------------------------------------------------
-    def _count(self, body: bytes, content_type: str) -> tuple[Tally, list[dict]]:
+    def _count(self, body: bytes, content_type: str) -> tuple[Tally, list[dict[str, object]]]:
         tally = Tally()
-        errors: list[dict] = []
+        errors: list[dict[str, object]] = []
         position = 0
 
-        def emit(outcome) -> None:
+        def emit(outcome: Outcome) -> None:
             tally.add(outcome)
             if type(outcome) is Rejected and len(errors) < _MAX_ERRORS_SHOWN:
                 errors.append({"record": position, "reason": outcome.reason})
@@ -193,7 +198,7 @@ class EventsApp:
             records = _json_records(body)
             if records is not None:
                 try:
-                    for position, value in enumerate(records, 1):
+                    for position, value in enumerate(records, 1):  # noqa: B007 - emit() reads it
                         emit(outcome_of_value(value))
                 except (ValueError, RecursionError):  # a large array broken part-way: the rest is lost
                     position += 1
@@ -203,7 +208,7 @@ class EventsApp:
         # in a followed file: plain text lines are ignored there, not rejected.
         parser = LineParser(emit, json_only=media_type != _TEXT)
         limit = self.max_line_bytes
-        for position, line in enumerate(io.BytesIO(body), 1):  # lazily: no list of all lines
+        for position, line in enumerate(io.BytesIO(body), 1):  # noqa: B007 - emit() reads it; lazily
             if len(line) > limit and len(line.rstrip(b"\r\n")) > limit:
                 parser.flush()
                 emit(Rejected(LINE_TOO_LONG))
@@ -212,7 +217,7 @@ class EventsApp:
         parser.flush()
         return tally, errors
 
-    def _answer(self, start_response: Callable, tally: Tally, errors: list[dict]) -> Iterable[bytes]:
+    def _answer(self, start_response: StartResponse, tally: Tally, errors: list[dict[str, object]]) -> Iterable[bytes]:
         answer = {"accepted": tally.accepted, "ignored": tally.ignored,
                   "rejected": sum(tally.rejected.values()), "rejected_by_reason": dict(tally.rejected)}
         if errors:
@@ -228,7 +233,7 @@ class EventsApp:
         return _respond(start_response, "200 OK", answer)
 
 
-def _json_records(body: bytes) -> Iterable | None:
+def _json_records(body: bytes) -> Iterable[Any] | None:
     """The body as one JSON document -> its records (an array's elements, or the one
     object); None when it is not one document (NDJSON)."""
     start = body[:64].lstrip()[:1]
@@ -251,7 +256,7 @@ def _json_records(body: bytes) -> Iterable | None:
     return value if isinstance(value, list) else [value]
 
 
-def _array_elements(text: str) -> Iterator:
+def _array_elements(text: str) -> Iterator[Any]:
     """A JSON array's elements one at a time: memory for one element, not for all of
     them (a large array of small objects is several times its size as Python objects).
     Raises ValueError where the array stops being JSON, after the good elements."""
@@ -277,7 +282,7 @@ def _skip_space(text: str, at: int) -> int:
     return at
 
 
-def _read_exactly(stream, length: int, deadline: float) -> bytes | None:
+def _read_exactly(stream: IO[bytes], length: int, deadline: float) -> bytes | None:
     """The body, or None when it has not all arrived by `deadline` (or the client went
     silent): it is read while the one body turn is held, so a slow sender must not keep it."""
     # read1: one read of the socket at a time, so the deadline is looked at between reads
@@ -298,7 +303,7 @@ def _read_exactly(stream, length: int, deadline: float) -> bytes | None:
     return b"".join(chunks)
 
 
-def _length(environ: dict) -> int:
+def _length(environ: WSGIEnvironment) -> int:
     """Content-Length, or -1 when there is none (or it is not a number)."""
     try:
         return max(-1, int(environ.get("CONTENT_LENGTH") or ""))
@@ -306,7 +311,7 @@ def _length(environ: dict) -> int:
         return -1
 
 
-def _respond(start_response: Callable, status: str, answer: dict,
+def _respond(start_response: StartResponse, status: str, answer: dict[str, object],
              headers: list[tuple[str, str]] | None = None) -> list[bytes]:
     payload = json.dumps(answer).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),

@@ -4,6 +4,12 @@ exporter.http.server (under another WSGI server these do nothing)."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIEnvironment
+
+    from cheroot.server import HTTPRequest
 
 LIMITS = "exporter.limits"  # the environ key of a request's `Limits`
 # After an answer sent before the body was read, the connection is half-closed and what
@@ -15,7 +21,7 @@ LINGER_SECONDS = 5.0
 class Limits:
     """What a WSGI app may change about its request's bounds (environ[LIMITS])."""
 
-    def __init__(self, request):
+    def __init__(self, request: HTTPRequest):
         self._request = request
 
     def body_within(self, seconds: float) -> None:
@@ -30,12 +36,13 @@ class Limits:
         self._request.conn.linger_until = time.monotonic() + LINGER_SECONDS
 
 
-def limits(environ: dict) -> Limits | None:
+def limits(environ: WSGIEnvironment) -> Limits | None:
     """The request's Limits when served by HttpServer (None under another WSGI server)."""
-    return environ.get(LIMITS)
+    found: Limits | None = environ.get(LIMITS)
+    return found
 
 
-def refuse_body(environ: dict) -> None:
+def refuse_body(environ: WSGIEnvironment) -> None:
     """For an app answering a request without reading all its body (a refusal): the
     answer is sent and the connection closed; what the client still sends is read and
     dropped in the background for at most LINGER_SECONDS, so it gets the answer. No

@@ -26,20 +26,23 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi
-from cheroot.makefile import StreamReader
+from cheroot.makefile import MakeFile, StreamReader
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from exporter.config.web import WebSettings
 from exporter.http.auth import protect
 from exporter.http.limits import LIMITS, Limits
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+log = logging.getLogger(__name__)
 
 # Seconds for the TLS handshake, request line and headers together.
 HEADER_TIMEOUT = 10.0
@@ -63,13 +66,14 @@ class _DeadlineSocketIO(socket.SocketIO):
     """Socket reads that wait at most IDLE_TIMEOUT each and never past `deadline`."""
 
     deadline: float | None = None
+    _sock: socket.socket  # socket.SocketIO's own; typeshed leaves it out
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int | None:
         wait = IDLE_TIMEOUT
         if self.deadline is not None:
             wait = min(wait, self.deadline - time.monotonic())
             if wait <= 0:
-                raise socket.timeout("timed out")  # cheroot's word for it: a quiet 408 or close
+                raise TimeoutError("timed out")  # cheroot's word for it: a quiet 408 or close
         self._sock.settimeout(wait)
         try:
             return super().readinto(buffer)
@@ -78,6 +82,8 @@ class _DeadlineSocketIO(socket.SocketIO):
 
 
 class _DeadlineReader(StreamReader):
+    raw: _DeadlineSocketIO
+
     def __init__(self, sock: socket.socket, bufsize: int):
         # StreamReader, with our raw reader in place of the plain socket.SocketIO.
         super(StreamReader, self).__init__(_DeadlineSocketIO(sock, "rb"), bufsize)
@@ -123,7 +129,7 @@ class _Request(cheroot_server.HTTPRequest):
             self._held = b""
 
     def read_request_headers(self) -> bool:
-        parsed = super().read_request_headers()
+        parsed: bool = super().read_request_headers()  # type: ignore[no-untyped-call]  # cheroot: untyped
         # Headers read: the body has its own allowance, by its declared size.
         try:
             length = max(0, int(self.inheaders.get(b"Content-Length", 0)))
@@ -137,16 +143,19 @@ class _Connection(cheroot_server.HTTPConnection):
     RequestHandlerClass = _Request
     _tls_checked = False
     linger_until: float | None = None  # set by Limits.close_after_response
+    rfile: _DeadlineReader
+    server: _Server
 
-    def __init__(self, server, sock, makefile=None):
-        super().__init__(server, sock, makefile or cheroot_server.MakeFile)
+    def __init__(self, server: _Server, sock: socket.socket, makefile: Any = None):
+        super().__init__(server, sock, makefile or MakeFile)
         self.rfile = _DeadlineReader(sock, self.rbufsize)
 
     def communicate(self) -> bool:
         self.rfile.deadline = time.monotonic() + HEADER_TIMEOUT
         if not self._tls_checked and isinstance(self.socket, ssl.SSLSocket) and not self._handshake():
             return False
-        return super().communicate()
+        answered: bool = super().communicate()  # type: ignore[no-untyped-call]  # cheroot: untyped
+        return answered
 
     def close(self) -> None:
         if self.linger_until is not None and self.server.lingerer.take(self.socket, self.linger_until):
@@ -156,7 +165,8 @@ class _Connection(cheroot_server.HTTPConnection):
     def _handshake(self) -> bool:
         """The TLS handshake, here in the worker thread, bounded by HEADER_TIMEOUT as a
         whole (CPython bounds a handshake by the socket timeout); then client_allowed_sans."""
-        web: WebSettings = self.server.web
+        web = self.server.web
+        assert web is not None  # TLS comes from the web config
         self.socket.settimeout(HEADER_TIMEOUT)
         try:
             self.socket.do_handshake()
@@ -207,14 +217,15 @@ class _Lingerer:
     def _run(self) -> None:
         while not self._stopped:
             for key, _ in self._selector.select(timeout=0.1):
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]  # only sockets are registered
                 try:
-                    ended = not key.fileobj.recv(65536)
+                    ended = not sock.recv(65536)
                 except BlockingIOError:
                     ended = False
                 except OSError:
                     ended = True
                 if ended:
-                    self._close(key.fileobj)
+                    self._close(sock)
             now = time.monotonic()
             with self._lock:
                 expired = [sock for sock, until in self._deadlines.items() if until <= now]
@@ -245,16 +256,18 @@ class _LazyTLS(BuiltinSSLAdapter):
     def __init__(self, context: ssl.SSLContext):  # noqa: D107 - no certificate files: the context is built
         self.context = context
 
-    def wrap(self, sock: socket.socket):
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
         return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), {}
 
-    def get_environ(self, sock):
+    # cheroot's stub declares get_environ() without the socket its builtin adapter takes.
+    def get_environ(self, sock: ssl.SSLSocket) -> dict[str, str]:  # type: ignore[override]
         return {"HTTPS": "on", "SSL_PROTOCOL": sock.version() or ""}
 
 
 class _Gateway(wsgi.Gateway_10):
-    def get_environ(self) -> dict:
-        environ = super().get_environ()
+    # cheroot's stub says Gateway.get_environ returns None; Gateway_10's returns the environ.
+    def get_environ(self) -> WSGIEnvironment:  # type: ignore[override]
+        environ: WSGIEnvironment = super().get_environ()  # type: ignore[no-untyped-call]
         environ[LIMITS] = Limits(self.req)
         return environ
 
@@ -263,7 +276,7 @@ class _Server(wsgi.Server):
     web: WebSettings | None = None
     ConnectionClass = _Connection
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.gateway = _Gateway
         self.lingerer = _Lingerer()
@@ -276,10 +289,10 @@ class _Server(wsgi.Server):
             log.debug("HTTP server: %s", msg)
 
 
-def _head_as_get(app: WSGIApp) -> WSGIApp:
+def _head_as_get(app: WSGIApplication) -> WSGIApplication:
     """HEAD: the headers of a GET (its Content-Length included), no body."""
 
-    def app_with_head(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def app_with_head(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "HEAD":
             return app(environ, start_response)
         body = app({**environ, "REQUEST_METHOD": "GET"}, start_response)
@@ -302,7 +315,7 @@ class HttpServer:
 
     Binding happens here, so a port in use is an OSError from the constructor."""
 
-    def __init__(self, host: str, port: int, app: WSGIApp, web: WebSettings | None = None,
+    def __init__(self, host: str, port: int, app: WSGIApplication, web: WebSettings | None = None,
                  events_authenticate: Callable[[], bool] = lambda: False):
         if web is not None:
             app = protect(app, web, lambda environ: environ.get("PATH_INFO") == "/events" and events_authenticate())
@@ -325,9 +338,10 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        return self._server.bind_addr[1]
+        port: int = self._server.bind_addr[1]
+        return port
 
-    def start(self) -> "HttpServer":
+    def start(self) -> HttpServer:
         self._thread.start()
         return self
 

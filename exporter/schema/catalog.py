@@ -15,20 +15,11 @@ takes no lock), and their expressions are left out (None): the Schema lists them
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
-from exporter.schema.model import (
-    CHECK,
-    EXCLUSION,
-    FOREIGN_KEY,
-    PRIMARY_KEY,
-    UNIQUE,
-    Column,
-    Constraint,
-    Index,
-    Schema,
-    Table,
-)
+from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, Table
 
 # Tables of the schema that a session holds or waits for ACCESS EXCLUSIVE on, directly or
 # through one of their indexes or their TOAST table (ALTER TABLE locks those too).
@@ -100,7 +91,8 @@ WHERE n.nspname = %(schema)s
 GROUP BY t.typname
 """
 
-_KINDS = {"p": PRIMARY_KEY, "u": UNIQUE, "c": CHECK, "f": FOREIGN_KEY, "x": EXCLUSION}
+_KINDS = {"p": ConstraintKind.PRIMARY_KEY, "u": ConstraintKind.UNIQUE, "c": ConstraintKind.CHECK,
+          "f": ConstraintKind.FOREIGN_KEY, "x": ConstraintKind.EXCLUSION}
 _ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
@@ -122,10 +114,10 @@ _ATTEMPTS = 3
 _NOT_READ = "(expression not read: table locked)"
 
 
-def _introspect(conn: psycopg.Connection, schema: str) -> Schema:
+def _introspect(conn: psycopg.Connection[tuple[Any, ...]], schema: str) -> Schema:
     params: dict[str, object] = {"schema": schema}
     with conn.cursor() as cur:
-        locked = dict(cur.execute(_LOCKED, params).fetchall())
+        locked: dict[int, str] = dict(cur.execute(_LOCKED, params).fetchall())
         params["locked"] = list(locked)
         columns: dict[str, dict[str, Column]] = {}
         for table, name, type_, nullable, default in cur.execute(_COLUMNS, params):
