@@ -105,7 +105,7 @@ def async_scrape_loop(port: int, scrapers: int, until: float, interval: float, o
             writer.close()
             if answer[9:12] != b"200":
                 errors.append(answer[9:12].decode() or "empty")
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             errors.append(type(e).__name__)
         durations.append(time.perf_counter() - started)
 
