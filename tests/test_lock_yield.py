@@ -128,7 +128,7 @@ def test_a_poll_during_a_migration_reports_up_and_only_the_locked_tables_checks(
     expected = {c.check.name: (c.status, c.violations) for c in unlocked.checks if c.check.name not in reads_order}
     assert others == expected  # every other check counted as without the migration
     # No false drift or missing constraint from what the lock kept us from reading.
-    assert [c for c in result.constraints if not c.healthy] == [c for c in unlocked.constraints if not c.healthy]
+    assert [c for c in result.constraints if c.is_problem] == [c for c in unlocked.constraints if c.is_problem]
     if result.migrations is not None:
         assert result.migrations.drift == unlocked.migrations.drift
     # The locked table was never waited on: no lock_timeout (1 s) spent on it.
