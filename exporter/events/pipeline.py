@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import threading
 from types import MappingProxyType
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-from wsgiref.types import WSGIApplication
+from collections.abc import Iterable, Mapping
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from exporter.config.events import EventsConfig, default_database, file_sources
 from exporter.events.classify import Labels, Resolver
@@ -100,7 +99,7 @@ class EventPipeline:
         self.sink.learn(database, known)
 
 
-def _disabled(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+def _disabled(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     payload = json.dumps({"error": "the events endpoint is disabled (events.http.enabled)"}).encode()
     start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
     return [payload]
