@@ -10,12 +10,13 @@ from datetime import datetime, UTC
 
 import pytest
 
-from exporter.checks.constraints import ConstraintResult
+from exporter.checks.constraints import ConstraintResult, Status
 from exporter.checks.run import CheckResult, CheckStatus, FailureReason
 from exporter.config import Config
 from exporter.db import DownReason
 from exporter.events.counters import EventCounters
 from exporter.events.known import KnownNames
+from exporter.schema.model import ConstraintKind
 from exporter.metrics.contract import METRICS
 from exporter.metrics.endpoint import MetricsEndpoint
 from exporter.metrics.render import families_for
@@ -51,8 +52,9 @@ CHECKS = (
     CheckResult(SENT_AT, CheckStatus.FAILED, reason=FailureReason.TIMEOUT, error="canceling statement", duration=1.0),
 )
 CONSTRAINTS = (
-    ConstraintResult("Stock", "check_quantity", "check", True, True, True),
-    ConstraintResult("Item", "Item_name_key", "unique", False, True, False, "index is invalid"),
+    ConstraintResult("Stock", "check_quantity", ConstraintKind.CHECK, True, Status.PRESENT, "check_quantity"),
+    ConstraintResult("Item", "Item_name_key", ConstraintKind.UNIQUE, False, Status.NOT_VALID, "Item_name_key",
+                     detail="index is invalid"),
 )
 HISTORY = MigrationHistory(True, None, (
     MigrationItem("1_init", MigrationState.APPLIED, FINISHED),
@@ -203,7 +205,7 @@ def test_verify_text_says_what_is_wrong_and_hides_the_password():
     assert "  ✘ stock_non_negative (Stock): 3 rows [negative_inventory, critical]" in lines
     assert "  ✔ item_names (Item): no violations - guarded by Item_name_key" in lines
     assert "  ! order_sent_at (Order): check failed [timeout]: canceling statement" in lines
-    assert "  ✘ Item.Item_name_key (unique): index is invalid" in lines
+    assert "  ✘ Item.Item_name_key (unique): not_valid - index is invalid" in lines
     assert "      pending: 2_harden" in lines
     assert "  ✘ 2_harden will fail: check check_quantity on Stock blocked by 3 rows" in lines
     assert "  ✔ [schema_prisma] missing_index Item_sku_idx: index missing (acknowledged)" in lines
