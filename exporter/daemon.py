@@ -139,6 +139,8 @@ class Daemon:
         previous = next((p for p in self.pollers if p.name == database.name), None)
         if previous and previous.database.config == database and old.checks_for(database) == config.checks_for(database):
             poller.last_full_scan = previous.last_full_scan  # a reload does not force full scans
+        if previous:
+            poller.adopt(previous)
         return poller
 
     def _stop_polls(self) -> None:

@@ -15,10 +15,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.backups.monitor import BackupsResult
 from exporter.migrations.history import APPLIED
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
 from exporter.schema.diff import KINDS as DRIFT_KINDS, MIGRATIONS, SCHEMA_PRISMA
+from exporter.watch.deploy import DeployResult
+from exporter.watch.emergencies import EmergenciesResult
 
 CACHED = " Cached: from the last completed poll (see venzory_db_last_poll_timestamp_seconds)."
 
@@ -89,7 +92,116 @@ def families_for(result: PollResult) -> list[Metric]:
         families.append(can_write)
     if result.migrations:
         families += _migration_families(db, result.migrations)
+    if result.backups:
+        families += _backup_families(db, result.backups)
+    if result.emergencies:
+        families += _emergency_families(db, result.emergencies)
+    if result.deploy:
+        families += _deploy_families(db, result.deploy)
     return families
+
+
+def _backup_families(db: str, b: BackupsResult) -> list[Metric]:
+    families = []
+    if b.sources:
+        files = _gauge("venzory_db_backup_files", "Newest dump files of the source inspected, by status "
+                       "(complete, incomplete, wrong_database, unreadable).", ["database", "source", "status"])
+        newest = _gauge("venzory_db_backup_newest_complete_timestamp_seconds",
+                        "Unix time the newest complete dump of this database was taken (absent: none).",
+                        ["database", "source"])
+        size = _gauge("venzory_db_backup_newest_complete_size_bytes", "Size of the newest complete dump of this database.",
+                      ["database", "source"])
+        for source in b.sources:
+            for status, n in source.counts().items():
+                files.add_metric([db, source.name, str(status)], n)
+            if (dump := source.newest_complete) is not None:
+                newest.add_metric([db, source.name], dump.taken_at)
+                size.add_metric([db, source.name], dump.size)
+        families += [files, newest, size]
+        if (before := b.before_last_deploy) is not None:
+            start, dump = before
+            age = _gauge("venzory_db_backup_before_last_deploy_age_seconds",
+                         "Age, when the last deploy started, of the newest complete dump taken before it (+Inf: none).",
+                         ["database"])
+            age.add_metric([db], start - dump.taken_at if dump else float("inf"))
+            families.append(age)
+    if b.archiver is not None:
+        a = b.archiver
+        enabled = _gauge("venzory_db_wal_archiving_enabled", "1 if archive_mode is on or always.", ["database"])
+        enabled.add_metric([db], 1 if a.enabled else 0)
+        archived = CounterMetricFamily("venzory_db_wal_archived", "WAL files archived (pg_stat_archiver.archived_count)."
+                                       + CACHED, labels=["database"])
+        archived.add_metric([db], a.archived)
+        failed = CounterMetricFamily("venzory_db_wal_archive_failed", "Failed attempts to archive a WAL file "
+                                     "(pg_stat_archiver.failed_count)." + CACHED, labels=["database"])
+        failed.add_metric([db], a.failed)
+        families += [enabled, archived, failed]
+        for name, doc, value in (
+            ("venzory_db_wal_last_archived_timestamp_seconds", "Unix time the last WAL file was archived.", a.last_archived_at),
+            ("venzory_db_wal_last_archive_failure_timestamp_seconds", "Unix time the last archiving attempt failed.",
+             a.last_failed_at),
+        ):
+            if value is not None:
+                g = _gauge(name, doc, ["database"])
+                g.add_metric([db], value)
+                families.append(g)
+    return families
+
+
+def _emergency_families(db: str, e: EmergenciesResult) -> list[Metric]:
+    deletes = CounterMetricFamily("venzory_db_table_mass_deletes", "Polls that found the table's live-row estimate "
+                                  "fallen by more than the configured fraction since the previous poll." + CACHED,
+                                  labels=["database", "table"])
+    lost = CounterMetricFamily("venzory_db_table_rows_lost", "Rows gone from the table in those mass deletes." + CACHED,
+                               labels=["database", "table"])
+    for table in e.tables:
+        deletes.add_metric([db, table], e.mass_deletes_total.get(table, 0))
+        lost.add_metric([db, table], e.rows_lost_total.get(table, 0))
+    families = [deletes, lost]
+    if e.history_watched:
+        rewrites = CounterMetricFamily("venzory_db_migration_history_rewrites", "Polls that found applied migrations "
+                                       "replaced or removed since the previous poll (migrate reset)." + CACHED,
+                                       labels=["database"])
+        rewrites.add_metric([db], e.history_rewrites_total)
+        families.append(rewrites)
+    if e.drift_watched:
+        appeared = CounterMetricFamily("venzory_db_schema_drift_appeared", "Drift items that appeared between two polls "
+                                       "(schema changed without a migration)." + CACHED, labels=["database"])
+        appeared.add_metric([db], e.drift_appeared_total)
+        when = _gauge("venzory_db_schema_drift_appeared_timestamp_seconds",
+                      "Unix time an unacknowledged drift item still present was first seen (only items that appeared "
+                      "while the exporter watched).", ["database", "source", "kind", "object"])
+        for a in e.drift_appeared:
+            when.add_metric([db, a.item.source, a.item.kind, a.item.object], a.appeared_at)
+        families += [appeared, when]
+    return families
+
+
+def _deploy_families(db: str, d: DeployResult) -> list[Metric]:
+    families = []
+    if d.deploy is not None:
+        info = _gauge("venzory_db_last_deploy_info", "1, labelled with the last migration of the last deploy.",
+                      ["database", "migration"])
+        info.add_metric([db, d.deploy.name], 1)
+        families.append(info)
+    if d.unavailable is not None:
+        reason = _gauge("venzory_db_deploy_latency_unavailable", "1 for why the write latency of the last deploy's "
+                        "tables is unknown (absent while it is known).", ["database", "reason"])
+        reason.add_metric([db, str(d.unavailable)], 1)
+        return families + [reason]
+    calls = _gauge("venzory_db_deploy_write_calls", "Calls of the statements writing to a table the last deploy changed: "
+                   "before (up to the baseline) and after it.", ["database", "table", "phase"])
+    mean = _gauge("venzory_db_deploy_write_mean_seconds", "Mean execution time of those statements, before and after "
+                  "the last deploy (absent without calls).", ["database", "table", "phase"])
+    for t in d.latency:
+        for phase, totals in (("before", t.before), ("after", t.after)):
+            calls.add_metric([db, t.table, phase], totals.calls)
+            if totals.mean_seconds is not None:
+                mean.add_metric([db, t.table, phase], totals.mean_seconds)
+    baseline = _gauge("venzory_db_deploy_baseline_timestamp_seconds", "Unix time of the pg_stat_statements snapshot "
+                      "that separates before from after.", ["database"])
+    baseline.add_metric([db], d.baseline_at)
+    return families + [calls, mean, baseline]
 
 
 def _migration_families(db: str, m: MigrationsResult) -> list[Metric]:

@@ -10,14 +10,17 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from exporter.backups.monitor import BackupsMonitor, BackupsResult
 from exporter.checks.constraints import ConstraintResult, check_constraints, expected_constraints
 from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
 from exporter.db import ERROR, ConnectionBudget, Database, LockWatch, down_reason, is_connection_error
-from exporter.migrations.monitor import MigrationsMonitor, MigrationsResult
+from exporter.migrations.monitor import EXPECTED_SCHEMA, SCHEMA_PRISMA_PART, MigrationsMonitor, MigrationsResult
 from exporter.privileges import Privileges, WriteWarning, read_privileges
 from exporter.schema.catalog import introspect
 from exporter.schema.model import Schema
+from exporter.watch.deploy import DeployResult, DeployWatch, Unavailable
+from exporter.watch.emergencies import EmergenciesResult, EmergencyWatch, read_tables
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,9 @@ class PollResult:
     schema: Schema | None = field(default=None, repr=False, compare=False)
     down_reason: str | None = None  # why the database is down: one of exporter.db.DOWN_REASONS
     privileges: Privileges | None = None  # whether the exporter's role could write (exporter.privileges)
+    backups: BackupsResult | None = None  # None when the database has no backup sources
+    emergencies: EmergenciesResult | None = None  # None when the emergencies watch is off
+    deploy: DeployResult | None = None  # None when the deploy watch is off
 
     @property
     def finished_at(self) -> float:
@@ -68,6 +74,20 @@ class Poller:
         self.write_warning = WriteWarning(database.name)
         monitor = MigrationsMonitor(database)
         self.migrations = monitor if monitor.enabled else None
+        self.backups = BackupsMonitor(database.backups) if database.backups.enabled else None
+        watch = database.watch
+        self.emergencies = EmergencyWatch(watch.emergencies) if watch.emergencies.enabled else None
+        self.deploy_watch = DeployWatch(database.migrations.dir, database.db_schema) if watch.deploy.enabled else None
+
+    def adopt(self, previous: "Poller") -> None:
+        """After a reload, keep what the previous poller of this database remembered
+        between polls (the comparisons and counters of the watches, inspected dumps)."""
+        if self.emergencies and previous.emergencies and self.emergencies.config == previous.emergencies.config:
+            self.emergencies = previous.emergencies
+        if self.deploy_watch and previous.deploy_watch:
+            self.deploy_watch = previous.deploy_watch
+        if self.backups and previous.backups and self.backups.config == previous.backups.config:
+            self.backups = previous.backups
 
     @property
     def name(self) -> str:
@@ -86,6 +106,9 @@ class Poller:
                 checks = run_checks(conn, self.checks, schema, use_guards=not full, watch=self.lock_watch)
                 migrations = self.migrations.assess(conn, schema, checks) if self.migrations else None
                 privileges = read_privileges(conn, self.database.config.db_schema)
+                backup_facts = self.backups.read_database(conn) if self.backups else None
+                tables = read_tables(conn, self.database.config.db_schema) if self.emergencies else None
+                statements = self._read_statements(conn) if self.deploy_watch else None
         except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
             reason = down_reason(e)
             if self.database.closed:
@@ -100,11 +123,37 @@ class Poller:
             self.last_full_scan = started
         self.write_warning.observe(privileges)
         expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
+        # Dump files are read after the session is closed: pg_restore may take a while.
+        history = migrations.history if migrations else None
+        last_deploy = history.last_deploy(self.database.config.watch.deploy.batch_window) if history else None
+        backups = self.backups.inspect(*backup_facts, last_deploy) if self.backups else None
+        emergencies = self.emergencies.observe(started, tables, history, _drift_known(migrations)) if self.emergencies else None
+        deploy = self.deploy_watch.observe(started, last_deploy, statements) if self.deploy_watch else None
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
             tuple(checks), tuple(check_constraints(expected, schema)), migrations, schema, privileges=privileges,
+            backups=backups, emergencies=emergencies, deploy=deploy,
         )
+
+    def _read_statements(self, conn):
+        try:
+            return self.deploy_watch.read(conn)
+        except Exception as e:  # noqa: BLE001 - statistics must not take the poll down
+            if is_connection_error(e):
+                raise
+            log.warning("pg_stat_statements of %s could not be read: %s", self.name, str(e).strip())
+            return Unavailable.ERROR
 
     def close(self) -> None:
         """Stop polling: a poll in flight is broken off at once (shutdown, reload)."""
         self.database.close()
+
+
+def _drift_known(migrations: MigrationsResult | None):
+    """This poll's drift when every source of it could be computed; None otherwise (a
+    source that failed once must not make its items look new on the next poll)."""
+    if migrations is None or (migrations.expected is None and SCHEMA_PRISMA_PART not in migrations.parts):
+        return None
+    if any(part in (EXPECTED_SCHEMA, SCHEMA_PRISMA_PART) for part, _ in migrations.errors):
+        return None
+    return migrations.drift

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from exporter.config.backups import BackupsConfig, WatchConfig
 from exporter.config.events import EventsConfig, validate_events
 from exporter.config.migrations import MigrationsConfig
 from exporter.config.types import Duration, Identifier, Strict
@@ -91,6 +92,8 @@ class DatabaseConfig(Strict):
     # Names of the checks to run here; all of them when omitted.
     checks: list[Identifier] | None = None
     migrations: MigrationsConfig = MigrationsConfig()
+    backups: BackupsConfig = BackupsConfig()  # dumps and WAL archiving (docs/backups.md)
+    watch: WatchConfig = WatchConfig()  # emergencies between polls, the watch after a deploy
 
     model_config = Strict.model_config | {"populate_by_name": True}
 

@@ -80,6 +80,20 @@ class MigrationItem:
 
 
 @dataclass(frozen=True)
+class Deploy:
+    """The migrations of one `prisma migrate deploy`: those finished within a window
+    before the last one (deploy applies them back to back)."""
+
+    migrations: tuple[str, ...]  # in the order they finished
+    first_finished_at: datetime
+    finished_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.migrations[-1]
+
+
+@dataclass(frozen=True)
 class MigrationHistory:
     managed: bool  # False: no _prisma_migrations table, the database is not managed by Prisma
     folder_problem: str | None  # why the folder could not be listed (None: it was read)
@@ -109,6 +123,16 @@ class MigrationHistory:
         retries it once it is resolved as rolled back) - what the preflight checks."""
         unapplied = (PENDING, ROLLED_BACK, FAILED)
         return tuple(i.name for i in self.items if i.state in unapplied and i.in_folder)
+
+    def last_deploy(self, window: float) -> Deploy | None:
+        """The last deploy: the applied migrations finished at most `window` seconds
+        before the last one to finish."""
+        done = sorted((i for i in self.items if i.finished_at is not None), key=lambda i: (i.finished_at, i.name))
+        if not done:
+            return None
+        last = done[-1].finished_at
+        batch = [i for i in done if (last - i.finished_at).total_seconds() <= window]
+        return Deploy(tuple(i.name for i in batch), batch[0].finished_at, last)
 
     def by_state(self, state: str) -> tuple[MigrationItem, ...]:
         return tuple(i for i in self.items if i.state == state)
