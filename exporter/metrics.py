@@ -157,13 +157,11 @@ def _emergency_families(db: str, e: EmergenciesResult) -> list[Metric]:
     for table in e.tables:
         deletes.add_metric([db, table], e.mass_deletes_total.get(table, 0))
         lost.add_metric([db, table], e.rows_lost_total.get(table, 0))
-    families = [deletes, lost]
-    if e.history_watched:
-        rewrites = CounterMetricFamily("venzory_db_migration_history_rewrites", "Polls that found applied migrations "
-                                       "replaced or removed since the previous poll (migrate reset)." + CACHED,
-                                       labels=["database"])
-        rewrites.add_metric([db], e.history_rewrites_total)
-        families.append(rewrites)
+    rewrites = CounterMetricFamily("venzory_db_migration_history_rewrites", "Polls that found _prisma_migrations "
+                                   "recreated, or applied migrations replaced or removed, since the previous poll "
+                                   "(migrate reset)." + CACHED, labels=["database"])
+    rewrites.add_metric([db], e.history_rewrites_total)
+    families = [deletes, lost, rewrites]
     if e.drift_watched:
         appeared = CounterMetricFamily("venzory_db_schema_drift_appeared", "Drift items that appeared between two polls "
                                        "(schema changed without a migration)." + CACHED, labels=["database"])

@@ -47,10 +47,10 @@ class PollResult:
     def finished_at(self) -> float:
         return self.started_at + self.duration
 
-    def healthy(self, *, allow_pending: bool = False) -> bool:
-        return self.up and not self.problems(allow_pending=allow_pending)
+    def healthy(self, *, allow_pending: bool = False, backup_within: float | None = None) -> bool:
+        return self.up and not self.problems(allow_pending=allow_pending, backup_within=backup_within)
 
-    def problems(self, *, allow_pending: bool = False) -> list[str]:
+    def problems(self, *, allow_pending: bool = False, backup_within: float | None = None) -> list[str]:
         """One short line per thing that is not healthy (verify's exit code and summary)."""
         if not self.up:
             return [f"database unreachable: {self.error}"]
@@ -58,7 +58,20 @@ class PollResult:
         found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if not c.healthy]
         if self.migrations:
             found += self.migrations.problems(allow_pending=allow_pending)
+        if backup_within is not None and (missing := self.missing_backup(backup_within)):
+            found.append(f"backup required before migrating: {missing}")
         return found
+
+    def missing_backup(self, within: float) -> str | None:
+        """verify --require-backup-within: why migrating now would break the runbook's
+        "verified backup before every migration", or None. Required while migrations are
+        pending - or might be: with the history off or the folder unreadable, nobody knows."""
+        history = self.migrations.history if self.migrations else None
+        if history is not None and history.folder_read and not history.pending_names:
+            return None
+        if self.backups is None:
+            return "no backup source configured (databases[].backups.dumps)"
+        return self.backups.missing_backup(within, self.started_at)
 
 
 class Poller:

@@ -19,18 +19,38 @@ TICK, CROSS, FAIL = "✔", "✘", "!"
 WARN = "⚠"  # worth fixing, not a failure: the exit code does not change
 
 
-def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False) -> int:
+def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False, backup_within: float | None = None) -> int:
     results = list(results)
     if any(not r.up for r in results):
         return EXIT_CANNOT_RUN
-    return EXIT_OK if all(r.healthy(allow_pending=allow_pending) for r in results) else EXIT_PROBLEMS
+    healthy = all(r.healthy(allow_pending=allow_pending, backup_within=backup_within) for r in results)
+    return EXIT_OK if healthy else EXIT_PROBLEMS
 
 
-def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> dict:
+def to_json(results: Iterable[PollResult], *, allow_pending: bool = False, backup_within: float | None = None) -> dict:
     results = list(results)
     return {
-        "ok": exit_code(results, allow_pending=allow_pending) == EXIT_OK,
-        "databases": [_database_json(r) for r in results],
+        "ok": exit_code(results, allow_pending=allow_pending, backup_within=backup_within) == EXIT_OK,
+        "databases": [_database_json(r, backup_within) for r in results],
+    }
+
+
+def _backups_json(r: PollResult, backup_within: float | None) -> dict | None:
+    b = r.backups
+    required = None
+    if backup_within is not None:
+        missing = r.missing_backup(backup_within) if r.up else None
+        required = {"within_seconds": backup_within, "met": missing is None, "problem": missing}
+    if b is None:
+        return {"sources": [], "archiver": None, "newest_complete": None, "required": required} if required else None
+    newest = b.newest_complete
+    return {
+        "database": b.database,
+        "sources": [{"name": s.name, "glob": s.glob, "matched": s.matched, "files": [d.as_dict() for d in s.files]}
+                    for s in b.sources],
+        "archiver": b.archiver.as_dict() if b.archiver else None,
+        "newest_complete": newest.as_dict() if newest else None,
+        "required": required,
     }
 
 
@@ -52,9 +72,10 @@ def _migrations_json(m: MigrationsResult) -> dict:
     }
 
 
-def _database_json(r: PollResult) -> dict:
+def _database_json(r: PollResult, backup_within: float | None = None) -> dict:
     extra = _migrations_json(r.migrations) if r.migrations else {}
     return extra | {
+        "backups": _backups_json(r, backup_within),
         "name": r.database,
         "up": r.up,
         "error": r.error,
@@ -94,9 +115,10 @@ def _database_json(r: PollResult) -> dict:
     }
 
 
-def render_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> str:
+def render_json(results: Iterable[PollResult], *, allow_pending: bool = False, backup_within: float | None = None) -> str:
     # Scrubbed of registered secrets like the logs: a database's error text is printed as is.
-    return json.dumps(scrub(to_json(results, allow_pending=allow_pending)), indent=2, default=str)
+    return json.dumps(scrub(to_json(results, allow_pending=allow_pending, backup_within=backup_within)),
+                      indent=2, default=str)
 
 
 def _check_line(c) -> list[str]:
@@ -113,7 +135,8 @@ def _check_line(c) -> list[str]:
     ]
 
 
-def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pending: bool = False) -> str:
+def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pending: bool = False,
+                backup_within: float | None = None) -> str:
     lines: list[str] = []
     results = list(results)
     for r in results:
@@ -137,8 +160,10 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
             lines.append(f"  {mark} {c.table}.{c.name} ({tag}): {state}")
         if r.migrations:
             lines.extend(_migration_lines(r.migrations, allow_pending))
+        if r.backups or backup_within is not None:
+            lines.extend(_backup_lines(r, backup_within))
         lines.append("")
-    lines.append(_summary(results, allow_pending))
+    lines.append(_summary(results, allow_pending, backup_within))
     return redact("\n".join(lines))
 
 
@@ -172,7 +197,30 @@ def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
     return lines
 
 
-def _summary(results: list[PollResult], allow_pending: bool) -> str:
+def _backup_lines(r: PollResult, backup_within: float | None) -> list[str]:
+    lines = ["Backups:"]
+    b = r.backups
+    for source in b.sources if b else ():
+        newest = source.newest_complete
+        mark = TICK if newest else CROSS
+        lines.append(f"  {mark} {source.name}: {source.describe()}")
+        for d in source.files:
+            state = TICK if d.status == "complete" else CROSS
+            detail = f" - {d.detail}" if d.detail else ""
+            lines.append(f"      {state} {d.path} ({d.format}, {d.size} bytes, {d.as_dict()['taken_at']}): {d.status}{detail}")
+    if b and b.archiver:
+        a = b.archiver
+        mark = CROSS if a.failing else (TICK if a.enabled else WARN)
+        lines.append(f"  {mark} WAL archiving: archive_mode={a.mode}, {a.archived} archived (last {a.last_archived_wal}), "
+                     f"{a.failed} failed (last {a.last_failed_wal})")
+    if backup_within is not None:
+        missing = r.missing_backup(backup_within)
+        lines.append(f"  {CROSS} backup required before migrating: {missing}" if missing
+                     else f"  {TICK} a complete backup newer than {backup_within:g}s exists, or nothing is pending")
+    return lines
+
+
+def _summary(results: list[PollResult], allow_pending: bool, backup_within: float | None = None) -> str:
     down = [r.database for r in results if not r.up]
     checks = [c for r in results if r.up for c in r.checks]
     violated = [c for c in checks if c.status == "violated"]
@@ -188,7 +236,10 @@ def _summary(results: list[PollResult], allow_pending: bool) -> str:
                           for p in r.migrations.problems(allow_pending=allow_pending)]
     if any(r.migrations for r in results):
         parts.append(f"{len(migration_problems)} migration/drift problems")
+    if backup_within is not None:
+        missing = [r.database for r in results if r.up and r.missing_backup(backup_within)]
+        parts.append(f"backup missing: {', '.join(missing)}" if missing else "backups ok")
     if down:
         parts.append(f"unreachable: {', '.join(down)}")
-    mark = TICK if exit_code(results, allow_pending=allow_pending) == EXIT_OK else CROSS
+    mark = TICK if exit_code(results, allow_pending=allow_pending, backup_within=backup_within) == EXIT_OK else CROSS
     return f"{mark} Summary: " + ", ".join(parts)

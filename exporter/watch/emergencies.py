@@ -2,8 +2,9 @@
 two polls from what the poll already has and one statistics view - no table is read:
 
 - the migration history rewritten (`prisma migrate reset`: the schema dropped and every
-  migration applied again): an applied migration's row vanished or finished at another
-  time than one poll ago (from the history the migrations monitor reads anyway);
+  migration applied again): the `_prisma_migrations` table dropped or recreated (its relid
+  in pg_stat_user_tables), or an applied migration's row gone or finished at another time
+  than one poll ago (from the history the migrations monitor reads anyway);
 - a table emptied or mass-deleted (`migrate reset`, `db push --accept-data-loss`, a DELETE
   without WHERE): its live-row estimate in pg_stat_user_tables fell by at least
   `mass_delete_fraction` and `mass_delete_min_rows` between two polls;
@@ -31,6 +32,8 @@ from exporter.schema.diff import DriftItem
 
 log = logging.getLogger(__name__)
 
+HISTORY_TABLE = "_prisma_migrations"
+
 _TABLES = """
 SELECT relid::bigint, relname, n_live_tup, n_tup_del
 FROM pg_stat_user_tables WHERE schemaname = %s
@@ -46,6 +49,12 @@ class TableStats:
 
 def read_tables(conn: psycopg.Connection, schema: str) -> dict[str, TableStats]:
     return {name: TableStats(relid, live, deleted) for relid, name, live, deleted in conn.execute(_TABLES, (schema,))}
+
+
+def _history_table_replaced(before: dict[str, TableStats] | None, after: dict[str, TableStats]) -> bool:
+    if before is None or HISTORY_TABLE not in before:
+        return False
+    return HISTORY_TABLE not in after or after[HISTORY_TABLE].relid != before[HISTORY_TABLE].relid
 
 
 class Loss(StrEnum):
@@ -79,7 +88,6 @@ class EmergenciesResult:
     mass_deletes: tuple[MassDelete, ...]  # seen by this poll
     mass_deletes_total: dict[str, int]  # per table, since the exporter started
     rows_lost_total: dict[str, int]  # per table: rows gone in mass deletes, since the start
-    history_watched: bool  # the migration history is read (migrations.dir set)
     history_rewrites_total: int
     history_rewritten_at: float | None  # the last poll that found it rewritten
     rewritten: tuple[str, ...]  # migrations this poll found replaced or gone
@@ -107,12 +115,13 @@ class EmergencyWatch:
 
     def observe(self, now: float, tables: dict[str, TableStats], history: MigrationHistory | None,
                 drift: Iterable[DriftItem] | None) -> EmergenciesResult:
+        history_table = _history_table_replaced(self._tables, tables)
         deletes = self._mass_deletes(now, tables)
-        rewritten = self._rewritten(now, history)
+        rewritten = self._rewritten(now, history, history_table)
         appeared = self._drift_appeared(now, drift)
         return EmergenciesResult(
             tuple(sorted(self.mass_deletes_total)), tuple(deletes), dict(self.mass_deletes_total),
-            dict(self.rows_lost_total), history is not None, self.history_rewrites_total,
+            dict(self.rows_lost_total), self.history_rewrites_total,
             self.history_rewritten_at, tuple(rewritten), drift is not None, self.drift_appeared_total, appeared,
         )
 
@@ -142,14 +151,17 @@ class EmergencyWatch:
             found.append(event)
         return found
 
-    def _rewritten(self, now: float, history: MigrationHistory | None) -> list[str]:
-        if history is None:  # history off, or unreadable this poll: compare next time
-            return []
-        applied = {i.name: i.finished_at for i in history.items if i.finished_at is not None}
-        previous, self._applied = self._applied, applied
-        if previous is None:
-            return []
-        rewritten = [name for name, finished in previous.items() if applied.get(name) != finished]
+    def _rewritten(self, now: float, history: MigrationHistory | None, table_replaced: bool) -> list[str]:
+        rewritten = []
+        if table_replaced:
+            # _prisma_migrations itself was dropped or recreated (the schema with it): seen
+            # in the statistics even when the role lost its grants along with the schema.
+            rewritten, self._applied = [HISTORY_TABLE], None  # the rows start afresh
+        if history is not None and history.managed:  # off, unreadable or gone: compare next time
+            applied = {i.name: i.finished_at for i in history.items if i.finished_at is not None}
+            previous, self._applied = self._applied, applied
+            if previous is not None and not rewritten:
+                rewritten = [name for name, finished in previous.items() if applied.get(name) != finished]
         if rewritten:
             self.history_rewrites_total += 1
             self.history_rewritten_at = now
