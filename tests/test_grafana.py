@@ -56,6 +56,28 @@ DATABASE_METRICS = {
     "venzory_db_migrations_part_success",
     "venzory_db_migration_preflight_unevaluable",
     "venzory_db_role_can_write",
+    # backups (docs/metrics.md, "Backups")
+    "venzory_db_backup_files",
+    "venzory_db_backup_newest_complete_timestamp_seconds",
+    "venzory_db_backup_newest_complete_size_bytes",
+    "venzory_db_backup_before_last_deploy_age_seconds",
+    "venzory_db_wal_archiving_enabled",
+    "venzory_db_wal_archived_total",
+    "venzory_db_wal_archive_failed_total",
+    "venzory_db_wal_last_archived_timestamp_seconds",
+    "venzory_db_wal_last_archive_failure_timestamp_seconds",
+    # emergencies between two polls
+    "venzory_db_table_mass_deletes_total",
+    "venzory_db_table_rows_lost_total",
+    "venzory_db_migration_history_rewrites_total",
+    "venzory_db_schema_drift_appeared_total",
+    "venzory_db_schema_drift_appeared_timestamp_seconds",
+    # the watch after a deploy
+    "venzory_db_last_deploy_info",
+    "venzory_db_deploy_latency_unavailable",
+    "venzory_db_deploy_write_calls",
+    "venzory_db_deploy_write_mean_seconds",
+    "venzory_db_deploy_baseline_timestamp_seconds",
 }
 OTHER_METRICS = {  # no database label
     "venzory_db_exporter_build_info",
