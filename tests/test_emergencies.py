@@ -15,10 +15,12 @@ from pglast import parse_sql
 from pglast.visitors import Visitor
 
 from exporter.config import load_config
+from exporter.config.backups import EmergenciesConfig
 from exporter.metrics import families_for
 from exporter.migrations.replay import apply_migrations
 from exporter.poll import Poller
-from exporter.watch.emergencies import Loss
+from exporter.schema.diff import DriftItem
+from exporter.watch.emergencies import EmergencyWatch, Loss, TableStats
 from test_security_privileges import apply_role_sql, as_monitor
 from venzory_fixture import MIGRATIONS, SCHEMA_PRISMA, STEP_6, build_database
 
@@ -200,3 +202,45 @@ def test_drift_that_appears_is_reported_with_its_time_after_two_polls(watched):
         conn.execute('ALTER TABLE "Item" DROP COLUMN "hotfix"')
     gone = poller.poll()
     assert gone.emergencies.drift_appeared == () and gone.emergencies.drift_appeared_total == 1
+
+
+# -- the comparisons themselves (pure: no database) ------------------------------------------------
+
+
+def _watch(**config):
+    return EmergencyWatch(EmergenciesConfig(**config))
+
+
+def test_more_than_the_fraction_and_at_least_the_minimum():
+    watch = _watch(mass_delete_fraction=0.5, mass_delete_min_rows=100)
+    watch.observe(0, {"A": TableStats(1, 1000, 0), "B": TableStats(2, 1000, 0), "C": TableStats(3, 150, 0)}, None, None)
+    # A loses exactly half (not more), B one row more than half, C more than half but under 100 rows
+    result = watch.observe(60, {"A": TableStats(1, 500, 500), "B": TableStats(2, 499, 0), "C": TableStats(3, 60, 90)},
+                           None, None)
+    assert [(d.table, d.rows_lost, d.how) for d in result.mass_deletes] == [("B", 501, Loss.TRUNCATED)]
+    assert result.mass_deletes_total == {"A": 0, "B": 1, "C": 0} and result.rows_lost_total["B"] == 501
+    # dropped, and recreated under the same name
+    result = watch.observe(120, {"B": TableStats(9, 0, 0)}, None, None)
+    assert {(d.table, d.how) for d in result.mass_deletes} == {("A", Loss.DROPPED), ("B", Loss.RECREATED)}
+    assert result.tables == ("A", "B", "C")  # a dropped table's counters stay
+
+
+def test_drift_of_a_poll_whose_source_failed_is_not_new_the_next_time():
+    item = DriftItem(source="migrations", kind="extra_column", object="Item.hotfix", detail="")
+    watch = _watch()
+    watch.observe(0, {}, None, [])
+    watch.observe(60, {}, None, None)  # the expected schema failed this poll: skipped
+    watch.observe(120, {}, None, [item])  # appeared
+    assert watch.observe(180, {}, None, None).drift_appeared == ()  # unknown: not confirmed, not forgotten
+    result = watch.observe(240, {}, None, [item])
+    assert [(a.item.object, a.appeared_at) for a in result.drift_appeared] == [("Item.hotfix", 120)]
+    acknowledged = DriftItem(source="migrations", kind="extra_index", object="i", detail="", acknowledged=True)
+    assert watch.observe(300, {}, None, [item, acknowledged]).drift_appeared_total == 1
+
+
+def test_a_reload_keeps_what_the_watches_remember(tmp_path):
+    config = config_for(tmp_path, "host=127.0.0.1 dbname=x")
+    old, new = Poller(config, config.databases[0]), Poller(config, config.databases[0])
+    old.emergencies.history_rewrites_total = 3
+    new.adopt(old)
+    assert new.emergencies is old.emergencies and new.deploy_watch is old.deploy_watch

@@ -63,9 +63,9 @@ class EmergenciesConfig(Strict):
     """What is compared between two polls, from the catalog only (no table is read)."""
 
     enabled: bool = True
-    # A table whose live-row estimate falls by at least this fraction between two polls ...
+    # A table whose live-row estimate falls by more than this fraction between two polls ...
     mass_delete_fraction: Fraction = 0.5
-    # ... and by at least this many rows, lost rows (small tables churn).
+    # ... and by at least this many rows has lost them (small tables churn).
     mass_delete_min_rows: Annotated[int, Field(ge=1)] = 100
 
 

@@ -6,8 +6,8 @@ two polls from what the poll already has and one statistics view - no table is r
   in pg_stat_user_tables), or an applied migration's row gone or finished at another time
   than one poll ago (from the history the migrations monitor reads anyway);
 - a table emptied or mass-deleted (`migrate reset`, `db push --accept-data-loss`, a DELETE
-  without WHERE): its live-row estimate in pg_stat_user_tables fell by at least
-  `mass_delete_fraction` and `mass_delete_min_rows` between two polls;
+  without WHERE): its live-row estimate in pg_stat_user_tables fell by more than
+  `mass_delete_fraction` of it, and by at least `mass_delete_min_rows`, between two polls;
 - schema drift that appeared since the last poll (hand-written DDL): an unacknowledged
   drift item that was not there one poll ago and is still there on the next poll (one
   poll's drift can be a deploy caught half-way), with the time it was first seen.
@@ -136,7 +136,7 @@ class EmergencyWatch:
         for name, before in previous.items():
             after = tables.get(name)
             lost = before.live - (after.live if after else 0)
-            if lost < self.config.mass_delete_min_rows or lost < self.config.mass_delete_fraction * before.live:
+            if lost < self.config.mass_delete_min_rows or lost <= self.config.mass_delete_fraction * before.live:
                 continue
             if after is None:
                 how = Loss.DROPPED
