@@ -139,14 +139,25 @@ class Poller:
         # Dump files are read after the session is closed: pg_restore may take a while.
         history = migrations.history if migrations else None
         last_deploy = history.last_deploy(self.database.config.watch.deploy.batch_window) if history else None
-        backups = self.backups.inspect(*backup_facts, last_deploy) if self.backups else None
-        emergencies = self.emergencies.observe(started, tables, history, _drift_known(migrations)) if self.emergencies else None
-        deploy = self.deploy_watch.observe(started, last_deploy, statements) if self.deploy_watch else None
+        backups = self._safely("backups", lambda: self.backups.inspect(*backup_facts, last_deploy)) \
+            if self.backups else None
+        emergencies = self._safely("emergencies", lambda: self.emergencies.observe(
+            started, tables, history, _drift_known(migrations))) if self.emergencies else None
+        deploy = self._safely("deploy watch", lambda: self.deploy_watch.observe(started, last_deploy, statements)) \
+            if self.deploy_watch else None
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
             tuple(checks), tuple(check_constraints(expected, schema)), migrations, schema, privileges=privileges,
             backups=backups, emergencies=emergencies, deploy=deploy,
         )
+
+    def _safely(self, what: str, work):
+        """A part computed after the session: its bug must not cost the poll's result."""
+        try:
+            return work()
+        except Exception:  # noqa: BLE001
+            log.exception("%s of %s failed unexpectedly", what, self.name)
+            return None
 
     def _read_statements(self, conn):
         try:

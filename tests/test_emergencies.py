@@ -15,7 +15,7 @@ from pglast import parse_sql
 from pglast.visitors import Visitor
 
 from exporter.config import load_config
-from exporter.config.backups import EmergenciesConfig
+from exporter.config.watch import EmergenciesConfig
 from exporter.metrics import families_for
 from exporter.migrations.replay import apply_migrations
 from exporter.poll import Poller

@@ -1,5 +1,4 @@
-"""Config of a database's backups (the runbook's "verified backup before every migration")
-and of the watch between polls (emergencies) and after a deploy.
+"""Config of a database's backups (the runbook's "verified backup before every migration").
 
 Paths are not checked here: a backup folder may be mounted after the exporter starts, so
 the runtime reports a missing folder or an unreadable file on each poll.
@@ -54,30 +53,3 @@ class BackupsConfig(Strict):
     @property
     def enabled(self) -> bool:
         return bool(self.sources) or self.archiver
-
-
-Fraction = Annotated[float, Field(gt=0, le=1)]
-
-
-class EmergenciesConfig(Strict):
-    """What is compared between two polls, from the catalog only (no table is read)."""
-
-    enabled: bool = True
-    # A table whose live-row estimate falls by more than this fraction between two polls ...
-    mass_delete_fraction: Fraction = 0.5
-    # ... and by at least this many rows has lost them (small tables churn).
-    mass_delete_min_rows: Annotated[int, Field(ge=1)] = 100
-
-
-class DeployWatchConfig(Strict):
-    """After a deploy: the mean execution time of the statements writing to the tables the
-    deploy changed, before and after it (pg_stat_statements, when installed)."""
-
-    enabled: bool = True
-    # Migrations finished within this long before the last one belong to the same deploy.
-    batch_window: Duration = 900.0
-
-
-class WatchConfig(Strict):
-    emergencies: EmergenciesConfig = EmergenciesConfig()
-    deploy: DeployWatchConfig = DeployWatchConfig()

@@ -10,10 +10,11 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from exporter.config.backups import BackupsConfig, WatchConfig
+from exporter.config.backups import BackupsConfig
 from exporter.config.events import EventsConfig, validate_events
 from exporter.config.migrations import MigrationsConfig
 from exporter.config.types import Duration, Identifier, Strict
+from exporter.config.watch import WatchConfig
 
 Severity = Literal["critical", "warning"]
 

@@ -26,7 +26,7 @@ from typing import Iterable
 
 import psycopg
 
-from exporter.config.backups import EmergenciesConfig
+from exporter.config.watch import EmergenciesConfig
 from exporter.migrations.history import MigrationHistory
 from exporter.schema.diff import DriftItem
 
