@@ -211,12 +211,19 @@ def _backup_lines(r: PollResult, backup_within: float | None) -> list[str]:
     if b and b.archiver:
         a = b.archiver
         mark = CROSS if a.failing else (TICK if a.enabled else WARN)
-        lines.append(f"  {mark} WAL archiving: archive_mode={a.mode}, {a.archived} archived (last {a.last_archived_wal}), "
-                     f"{a.failed} failed (last {a.last_failed_wal})")
+        archived = f"{a.archived} archived" + (f" (last {a.last_archived_wal})" if a.last_archived_wal else "")
+        failed = f"{a.failed} failed" + (f" (last {a.last_failed_wal})" if a.last_failed_wal else "")
+        lines.append(f"  {mark} WAL archiving: archive_mode={a.mode}, {archived}, {failed}"
+                     + (", failing now" if a.failing else ""))
     if backup_within is not None:
         missing = r.missing_backup(backup_within)
-        lines.append(f"  {CROSS} backup required before migrating: {missing}" if missing
-                     else f"  {TICK} a complete backup newer than {backup_within:g}s exists, or nothing is pending")
+        newest = b.newest_complete if b else None
+        if missing:
+            lines.append(f"  {CROSS} backup required before migrating: {missing}")
+        elif newest is not None and r.started_at - newest.taken_at <= backup_within:
+            lines.append(f"  {TICK} backup before migrating: {newest.path}, taken within {backup_within:g}s")
+        else:
+            lines.append(f"  {TICK} no backup required: no migration is pending")
     return lines
 
 

@@ -192,7 +192,7 @@ def test_verify_needs_no_backup_when_nothing_is_pending(databases, tmp_path):
     config = write_config(tmp_path / "c.yaml", databases[0], str(tmp_path / "none" / "*"), migrations=applied)
     result = verify(config, "--require-backup-within", "1h")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "nothing is pending" in result.stdout
+    assert "no backup required: no migration is pending" in result.stdout
 
 
 def test_a_bad_duration_cannot_run(databases, tmp_path):

@@ -33,6 +33,10 @@ from exporter.migrations.history import MIGRATION_FILE, Deploy
 log = logging.getLogger(__name__)
 
 
+# pg_stat_statements keeps 5,000 statements by default; ids of evicted ones accumulate here.
+MAX_REMEMBERED_STATEMENTS = 50_000
+
+
 class Unavailable(StrEnum):
     """The `reason` label of venzory_db_deploy_latency_unavailable."""
 
@@ -162,6 +166,8 @@ class DeployWatch:
             except ParseError:
                 tables = frozenset()  # a truncated text (track_activity_query_size) or a non-SQL utility
             if queryid is not None:
+                if len(self._writes) >= MAX_REMEMBERED_STATEMENTS:
+                    self._writes.clear()  # evicted statements' ids: parsing again costs little
                 self._writes[queryid] = tables
         return tables
 
