@@ -5,6 +5,7 @@ pg_stat_archiver of a cluster whose archive_command fails, then succeeds."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -81,12 +82,17 @@ def dumps(databases, tmp_path_factory):
         "other_custom": dump(other, folder / "other.dump", "-Fc"),
         "other_plain_create": dump(other, folder / "other.sql", "--create"),
     }
-    for name in ("plain", "custom", "tar"):
+    gzipped = folder / "backup_before_migration_plain.sql.gz"
+    with open(made["plain"], "rb") as source, gzip.open(gzipped, "wb") as out:
+        shutil.copyfileobj(source, out)  # pg_dump | gzip
+    made["plain_gzip"] = gzipped
+    for name in ("plain", "custom", "tar", "plain_gzip"):
         made[f"truncated_{name}"] = truncate(made[name], folder / f"truncated_{made[name].name}")
     return made
 
 
 @pytest.mark.parametrize("name, fmt", [("plain", DumpFormat.PLAIN), ("plain_create", DumpFormat.PLAIN),
+                                       ("plain_gzip", DumpFormat.PLAIN_GZIP),
                                        ("custom", DumpFormat.CUSTOM), ("tar", DumpFormat.TAR),
                                        ("directory", DumpFormat.DIRECTORY)])
 def test_complete_dumps_of_this_database(dumps, name, fmt):
@@ -94,7 +100,7 @@ def test_complete_dumps_of_this_database(dumps, name, fmt):
     assert (d.format, d.status) == (fmt, DumpStatus.COMPLETE), d
     assert d.server_version and d.server_version.split()[0] == SERVER_VERSION, d
     assert d.size > 0
-    if name == "plain":
+    if name in ("plain", "plain_gzip"):
         # pg_dump > file.sql (the runbook's command) does not name its database
         assert d.database is None and "--create" in d.detail
         assert abs(d.taken_at - os.stat(dumps[name]).st_mtime) < 1
@@ -106,7 +112,8 @@ def test_complete_dumps_of_this_database(dumps, name, fmt):
 
 @pytest.mark.parametrize("name, why", [("truncated_plain", "dump complete' trailer"),
                                        ("truncated_custom", "end of file"),
-                                       ("truncated_tar", "tar archive")])
+                                       ("truncated_tar", "tar archive"),
+                                       ("truncated_plain_gzip", "gzip stream cut short")])
 def test_truncated_dumps_are_incomplete(dumps, name, why):
     d = inspect(dumps[name], "backups_venzory")
     assert d.status == DumpStatus.INCOMPLETE and why in d.detail, d

@@ -1,6 +1,6 @@
 """What a dump file is, from PostgreSQL's own format facts and tools - never from its size.
 
-- plain (`pg_dump > file.sql`): pg_dump writes "-- PostgreSQL database dump" first and
+- plain (`pg_dump > file.sql`, also gzip-compressed): pg_dump writes "-- PostgreSQL database dump" first and
   "-- PostgreSQL database dump complete" only after the last object, so a dump that was
   cut short (disk full, pg_dump killed) has no trailer. The header names the server
   version; the database only with `pg_dump --create` (`CREATE DATABASE`, `\\connect`).
@@ -16,6 +16,7 @@ A file is inspected once: the answer is cached while its size and mtime stay the
 from __future__ import annotations
 
 import glob as globbing
+import gzip
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from pathlib import Path
 
 class DumpFormat(StrEnum):
     PLAIN = "plain"
+    PLAIN_GZIP = "plain_gzip"  # pg_dump | gzip: read through once to reach the trailer
     CUSTOM = "custom"
     TAR = "tar"
     DIRECTORY = "directory"
@@ -47,6 +49,7 @@ class DumpStatus(StrEnum):
 PLAIN_HEADER = b"-- PostgreSQL database dump"
 PLAIN_TRAILER = b"-- PostgreSQL database dump complete"
 CUSTOM_MAGIC = b"PGDMP"
+GZIP_MAGIC = b"\x1f\x8b"
 HEAD_BYTES = 64 * 1024  # the header, and CREATE DATABASE / \connect of a --create dump
 TAIL_BYTES = 4 * 1024  # the trailer (pg_dump 15.14+ writes \unrestrict after it)
 
@@ -118,8 +121,8 @@ def inspect_dump(path: str, stat: os.stat_result, pg_restore: str | None, timeou
     """One file (or directory archive): its format, completeness and what it names."""
     try:
         fmt = detect_format(path)
-        if fmt == DumpFormat.PLAIN:
-            return _inspect_plain(path, stat)
+        if fmt in (DumpFormat.PLAIN, DumpFormat.PLAIN_GZIP):
+            return _inspect_plain(path, stat, fmt)
         if fmt == DumpFormat.UNKNOWN:
             return Dump(path, fmt, DumpStatus.UNREADABLE, stat.st_size, stat.st_mtime,
                         detail="not a pg_dump file (no plain header, no PGDMP, no tar or toc.dat)")
@@ -134,6 +137,13 @@ def detect_format(path: str) -> DumpFormat:
         return DumpFormat.DIRECTORY if os.path.exists(os.path.join(path, "toc.dat")) else DumpFormat.UNKNOWN
     with open(path, "rb") as f:
         head = f.read(512)
+    if head.startswith(GZIP_MAGIC):
+        try:
+            with gzip.open(path, "rb") as f:
+                head = f.read(512)
+        except (OSError, EOFError):
+            return DumpFormat.UNKNOWN
+        return DumpFormat.PLAIN_GZIP if PLAIN_HEADER in head else DumpFormat.UNKNOWN
     if head.startswith(CUSTOM_MAGIC):
         return DumpFormat.CUSTOM
     if head[257:262] == b"ustar":
@@ -147,20 +157,36 @@ _DUMPED_FROM = re.compile(rb"^-- Dumped from database version (.+)$", re.M)
 _NAMES_DATABASE = re.compile(rb"^(?:CREATE DATABASE (\S+) |\\connect (?:-reuse-previous=on )?(\S+)$)", re.M)
 
 
-def _inspect_plain(path: str, stat: os.stat_result) -> Dump:
-    with open(path, "rb") as f:
-        head = f.read(HEAD_BYTES)
-        f.seek(max(0, stat.st_size - TAIL_BYTES))
-        tail = f.read()
+def _inspect_plain(path: str, stat: os.stat_result, fmt: DumpFormat) -> Dump:
+    try:
+        head, tail = _head_and_tail(path, stat, fmt == DumpFormat.PLAIN_GZIP)
+    except (EOFError, gzip.BadGzipFile) as e:
+        return Dump(path, fmt, DumpStatus.INCOMPLETE, stat.st_size, stat.st_mtime,
+                    detail=f"gzip stream cut short or corrupt: {e}")
     version = _DUMPED_FROM.search(head)
     named = _NAMES_DATABASE.search(head)
     database = _unquote((named.group(1) or named.group(2)).decode()) if named else None
     common = dict(database=database, server_version=version.group(1).decode().strip() if version else None)
     if PLAIN_TRAILER not in tail:
-        return Dump(path, DumpFormat.PLAIN, DumpStatus.INCOMPLETE, stat.st_size, stat.st_mtime,
+        return Dump(path, fmt, DumpStatus.INCOMPLETE, stat.st_size, stat.st_mtime,
                     detail="no '-- PostgreSQL database dump complete' trailer: pg_dump did not finish", **common)
     detail = "" if database else "plain dump without --create: it does not name its database (taken as this one's by its glob)"
-    return Dump(path, DumpFormat.PLAIN, DumpStatus.COMPLETE, stat.st_size, stat.st_mtime, detail=detail, **common)
+    return Dump(path, fmt, DumpStatus.COMPLETE, stat.st_size, stat.st_mtime, detail=detail, **common)
+
+
+def _head_and_tail(path: str, stat: os.stat_result, compressed: bool) -> tuple[bytes, bytes]:
+    """The first HEAD_BYTES and the last TAIL_BYTES of the dump's text."""
+    if not compressed:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+            f.seek(max(0, stat.st_size - TAIL_BYTES))
+            return head, f.read()
+    with gzip.open(path, "rb") as f:  # no index in a gzip stream: read it through
+        head = f.read(HEAD_BYTES)
+        tail = head[-TAIL_BYTES:]
+        while chunk := f.read(1 << 20):
+            tail = (tail + chunk)[-TAIL_BYTES:]
+        return head, tail
 
 
 def _unquote(name: str) -> str:
