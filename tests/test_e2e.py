@@ -605,6 +605,24 @@ def test_a_mass_delete_fires_within_two_polls(stack: Stack):
     assert float(alert["value"]) >= 500
 
 
+def test_hand_written_ddl_fires_with_the_time_it_appeared(stack: Stack):
+    """Drift must be seen on two polls in a row (one poll's drift may be a deploy caught
+    half-way): one poll more than the other emergencies."""
+    started, wall = time.monotonic(), time.time()
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        conn.execute('ALTER TABLE "Item" ADD COLUMN "hotfix" integer')
+    alerts = wait_until("VenzoryDbSchemaChangedWithoutMigration on Item.hotfix",
+                        lambda: _firing(stack, "VenzoryDbSchemaChangedWithoutMigration", object="Item.hotfix"),
+                        ALERTS_TIMEOUT, stack.processes)
+    elapsed = time.monotonic() - started
+    bound = WITHIN_TWO_POLLS + parse_duration(POLL_INTERVAL)
+    print(f"ALTER TABLE -> firing in {elapsed:.1f}s (bound {bound:.0f}s)")
+    assert elapsed <= bound, elapsed
+    for alert in alerts:  # against the migrations' expected schema and against schema.prisma
+        assert alert["labels"]["severity"] == "warning" and alert["labels"]["kind"]
+        assert wall - 1 <= float(alert["value"]) <= wall + bound  # when the exporter first saw it
+
+
 def test_a_migrate_reset_fires_within_two_polls(stack: Stack):
     started = time.monotonic()
     with psycopg.connect(stack.dsn, autocommit=True) as conn:  # what `prisma migrate reset` does
