@@ -225,6 +225,15 @@ def test_more_than_the_fraction_and_at_least_the_minimum():
     assert result.tables == ("A", "B", "C")  # a dropped table's counters stay
 
 
+def test_reset_statistics_are_not_a_mass_delete():
+    watch = _watch()
+    watch.observe(0, {"A": TableStats(1, 1000, 10, 1010)}, None, None)
+    assert watch.observe(60, {"A": TableStats(1, 0, 0, 0)}, None, None).mass_deletes == ()  # pg_stat_reset()
+    watch.observe(120, {"A": TableStats(1, 1000, 0, 1000)}, None, None)
+    (truncated,) = watch.observe(180, {"A": TableStats(1, 0, 0, 1000)}, None, None).mass_deletes  # TRUNCATE
+    assert truncated.how == Loss.TRUNCATED
+
+
 def test_drift_of_a_poll_whose_source_failed_is_not_new_the_next_time():
     item = DriftItem(source="migrations", kind="extra_column", object="Item.hotfix", detail="")
     watch = _watch()

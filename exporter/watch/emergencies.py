@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 HISTORY_TABLE = "_prisma_migrations"
 
 _TABLES = """
-SELECT relid::bigint, relname, n_live_tup, n_tup_del
+SELECT relname, relid::bigint, n_live_tup, n_tup_del, n_tup_ins
 FROM pg_stat_user_tables WHERE schemaname = %s
 """
 
@@ -45,10 +45,16 @@ class TableStats:
     relid: int
     live: int  # n_live_tup: the live-row estimate the statistics collector keeps
     deleted: int  # n_tup_del: rows deleted since the statistics were reset
+    inserted: int = 0  # n_tup_ins: only ever grows, until the statistics are reset
+
+    def reset_since(self, before: "TableStats") -> bool:
+        """pg_stat_reset() (or a crash) zeroed this table's statistics, n_live_tup with
+        them: rows that look gone are not."""
+        return self.relid == before.relid and (self.inserted < before.inserted or self.deleted < before.deleted)
 
 
 def read_tables(conn: psycopg.Connection, schema: str) -> dict[str, TableStats]:
-    return {name: TableStats(relid, live, deleted) for relid, name, live, deleted in conn.execute(_TABLES, (schema,))}
+    return {name: TableStats(*stats) for name, *stats in conn.execute(_TABLES, (schema,))}
 
 
 def _history_table_replaced(before: dict[str, TableStats] | None, after: dict[str, TableStats]) -> bool:
@@ -135,6 +141,8 @@ class EmergencyWatch:
         found = []
         for name, before in previous.items():
             after = tables.get(name)
+            if after is not None and after.reset_since(before):
+                continue
             lost = before.live - (after.live if after else 0)
             if lost < self.config.mass_delete_min_rows or lost <= self.config.mass_delete_fraction * before.live:
                 continue
