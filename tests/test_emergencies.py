@@ -30,6 +30,7 @@ ROWS = 1000
 def config_for(tmp_path, dsn: str):
     config = {"databases": [{"name": "venzory", "dsn": dsn, "poll_interval": "1s",
                              "migrations": {"dir": str(MIGRATIONS), "schema_prisma": str(SCHEMA_PRISMA)},
+                             "backups": {"archiver": True},  # pg_stat_archiver: readable by the role too
                              "watch": {"emergencies": {"mass_delete_fraction": 0.5, "mass_delete_min_rows": 100}}}],
               "checks": [], "constraints": []}  # no checks: what is left is the catalog's part of a poll
     path = tmp_path / "config.yaml"
@@ -106,6 +107,7 @@ def test_a_mass_delete_is_seen_by_the_next_poll_and_no_table_is_read(watched):
         app_tables = [r[0] for r in conn.execute("SELECT relname FROM pg_stat_user_tables WHERE relname <> '_prisma_migrations'")]
     first, scanned = poll_and_scans(poller, dsn)
     assert first.up and first.emergencies.mass_deletes == ()
+    assert first.backups.archiver is not None and first.backups.archiver.mode == "off"
     assert scanned == {"_prisma_migrations"}  # the history, which the migrations monitor reads anyway
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute('DELETE FROM "Practice" WHERE id <> %s', ("p1",))  # a DELETE without the WHERE it needed
