@@ -76,7 +76,8 @@ class PollResult:
 
 class Poller:
     """Polls one database. Keeps only what must survive between polls: the time of the
-    last full scan (each poll opens and closes its own session)."""
+    last full scan, the watches' memory of the previous poll and the inspected dump files
+    (each poll opens and closes its own session)."""
 
     def __init__(self, config: Config, database: DatabaseConfig, budget: ConnectionBudget | None = None):
         self.config = config
@@ -136,9 +137,9 @@ class Poller:
             self.last_full_scan = started
         self.write_warning.observe(privileges)
         expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
-        # Dump files are read after the session is closed: pg_restore may take a while.
         history = migrations.history if migrations else None
         last_deploy = history.last_deploy(self.database.config.watch.deploy.batch_window) if history else None
+        # Dump files are read after the session is closed: pg_restore may take a while.
         backups = self._safely("backups", lambda: self.backups.inspect(*backup_facts, last_deploy)) \
             if self.backups else None
         emergencies = self._safely("emergencies", lambda: self.emergencies.observe(
