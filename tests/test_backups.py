@@ -271,3 +271,16 @@ def test_archiving_failing_then_working(tmp_path):
         poller.close()
     finally:
         cluster.destroy()
+
+
+def test_an_archive_newer_than_pg_restore_is_unreadable_not_incomplete(dumps, tmp_path):
+    """A custom archive's header carries its format version after "PGDMP" (the version of
+    the pg_dump that wrote it); an older pg_restore refuses it. That says nothing about the
+    dump: it is `unreadable`, with what to install, never `incomplete`."""
+    data = bytearray(dumps["custom"].read_bytes())
+    data[5:7] = bytes([1, 99])  # format 1.99: a pg_dump from the future
+    future = tmp_path / "future.dump"
+    future.write_bytes(data)
+    d = inspect(future, "backups_venzory")
+    assert d.status == DumpStatus.UNREADABLE and "unsupported version (1.99)" in d.detail
+    assert "at least as new as the pg_dump" in d.detail

@@ -206,6 +206,10 @@ def _inspect_archive(path: str, stat: os.stat_result, fmt: DumpFormat, pg_restor
         return Dump(path, fmt, DumpStatus.UNREADABLE, size, stat.st_mtime,
                     detail="pg_restore not found (install postgresql-client or set backups.pg_restore)")
     listed, listing = _run([pg_restore, "--list", path], timeout)
+    if not listed and "unsupported version" in listing:
+        # Not the dump's fault: this pg_restore is older than the pg_dump that wrote it.
+        return Dump(path, fmt, DumpStatus.UNREADABLE, size, stat.st_mtime,
+                    detail=f"{listing} (install a pg_restore at least as new as the pg_dump, backups.pg_restore)")
     if not listed:
         return Dump(path, fmt, DumpStatus.INCOMPLETE, size, stat.st_mtime, detail=f"pg_restore --list failed: {listing}")
     toc = {k: (m.group(1).strip() if (m := rx.search(listing)) else None) for k, rx in _TOC_FIELDS.items()}
