@@ -8,21 +8,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import psycopg
 
 from exporter.backups.monitor import BackupsMonitor, BackupsResult
 from exporter.checks.constraints import ConstraintResult, check_constraints, expected_constraints
-from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
+from exporter.checks.run import CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
-from exporter.db import ERROR, ConnectionBudget, Database, LockWatch, down_reason, is_connection_error
-from exporter.migrations.monitor import EXPECTED_SCHEMA, SCHEMA_PRISMA_PART, MigrationsMonitor, MigrationsResult
+from exporter.db import ConnectionBudget, DownReason, Database, LockWatch, down_reason, is_connection_error
+from exporter.migrations.monitor import MigrationsMonitor, MigrationsResult, Part
 from exporter.privileges import Privileges, WriteWarning, read_privileges
 from exporter.schema.catalog import introspect
+from exporter.schema.diff import DriftItem
 from exporter.schema.model import Schema
-from exporter.watch.deploy import DeployResult, DeployWatch, Unavailable
+from exporter.watch.deploy import DeployResult, DeployWatch, Totals, Unavailable
 from exporter.watch.emergencies import EmergenciesResult, EmergencyWatch, read_tables
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class PollResult:
     constraints: tuple[ConstraintResult, ...] = ()
     migrations: MigrationsResult | None = None  # None when the database has no migrations feature
     schema: Schema | None = field(default=None, repr=False, compare=False)
-    down_reason: str | None = None  # why the database is down: one of exporter.db.DOWN_REASONS
+    down_reason: DownReason | None = None  # why the database is down
     privileges: Privileges | None = None  # whether the exporter's role could write (exporter.privileges)
     backups: BackupsResult | None = None  # None when the database has no backup sources
     emergencies: EmergenciesResult | None = None  # None when the emergencies watch is off
@@ -54,8 +60,8 @@ class PollResult:
         """One short line per thing that is not healthy (verify's exit code and summary)."""
         if not self.up:
             return [f"database unreachable: {self.error}"]
-        found = [f"check {c.check.name}: {c.status}" for c in self.checks if c.status in (VIOLATED, FAILED)]
-        found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if not c.healthy]
+        found = [f"check {c.check.name}: {c.status}" for c in self.checks if c.is_problem]
+        found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if c.is_problem]
         if self.migrations:
             found += self.migrations.problems(allow_pending=allow_pending)
         if backup_within is not None and (missing := self.missing_backup(backup_within)):
@@ -93,7 +99,7 @@ class Poller:
         self.emergencies = EmergencyWatch(watch.emergencies) if watch.emergencies.enabled else None
         self.deploy_watch = DeployWatch(database.migrations.dir, database.db_schema) if watch.deploy.enabled else None
 
-    def adopt(self, previous: "Poller") -> None:
+    def adopt(self, previous: Poller) -> None:
         """After a reload, keep what the previous poller of this database remembered
         between polls (the comparisons and counters of the watches, inspected dumps)."""
         if self.emergencies and previous.emergencies and self.emergencies.config == previous.emergencies.config:
@@ -122,12 +128,12 @@ class Poller:
                 privileges = read_privileges(conn, self.database.config.db_schema)
                 backup_facts = self.backups.read_database(conn) if self.backups else None
                 tables = read_tables(conn, self.database.config.db_schema) if self.emergencies else None
-                statements = self._read_statements(conn) if self.deploy_watch else None
+                statements = self._read_statements(self.deploy_watch, conn) if self.deploy_watch else None
         except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
             reason = down_reason(e)
             if self.database.closed:
                 log.debug("poll of %s broken off (stop or reload): %s", self.name, e)
-            elif reason == ERROR and not is_connection_error(e):
+            elif reason == DownReason.ERROR and not is_connection_error(e):
                 log.exception("poll of %s failed unexpectedly", self.name)
             else:
                 log.warning("database %s is down (%s): %s", self.name, reason, str(e).strip())
@@ -139,20 +145,24 @@ class Poller:
         expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
         history = migrations.history if migrations else None
         last_deploy = history.last_deploy(self.database.config.watch.deploy.batch_window) if history else None
-        # Dump files are read after the session is closed: pg_restore may take a while.
-        backups = self._safely("backups", lambda: self.backups.inspect(*backup_facts, last_deploy)) \
-            if self.backups else None
-        emergencies = self._safely("emergencies", lambda: self.emergencies.observe(
-            started, tables, history, _drift_known(migrations))) if self.emergencies else None
-        deploy = self._safely("deploy watch", lambda: self.deploy_watch.observe(started, last_deploy, statements)) \
-            if self.deploy_watch else None
+        backups = emergencies = deploy = None
+        if self.backups and backup_facts:
+            # Dump files are read after the session is closed: pg_restore may take a while.
+            monitor, (name, archiver) = self.backups, backup_facts
+            backups = self._safely("backups", lambda: monitor.inspect(name, archiver, last_deploy))
+        if self.emergencies and tables is not None:
+            watch, seen, drift = self.emergencies, tables, _drift_known(migrations)
+            emergencies = self._safely("emergencies", lambda: watch.observe(started, seen, history, drift))
+        if self.deploy_watch and statements is not None:
+            deploy_watch, snapshot = self.deploy_watch, statements
+            deploy = self._safely("deploy watch", lambda: deploy_watch.observe(started, last_deploy, snapshot))
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
             tuple(checks), tuple(check_constraints(expected, schema)), migrations, schema, privileges=privileges,
             backups=backups, emergencies=emergencies, deploy=deploy,
         )
 
-    def _safely(self, what: str, work):
+    def _safely(self, what: str, work: Callable[[], T]) -> T | None:
         """A part computed after the session: its bug must not cost the poll's result."""
         try:
             return work()
@@ -160,9 +170,9 @@ class Poller:
             log.exception("%s of %s failed unexpectedly", what, self.name)
             return None
 
-    def _read_statements(self, conn):
+    def _read_statements(self, watch: DeployWatch, conn: psycopg.Connection) -> dict[str, Totals] | Unavailable:
         try:
-            return self.deploy_watch.read(conn)
+            return watch.read(conn)
         except Exception as e:  # noqa: BLE001 - statistics must not take the poll down
             if is_connection_error(e):
                 raise
@@ -173,12 +183,18 @@ class Poller:
         """Stop polling: a poll in flight is broken off at once (shutdown, reload)."""
         self.database.close()
 
+    def __enter__(self) -> Poller:
+        return self
 
-def _drift_known(migrations: MigrationsResult | None):
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _drift_known(migrations: MigrationsResult | None) -> tuple[DriftItem, ...] | None:
     """This poll's drift when every source of it could be computed; None otherwise (a
     source that failed once must not make its items look new on the next poll)."""
-    if migrations is None or (migrations.expected is None and SCHEMA_PRISMA_PART not in migrations.parts):
+    if migrations is None or not migrations.drift_assessed:
         return None
-    if any(part in (EXPECTED_SCHEMA, SCHEMA_PRISMA_PART) for part, _ in migrations.errors):
+    if any(part in (Part.EXPECTED_SCHEMA, Part.SCHEMA_PRISMA) for part, _ in migrations.errors):
         return None
     return migrations.drift

@@ -7,11 +7,16 @@ run (bad config, a database unreachable).
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
+from exporter.backups.dumps import DumpStatus
+from exporter.checks.constraints import ConstraintResult
+from exporter.checks.run import CheckResult, CheckStatus
 from exporter.db import redact_dsn
 from exporter.logs import redact, scrub
 from exporter.migrations.monitor import MigrationsResult
+from exporter.migrations.preflight import PreflightStatus
 from exporter.poll import PollResult
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_RUN = 0, 1, 2
@@ -27,7 +32,8 @@ def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False, bac
     return EXIT_OK if healthy else EXIT_PROBLEMS
 
 
-def to_json(results: Iterable[PollResult], *, allow_pending: bool = False, backup_within: float | None = None) -> dict:
+def to_json(results: Iterable[PollResult], *, allow_pending: bool = False,
+            backup_within: float | None = None) -> dict[str, Any]:
     results = list(results)
     return {
         "ok": exit_code(results, allow_pending=allow_pending, backup_within=backup_within) == EXIT_OK,
@@ -35,7 +41,7 @@ def to_json(results: Iterable[PollResult], *, allow_pending: bool = False, backu
     }
 
 
-def _backups_json(r: PollResult, backup_within: float | None) -> dict | None:
+def _backups_json(r: PollResult, backup_within: float | None) -> dict[str, Any] | None:
     b = r.backups
     required = None
     if backup_within is not None:
@@ -54,14 +60,14 @@ def _backups_json(r: PollResult, backup_within: float | None) -> dict | None:
     }
 
 
-def _migrations_json(m: MigrationsResult) -> dict:
+def _migrations_json(m: MigrationsResult) -> dict[str, Any]:
     history = m.history
     return {
         "migrations": {
             "managed": history.managed if history else None,
             "states": history.counts if history else {},
             "items": [{"name": i.name, "state": i.state, "detail": i.detail}
-                      for i in (history.items if history else ()) if i.state != "applied"],
+                      for i in (history.not_applied if history else ())],
         },
         "drift": [{"source": d.source, "kind": d.kind, "object": d.object, "detail": d.detail,
                    "acknowledged": d.acknowledged} for d in m.drift],
@@ -72,7 +78,7 @@ def _migrations_json(m: MigrationsResult) -> dict:
     }
 
 
-def _database_json(r: PollResult, backup_within: float | None = None) -> dict:
+def _database_json(r: PollResult, backup_within: float | None = None) -> dict[str, Any]:
     extra = _migrations_json(r.migrations) if r.migrations else {}
     return extra | {
         "backups": _backups_json(r, backup_within),
@@ -115,17 +121,18 @@ def _database_json(r: PollResult, backup_within: float | None = None) -> dict:
     }
 
 
-def render_json(results: Iterable[PollResult], *, allow_pending: bool = False, backup_within: float | None = None) -> str:
+def render_json(results: Iterable[PollResult], *, allow_pending: bool = False,
+                backup_within: float | None = None) -> str:
     # Scrubbed of registered secrets like the logs: a database's error text is printed as is.
     return json.dumps(scrub(to_json(results, allow_pending=allow_pending, backup_within=backup_within)),
                       indent=2, default=str)
 
 
-def _check_line(c) -> list[str]:
+def _check_line(c: CheckResult) -> list[str]:
     name, table = c.check.name, c.check.table
-    if c.status == "failed":
+    if c.status is CheckStatus.FAILED:
         return [f"  {FAIL} {name} ({table}): check failed [{c.reason}]: {c.error}"]
-    if c.status == "ok":
+    if c.status is CheckStatus.OK:
         how = f" - guarded by {c.guarded_by}" if c.guarded else ""
         return [f"  {TICK} {name} ({table}): no violations{how}"]
     what = f"{c.violations} rows in {c.groups} duplicate groups" if c.groups is not None else f"{c.violations} rows"
@@ -153,11 +160,7 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
             lines.extend(_check_line(c))
         if r.constraints:
             lines.append("Constraints:")
-        for c in r.constraints:
-            mark = TICK if c.healthy else CROSS
-            tag = f"{c.kind}, critical" if c.critical else c.kind
-            state = "present and valid" if c.healthy else c.detail
-            lines.append(f"  {mark} {c.table}.{c.name} ({tag}): {state}")
+        lines.extend(_constraint_line(k) for k in r.constraints)
         if r.migrations:
             lines.extend(_migration_lines(r.migrations, allow_pending))
         if r.backups or backup_within is not None:
@@ -167,31 +170,37 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
     return redact("\n".join(lines))
 
 
+def _constraint_line(c: ConstraintResult) -> str:
+    mark = CROSS if c.is_problem else TICK
+    tag = f"{c.kind}, critical" if c.critical else c.kind
+    state = c.detail if c.is_problem else "present and valid"
+    return f"  {mark} {c.table}.{c.name} ({tag}): {state}"
+
+
 def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
     lines = ["Migrations:"]
     for part, message in m.errors:
         lines.append(f"  {FAIL} {part}: {message}")
     if m.history:
-        bad = {"failed", "modified", "missing_from_folder"} | (set() if allow_pending else {"pending"})
-        mark = CROSS if any(m.history.counts.get(s) for s in bad) else TICK
+        mark = CROSS if m.history.problem_states(allow_pending=allow_pending) else TICK
         lines.append(f"  {mark} {m.history.summary}")
-        for item in m.history.items:
-            if item.state != "applied":
-                detail = f" - {item.detail}" if item.detail else ""
-                lines.append(f"      {item.state}: {item.name}{detail}")
+        for item in m.history.not_applied:
+            detail = f" - {item.detail}" if item.detail else ""
+            lines.append(f"      {item.state}: {item.name}{detail}")
     for p in m.preflight:
-        if p.status == "blocked":
+        if p.status is PreflightStatus.BLOCKED:
             lines.append(f"  {CROSS} {p.migration} will fail: {p.kind} {p.constraint} on {p.table} "
                          f"blocked by {p.blocked_rows} rows")
             lines.append(f"      inspect: {p.sql}")
-        elif p.status == "cannot_evaluate":
-            lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} cannot be evaluated yet: {p.reason}")
+        elif p.status is PreflightStatus.CANNOT_EVALUATE:
+            lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} "
+                         f"cannot be evaluated yet: {p.reason}")
         else:
             lines.append(f"  {TICK} {p.migration}: {p.kind} {p.constraint} on {p.table} passes")
-    if m.drift or m.expected is not None or "schema_prisma" in m.parts:
+    if m.drift or m.drift_assessed:
         lines.append("Drift:" if m.drift else f"  {TICK} no schema drift")
     for d in m.drift:
-        mark = TICK if d.acknowledged else CROSS
+        mark = CROSS if d.is_problem else TICK
         note = " (acknowledged)" if d.acknowledged else ""
         lines.append(f"  {mark} [{d.source}] {d.kind} {d.object}: {d.detail}{note}")
     return lines
@@ -205,9 +214,10 @@ def _backup_lines(r: PollResult, backup_within: float | None) -> list[str]:
         mark = TICK if newest else CROSS
         lines.append(f"  {mark} {source.name}: {source.describe()}")
         for d in source.files:
-            state = TICK if d.status == "complete" else CROSS
+            state = TICK if d.status is DumpStatus.COMPLETE else CROSS
             detail = f" - {d.detail}" if d.detail else ""
-            lines.append(f"      {state} {d.path} ({d.format}, {d.size} bytes, {d.as_dict()['taken_at']}): {d.status}{detail}")
+            taken = d.as_dict()["taken_at"]
+            lines.append(f"      {state} {d.path} ({d.format}, {d.size} bytes, {taken}): {d.status}{detail}")
     if b and b.archiver:
         a = b.archiver
         mark = CROSS if a.failing else (TICK if a.enabled else WARN)
@@ -230,12 +240,12 @@ def _backup_lines(r: PollResult, backup_within: float | None) -> list[str]:
 def _summary(results: list[PollResult], allow_pending: bool, backup_within: float | None = None) -> str:
     down = [r.database for r in results if not r.up]
     checks = [c for r in results if r.up for c in r.checks]
-    violated = [c for c in checks if c.status == "violated"]
-    failed = [c for c in checks if c.status == "failed"]
-    constraints = [c for r in results if r.up for c in r.constraints if not c.healthy]
+    violated = [c for c in checks if c.status is CheckStatus.VIOLATED]
+    failed = [c for c in checks if c.status is CheckStatus.FAILED]
+    constraints = [c for r in results if r.up for c in r.constraints if c.is_problem]
     parts = [
         f"{len(checks) - len(violated) - len(failed)}/{len(checks)} checks healthy",
-        f"{len(violated)} violated ({sum(c.violations for c in violated)} rows)",
+        f"{len(violated)} violated ({sum(c.violations or 0 for c in violated)} rows)",
         f"{len(failed)} failed",
         f"{len(constraints)} constraints missing or not valid",
     ]

@@ -20,7 +20,7 @@ import yaml
 
 from exporter.backups.dumps import DumpFormat, DumpInspector, DumpStatus, find_pg_restore
 from exporter.config import load_config
-from exporter.metrics import families_for
+from exporter.metrics.render import families_for
 from exporter.pgcluster import find_bindir, start_cluster
 from exporter.poll import Poller
 from venzory_fixture import MIGRATIONS, STEP_6, STEPS, build_database

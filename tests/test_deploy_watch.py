@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from exporter.config import load_config
-from exporter.metrics import families_for
+from exporter.metrics.render import families_for
 from exporter.migrations.replay import apply_migrations
 from exporter.poll import Poller
 from exporter.watch.deploy import Unavailable, tables_of

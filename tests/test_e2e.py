@@ -53,13 +53,13 @@ import pytest
 import yaml
 
 from exporter.migrations.replay import apply_migrations
+from support import REPO, need
 from test_backups import tool
 from test_grafana import dashboard_queries, iter_targets, load_dashboard
 from venzory_fixture import MIGRATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_6, build_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
-REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 RULES = sorted((REPO / "alerts").glob("*.rules.yml"))
 ALERTMANAGER_CONFIG = REPO / "alerts" / "alertmanager.yml"
@@ -339,13 +339,6 @@ class Stack:
         return answer["data"]["result"]
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if not path:
-        pytest.skip(f"{tool} not installed (apt-get install -y prometheus prometheus-alertmanager)")
-    return path
-
-
 @pytest.fixture(scope="module")
 def stack(pg_server, tmp_path_factory):
     prometheus_bin = need("prometheus")
@@ -359,9 +352,6 @@ def stack(pg_server, tmp_path_factory):
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     backups = tmp / "backups"
     backups.mkdir()
-    # An archive records its creation time to the second: a dump within the second of the
-    # first migration would count as taken before the deploy (VenzoryDbMigrationWithoutBackup).
-    time.sleep(1.1)
     subprocess.run([tool("pg_dump"), dsn, "-Fc", "-f", str(backups / "backup_before_migration.dump")],
                    check=True, capture_output=True, timeout=120)
     ports = {"exporter": free_port(), "prometheus": free_port(), "alertmanager": free_port()}

@@ -16,7 +16,7 @@ from pglast.visitors import Visitor
 
 from exporter.config import load_config
 from exporter.config.watch import EmergenciesConfig
-from exporter.metrics import families_for
+from exporter.metrics.render import families_for
 from exporter.migrations.replay import apply_migrations
 from exporter.poll import Poller
 from exporter.schema.diff import DriftItem

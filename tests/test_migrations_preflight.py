@@ -10,8 +10,7 @@ import pytest
 
 from exporter.migrations.history import read_history
 from exporter.migrations.preflight import (
-    BLOCKED, CANNOT_EVALUATE, CHECK_KIND, FOREIGN_KEY_KIND, MIGRATION_KIND, NOT_NULL_KIND, OK, UNIQUE_KIND,
-    PreflightItem, added_constraints, preflight, verdicts,
+    PreflightItem, PreflightKind, PreflightStatus, added_constraints, preflight, verdicts,
 )
 from exporter.migrations.shadow import expected_steps
 from exporter.schema.catalog import introspect
@@ -99,22 +98,22 @@ def test_row_and_orphan_counts_equal_the_ground_truth(result):
     counted = {name: items[key].blocked_rows for key, name in ROW_RULES.items()}
     assert counted == PROBLEM_VIOLATIONS
     kinds = {items[key].kind for key in ROW_RULES}
-    assert kinds == {CHECK_KIND, FOREIGN_KEY_KIND}
+    assert kinds == {PreflightKind.CHECK, PreflightKind.FOREIGN_KEY}
 
 
 def test_duplicate_counts_equal_the_ground_truth(result):
     items = keyed(result[1])
     counted = {name: (items[key].duplicate_groups, items[key].blocked_rows) for key, name in DUPLICATE_RULES.items()}
     assert counted == PROBLEM_DUPLICATES
-    assert {items[key].kind for key in DUPLICATE_RULES} == {UNIQUE_KIND}
+    assert {items[key].kind for key in DUPLICATE_RULES} == {PreflightKind.UNIQUE}
 
 
 def test_blocked_steps_are_named_and_the_others_pass(result):
     pending, items = result
-    assert verdicts(items, pending) == {STEP_7: BLOCKED, STEP_8: OK, STEP_9: BLOCKED, STEP_10: BLOCKED, STEP_11: OK}
+    assert verdicts(items, pending) == {STEP_7: PreflightStatus.BLOCKED, STEP_8: PreflightStatus.OK, STEP_9: PreflightStatus.BLOCKED, STEP_10: PreflightStatus.BLOCKED, STEP_11: PreflightStatus.OK}
     for item in items:
-        assert item.status == (BLOCKED if item.blocked_rows else OK)
-    assert all(i.status == OK and i.blocked_rows == 0 for i in items if i.constraint in INTACT_FOREIGN_KEYS)
+        assert item.status == (PreflightStatus.BLOCKED if item.blocked_rows else PreflightStatus.OK)
+    assert all(i.status == PreflightStatus.OK and i.blocked_rows == 0 for i in items if i.constraint in INTACT_FOREIGN_KEYS)
 
 
 def test_each_listing_query_returns_exactly_the_blocked_rows(problems_dsn, result):
@@ -125,7 +124,7 @@ def test_each_listing_query_returns_exactly_the_blocked_rows(problems_dsn, resul
 
 def test_new_enum_label_is_evaluated_as_text_because_no_row_can_hold_it(problems_dsn, result):
     item = keyed(result[1])[(STEP_9, "Order", "check_partially_received_has_receivedAt")]
-    assert (item.status, item.blocked_rows) == (OK, 0) and "compared as text" in item.reason
+    assert (item.status, item.blocked_rows) == (PreflightStatus.OK, 0) and "compared as text" in item.reason
     # The shadow's own text of the rule cannot run here: the live enum lacks the label.
     with read_only(problems_dsn) as conn, pytest.raises(psycopg.errors.InvalidTextRepresentation):
         conn.execute("""SELECT count(*) FROM "Order" WHERE NOT ((status <> 'PARTIALLY_RECEIVED'::"OrderStatus"))""")
@@ -185,35 +184,35 @@ def test_what_an_earlier_pending_step_adds_cannot_be_evaluated(pg_server, proble
 
     for name in ("check_priority_positive", "priority", "Order_practiceId_priority_key"):
         item = by_name[name]  # found from the live Schema, before any query
-        assert (item.status, item.blocked_rows, item.sql) == (CANNOT_EVALUATE, None, "")
+        assert (item.status, item.blocked_rows, item.sql) == (PreflightStatus.CANNOT_EVALUATE, None, "")
         assert item.reason == f'column "Order"."priority" does not exist in the database yet (migration {LATER_1} adds it)'
-    assert by_name["priority"].kind == NOT_NULL_KIND
+    assert by_name["priority"].kind == PreflightKind.NOT_NULL
 
     ordering = by_name["check_on_hold_after_sent"]  # enum order: text would give another answer
-    assert ordering.status == CANNOT_EVALUATE and "order of enum OrderStatus" in ordering.reason
+    assert ordering.status == PreflightStatus.CANNOT_EVALUATE and "order of enum OrderStatus" in ordering.reason
 
     function = by_name["check_sku_format"]  # caught from the database's error
-    assert function.status == CANNOT_EVALUATE and function.reason.startswith("query failed: 42883")
+    assert function.status == PreflightStatus.CANNOT_EVALUATE and function.reason.startswith("query failed: 42883")
 
     not_null = by_name["code"]  # an existing column: its NULLs counted
     with read_only(problems_dsn) as conn:
         nulls = conn.execute('SELECT count(*) FROM "Location" WHERE "code" IS NULL').fetchone()[0]
-    assert nulls > 0 and (not_null.kind, not_null.status, not_null.blocked_rows) == (NOT_NULL_KIND, BLOCKED, nulls)
+    assert nulls > 0 and (not_null.kind, not_null.status, not_null.blocked_rows) == (PreflightKind.NOT_NULL, PreflightStatus.BLOCKED, nulls)
 
     expression = by_name["Item_practiceId_lower_name_key"]  # a unique index on an expression
     with read_only(problems_dsn) as conn:
         groups, rows = conn.execute('SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM "Item"'
                                     ' GROUP BY "practiceId", lower("name") HAVING count(*) > 1) AS d').fetchone()
     assert rows > 0
-    assert (expression.duplicate_groups, expression.blocked_rows, expression.status) == (groups, rows, BLOCKED)
-    assert verdicts(items, pending) == {LATER_1: OK, LATER_2: BLOCKED}
+    assert (expression.duplicate_groups, expression.blocked_rows, expression.status) == (groups, rows, PreflightStatus.BLOCKED)
+    assert verdicts(items, pending) == {LATER_1: PreflightStatus.OK, LATER_2: PreflightStatus.BLOCKED}
 
 
 def test_verdict_of_a_migration_is_its_worst_item():
     def item(migration, status):
-        return PreflightItem(migration, "T", "c", CHECK_KIND, status, None, "")
-    items = [item("a", OK), item("b", CANNOT_EVALUATE), item("b", OK), item("c", CANNOT_EVALUATE), item("c", BLOCKED)]
-    assert verdicts(items, ["a", "b", "c", "d"]) == {"a": OK, "b": CANNOT_EVALUATE, "c": BLOCKED, "d": OK}
+        return PreflightItem(migration, "T", "c", PreflightKind.CHECK, status, None, "")
+    items = [item("a", PreflightStatus.OK), item("b", PreflightStatus.CANNOT_EVALUATE), item("b", PreflightStatus.OK), item("c", PreflightStatus.CANNOT_EVALUATE), item("c", PreflightStatus.BLOCKED)]
+    assert verdicts(items, ["a", "b", "c", "d"]) == {"a": PreflightStatus.OK, "b": PreflightStatus.CANNOT_EVALUATE, "c": PreflightStatus.BLOCKED, "d": PreflightStatus.OK}
 
 
 def test_a_pending_migration_the_replay_does_not_know_is_not_evaluated(problems_dsn, steps):
@@ -221,5 +220,5 @@ def test_a_pending_migration_the_replay_does_not_know_is_not_evaluated(problems_
     with read_only(problems_dsn) as conn:
         items = preflight(conn, introspect(conn), steps, [STEP_7, "20251201000000_being_copied"])
     (unknown,) = [i for i in items if i.migration == "20251201000000_being_copied"]
-    assert (unknown.kind, unknown.status, unknown.blocked_rows) == (MIGRATION_KIND, CANNOT_EVALUATE, None)
-    assert verdicts(items, [STEP_7, "20251201000000_being_copied"])["20251201000000_being_copied"] == CANNOT_EVALUATE
+    assert (unknown.kind, unknown.status, unknown.blocked_rows) == (PreflightKind.MIGRATION, PreflightStatus.CANNOT_EVALUATE, None)
+    assert verdicts(items, [STEP_7, "20251201000000_being_copied"])["20251201000000_being_copied"] == PreflightStatus.CANNOT_EVALUATE

@@ -4,6 +4,7 @@ role may read (no grant needed), plus the archive_mode setting."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -32,13 +33,17 @@ class Archiver:
     @property
     def failing(self) -> bool:
         """The last attempt failed: nothing was archived since the last failure."""
-        return self.last_failed_at is not None and (self.last_archived_at is None or self.last_failed_at > self.last_archived_at)
+        if self.last_failed_at is None:
+            return False
+        return self.last_archived_at is None or self.last_failed_at > self.last_archived_at
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"archive_mode": self.mode, "archived_count": self.archived, "last_archived_wal": self.last_archived_wal,
                 "last_archived_at": self.last_archived_at, "failed_count": self.failed,
                 "last_failed_wal": self.last_failed_wal, "last_failed_at": self.last_failed_at, "failing": self.failing}
 
 
 def read_archiver(conn: psycopg.Connection) -> Archiver:
-    return Archiver(*conn.execute(_SELECT).fetchone())
+    row = conn.execute(_SELECT).fetchone()
+    assert row is not None  # one row, always
+    return Archiver(*row)

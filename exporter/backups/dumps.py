@@ -23,9 +23,10 @@ import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 
 class DumpFormat(StrEnum):
@@ -64,10 +65,17 @@ class Dump:
     database: str | None = None  # the database the dump names (None: a plain dump without --create)
     server_version: str | None = None
     detail: str = ""
+    # taken_at is exact to this many seconds: an archive's "created at" has whole seconds.
+    time_resolution: float = 0.0
 
-    def as_dict(self) -> dict:
+    @property
+    def taken_by(self) -> float:
+        """The latest moment the dump may have been taken."""
+        return self.taken_at + self.time_resolution
+
+    def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "format": str(self.format), "status": str(self.status), "size_bytes": self.size,
-                "taken_at": datetime.fromtimestamp(self.taken_at, timezone.utc).isoformat(),
+                "taken_at": datetime.fromtimestamp(self.taken_at, UTC).isoformat(),
                 "database": self.database, "server_version": self.server_version, "detail": self.detail}
 
 
@@ -77,9 +85,13 @@ def find_pg_restore(configured: Path | None) -> str | None:
     on_path = shutil.which("pg_restore")
     if on_path:
         return on_path
-    candidates = sorted(globbing.glob("/usr/lib/postgresql/*/bin/pg_restore"),
-                        key=lambda p: int(re.search(r"/(\d+)/bin", p).group(1)), reverse=True)
+    candidates = sorted(globbing.glob("/usr/lib/postgresql/*/bin/pg_restore"), key=_major_version, reverse=True)
     return candidates[0] if candidates else None
+
+
+def _major_version(path: str) -> int:
+    found = re.search(r"/(\d+)/bin/", path)
+    return int(found.group(1)) if found else 0
 
 
 def matching_files(pattern: str) -> list[tuple[str, os.stat_result]]:
@@ -170,7 +182,8 @@ def _inspect_plain(path: str, stat: os.stat_result, fmt: DumpFormat) -> Dump:
     if PLAIN_TRAILER not in tail:
         return Dump(path, fmt, DumpStatus.INCOMPLETE, stat.st_size, stat.st_mtime,
                     detail="no '-- PostgreSQL database dump complete' trailer: pg_dump did not finish", **common)
-    detail = "" if database else "plain dump without --create: it does not name its database (taken as this one's by its glob)"
+    detail = "" if database else ("plain dump without --create: it does not name its database "
+                                  "(taken as this one's by its glob)")
     return Dump(path, fmt, DumpStatus.COMPLETE, stat.st_size, stat.st_mtime, detail=detail, **common)
 
 
@@ -211,17 +224,19 @@ def _inspect_archive(path: str, stat: os.stat_result, fmt: DumpFormat, pg_restor
         return Dump(path, fmt, DumpStatus.UNREADABLE, size, stat.st_mtime,
                     detail=f"{listing} (install a pg_restore at least as new as the pg_dump, backups.pg_restore)")
     if not listed:
-        return Dump(path, fmt, DumpStatus.INCOMPLETE, size, stat.st_mtime, detail=f"pg_restore --list failed: {listing}")
+        return Dump(path, fmt, DumpStatus.INCOMPLETE, size, stat.st_mtime,
+                    detail=f"pg_restore --list failed: {listing}")
     toc = {k: (m.group(1).strip() if (m := rx.search(listing)) else None) for k, rx in _TOC_FIELDS.items()}
-    taken_at = _toc_time(toc["created"]) or stat.st_mtime
-    common = dict(database=toc["dbname"], server_version=toc["version"])
+    created = _toc_time(toc["created"])
+    taken_at, resolution = (created, 1.0) if created is not None else (stat.st_mtime, 0.0)
+    named = Dump(path, fmt, DumpStatus.COMPLETE, size, taken_at, toc["dbname"], toc["version"],
+                 time_resolution=resolution)
     if fmt == DumpFormat.TAR and (problem := _tar_problem(path)):
-        return Dump(path, fmt, DumpStatus.INCOMPLETE, size, taken_at, detail=problem, **common)
+        return replace(named, status=DumpStatus.INCOMPLETE, detail=problem)
     read, error = _run([pg_restore, "--file=/dev/null", path], timeout)
     if not read:
-        return Dump(path, fmt, DumpStatus.INCOMPLETE, size, taken_at,
-                    detail=f"pg_restore cannot read it through: {error}", **common)
-    return Dump(path, fmt, DumpStatus.COMPLETE, size, taken_at, **common)
+        return replace(named, status=DumpStatus.INCOMPLETE, detail=f"pg_restore cannot read it through: {error}")
+    return named
 
 
 def _size(path: str, stat: os.stat_result) -> int:
@@ -267,5 +282,5 @@ def _toc_time(text: str | None) -> float | None:
         return None
     moment = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
     if m.group(2) in (None, "UTC", "GMT", "Z"):
-        return moment.replace(tzinfo=timezone.utc).timestamp()
+        return moment.replace(tzinfo=UTC).timestamp()
     return None  # another zone's abbreviation is ambiguous: the file's mtime is used instead

@@ -72,7 +72,8 @@ class BackupsResult:
         return next(iter(self.complete()), None)
 
     def newest_complete_before(self, moment: float) -> Dump | None:
-        return next((d for d in self.complete() if d.taken_at <= moment), None)
+        """The newest complete dump certainly taken before `moment`."""
+        return next((d for d in self.complete() if d.taken_by <= moment), None)
 
     def missing_backup(self, within: float, now: float | None = None) -> str | None:
         """Why there is no complete backup of this database newer than `within` seconds
@@ -112,14 +113,18 @@ class BackupsMonitor:
 
     def read_database(self, conn: psycopg.Connection) -> tuple[str, Archiver | None]:
         """What is read inside the poll's session: the database's name, pg_stat_archiver."""
-        (name,) = conn.execute("SELECT current_database()").fetchone()
-        return name, read_archiver(conn) if self.config.archiver else None
+        row = conn.execute("SELECT current_database()").fetchone()
+        assert row is not None  # one row, always
+        return row[0], read_archiver(conn) if self.config.archiver else None
 
     def inspect(self, database: str, archiver: Archiver | None, last_deploy: Deploy | None = None) -> BackupsResult:
         """The dump files: read from disk after the session is closed (pg_restore may
         take a while on a large archive, and must not hold a connection meanwhile)."""
-        sources, present = [], set()
+        sources: list[SourceResult] = []
+        present: set[str] = set()
         for source in self.config.sources:
+            if not source.glob:
+                continue  # not a source: `sources` has only those with a glob
             matched = matching_files(source.glob)
             present |= {path for path, _ in matched}
             # All of the newest files, not only up to the first complete one: the backup

@@ -12,26 +12,35 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import psycopg
 
-from exporter.checks.run import KINDS, CheckResult
+from exporter.checks.run import KIND_MODULES, CheckResult
 from exporter.config import DatabaseConfig
 from exporter.db import is_connection_error
 from exporter.migrations import shadow
-from exporter.migrations.history import APPLIED, MODIFIED, MigrationHistory, read_history
-from exporter.migrations.preflight import BLOCKED, OK, PlannedCount, PreflightItem, plan_preflight, run_planned
-from exporter.schema.diff import MIGRATIONS, SCHEMA_PRISMA, DriftItem, acknowledge, diff_schemas
+from exporter.migrations.history import MigrationHistory, MigrationState, read_history
+from exporter.migrations.preflight import PlannedCount, PreflightStatus, PreflightItem, plan_preflight, run_planned
+from exporter.schema.diff import DriftItem, DriftSource, acknowledge, diff_schemas
 from exporter.schema.model import Schema
 from exporter.schema.prisma import parse_prisma_schema, to_schema
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# Parts of the assessment, as reported in errors (and the `part` label of its metric).
-HISTORY, EXPECTED_SCHEMA, SCHEMA_PRISMA_PART, PREFLIGHT = "history", "expected_schema", "schema_prisma", "preflight"
-PARTS = (HISTORY, EXPECTED_SCHEMA, SCHEMA_PRISMA_PART, PREFLIGHT)
+
+
+class Part(StrEnum):
+    """Parts of the assessment, as reported in errors (and the `part` label of its metric)."""
+
+    HISTORY = "history"
+    EXPECTED_SCHEMA = "expected_schema"
+    SCHEMA_PRISMA = "schema_prisma"
+    PREFLIGHT = "preflight"
 
 
 @dataclass(frozen=True)
@@ -40,42 +49,67 @@ class MigrationsResult:
     expected: Schema | None = None  # what the applied migrations should have produced
     drift: tuple[DriftItem, ...] = ()
     preflight: tuple[PreflightItem, ...] = ()
-    errors: tuple[tuple[str, str], ...] = ()  # (part, message)
-    parts: tuple[str, ...] = ()  # parts this database has switched on
+    errors: tuple[tuple[Part, str], ...] = ()  # (part, message)
+    parts: tuple[Part, ...] = ()  # parts this database has switched on
     max_drift_series: int = 200  # cap on per-item drift series (config drift.max_item_series)
 
+    @property
+    def drift_assessed(self) -> bool:
+        """Drift was looked for (an expected schema, or schema.prisma switched on): "no
+        drift" and the drift counts at 0 mean something."""
+        return self.expected is not None or Part.SCHEMA_PRISMA in self.parts
+
     def problems(self, *, allow_pending: bool = False) -> list[str]:
+        """One short line per thing that is not healthy."""
         found = [f"migrations {part}: {message}" for part, message in self.errors]
         if self.history:
-            counts = self.history.counts
-            for state in ("failed", "modified", "missing_from_folder") + (() if allow_pending else ("pending",)):
-                if counts.get(state):
-                    names = ", ".join(i.name for i in self.history.by_state(state))
-                    found.append(f"migrations {state}: {names}")
-        found += [f"drift {d.source} {d.kind} {d.object}" for d in self.drift if not d.acknowledged]
+            for state in self.history.problem_states(allow_pending=allow_pending):
+                names = ", ".join(i.name for i in self.history.by_state(state))
+                found.append(f"migrations {state}: {names}")
+        found += [f"drift {d.source} {d.kind} {d.object}" for d in self.drift if d.is_problem]
         found += [f"preflight {p.migration}: {p.table}.{p.constraint} blocked by {p.blocked_rows} rows"
-                  for p in self.preflight if p.status == BLOCKED]
+                  for p in self.preflight if p.is_problem]
         return found
 
 
-class _ContentCache:
+class _ContentCache(Generic[T]):
     """The last value derived from a file, recomputed when the file's bytes change."""
 
-    def __init__(self, derive):
+    def __init__(self, derive: Callable[[bytes], T]):
         self._derive = derive
         self._key: str | None = None
-        self._value = None
+        self._value: T | None = None
 
-    def get(self, path: Path):
+    def get(self, path: Path) -> T:
         data = path.read_bytes()
         key = hashlib.sha256(data).hexdigest()
-        if key != self._key:
+        if self._value is None or key != self._key:
             self._value, self._key = self._derive(data), key
         return self._value
 
 
 def _prisma_schema(data: bytes) -> Schema:
     return to_schema(parse_prisma_schema(data.decode("utf-8")))
+
+
+class _Attempts:
+    """Runs each part of an assessment, keeping a part's failure as its error so that
+    one part failing does not hide the others."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self.errors: list[tuple[Part, str]] = []
+
+    def __call__(self, part: Part, work: Callable[[], T]) -> T | None:
+        try:
+            return work()
+        except Exception as e:  # noqa: BLE001 - one part failing must not hide the others
+            if is_connection_error(e) and part in (Part.HISTORY, Part.PREFLIGHT):
+                raise  # the monitored database itself is gone: the poll reports it down
+            if not isinstance(e, (OSError, ValueError, shadow.ShadowError, psycopg.Error)):
+                log.exception("migrations %s of %s failed unexpectedly", part, self.database)
+            self.errors.append((part, _describe(e)))
+            return None
 
 
 class MigrationsMonitor:
@@ -90,64 +124,60 @@ class MigrationsMonitor:
         f = self.features
         return f.history or f.shadow or f.snapshot or f.schema_prisma
 
-    def parts(self) -> tuple[str, ...]:
+    def parts(self) -> tuple[Part, ...]:
         f = self.features
-        on = {HISTORY: f.history, EXPECTED_SCHEMA: f.shadow or f.snapshot,
-              SCHEMA_PRISMA_PART: f.schema_prisma, PREFLIGHT: f.preflight}
-        return tuple(p for p in PARTS if on[p])
+        on = {Part.HISTORY: f.history, Part.EXPECTED_SCHEMA: f.shadow or f.snapshot,
+              Part.SCHEMA_PRISMA: f.schema_prisma, Part.PREFLIGHT: f.preflight}
+        return tuple(p for p in Part if on[p])
 
     def assess(self, conn: psycopg.Connection, live: Schema, checks: Sequence[CheckResult] = ()) -> MigrationsResult:
-        errors: list[tuple[str, str]] = []
-
-        def attempt(part: str, work):
-            try:
-                return work()
-            except Exception as e:  # noqa: BLE001 - one part failing must not hide the others
-                if is_connection_error(e) and part in (HISTORY, PREFLIGHT):
-                    raise  # the monitored database itself is gone: the poll reports it down
-                if not isinstance(e, (OSError, ValueError, shadow.ShadowError, psycopg.Error)):
-                    log.exception("migrations %s of %s failed unexpectedly", part, self.database.name)
-                errors.append((part, _describe(e)))
-                return None
-
+        attempt = _Attempts(self.database.name)
+        errors = attempt.errors
         f, schema_name = self.features, self.database.db_schema
-        history = attempt(HISTORY, lambda: read_history(conn, self.config.dir, schema_name)) if f.history else None
+        cfg = self.config
+        history = attempt(Part.HISTORY, lambda: read_history(conn, cfg.dir, schema_name)) if f.history else None
         if history is not None and history.folder_problem:
             # The rows are still classified, but pending/modified/missing are unknown.
-            errors.append((HISTORY, history.folder_problem))
-        steps = attempt(EXPECTED_SCHEMA, self._steps) if f.shadow else None
+            errors.append((Part.HISTORY, history.folder_problem))
+        steps = None
+        if cfg.dir is not None and cfg.shadow_dsn is not None:  # features.shadow
+            folder, shadow_dsn = cfg.dir, cfg.shadow_dsn
+            steps = attempt(Part.EXPECTED_SCHEMA, lambda: self._steps(folder, shadow_dsn))
         expected = None
         if steps is not None:
             expected = _applied_state(steps, history)
-        elif f.snapshot:
-            expected = attempt(EXPECTED_SCHEMA, lambda: shadow.load_snapshot(self.config.snapshot))
+        elif (snapshot := cfg.snapshot) is not None:  # features.snapshot
+            expected = attempt(Part.EXPECTED_SCHEMA, lambda: shadow.load_snapshot(snapshot))
 
-        drift: list[DriftItem] = []
-        if expected is not None:
-            drift += diff_schemas(expected, live, MIGRATIONS)
-        if f.schema_prisma:
-            prisma = attempt(SCHEMA_PRISMA_PART, lambda: self._prisma.get(self.config.schema_prisma))
-            if prisma is not None:
-                drift += diff_schemas(prisma, live, SCHEMA_PRISMA)
-        drift = acknowledge(drift, self.config.drift.acknowledge)
-
+        drift = self._drift(live, expected, attempt)
         checked: tuple[PreflightItem, ...] = ()
         if steps is not None and history is not None and history.pending_names:
             pending = [n for n in history.pending_names if n in steps.names]
-            checked = attempt(PREFLIGHT, lambda: _preflight(conn, live, steps, pending, schema_name, checks)) or ()
+            checked = attempt(Part.PREFLIGHT, lambda: _preflight(conn, live, steps, pending, schema_name, checks)) or ()
         return MigrationsResult(
             history, expected, tuple(drift), tuple(checked), tuple(errors), self.parts(),
             self.config.drift.max_item_series,
         )
 
-    def _steps(self) -> shadow.ExpectedSteps:
+    def _drift(self, live: Schema, expected: Schema | None, attempt: _Attempts) -> list[DriftItem]:
+        drift: list[DriftItem] = []
+        if expected is not None:
+            drift += diff_schemas(expected, live, DriftSource.MIGRATIONS)
+        if (path := self.config.schema_prisma) is not None:  # features.schema_prisma
+            prisma = attempt(Part.SCHEMA_PRISMA, lambda: self._prisma.get(path))
+            if prisma is not None:
+                drift += diff_schemas(prisma, live, DriftSource.SCHEMA_PRISMA)
+        return acknowledge(drift, self.config.drift.acknowledge)
+
+    def _steps(self, folder: Path, shadow_dsn: str) -> shadow.ExpectedSteps:
         return shadow.expected_steps(
-            self.config.dir, self.config.shadow_dsn,
+            folder, shadow_dsn,
             shadow_database=self.config.shadow_database, connect_timeout=self.database.connect_timeout,
         )
 
 
-def _preflight(conn, live: Schema, steps, pending, schema: str, checks: Sequence[CheckResult]) -> tuple[PreflightItem, ...]:
+def _preflight(conn: psycopg.Connection, live: Schema, steps: shadow.ExpectedSteps, pending: list[str], schema: str,
+               checks: Sequence[CheckResult]) -> tuple[PreflightItem, ...]:
     """The preflight, where a check of this same poll already counted the same rows (the
     runbook's constraints are the checks' own questions) taking its number instead of
     scanning the table again."""
@@ -162,9 +192,11 @@ def _answered_by_check(plan: PlannedCount, checks: Sequence[CheckResult]) -> Pre
     if plan.count_sql is None or plan.addition is None or plan.addition.rule is None:
         return None
     for result in checks:
-        if result.violations is not None and KINDS[result.check.kind].counts_same_rows(result.check, plan.addition.rule):
+        kind = KIND_MODULES[result.check.kind]
+        if result.violations is not None and kind.counts_same_rows(result.check, plan.addition.rule):
             return replace(
-                plan.item, status=BLOCKED if result.violations else OK, blocked_rows=result.violations,
+                plan.item, status=PreflightStatus.BLOCKED if result.violations else PreflightStatus.OK,
+                blocked_rows=result.violations,
                 duplicate_groups=result.groups, reason=f"counted by check {result.check.name}",
             )
     return None
@@ -175,7 +207,7 @@ def _applied_state(steps: shadow.ExpectedSteps, history: MigrationHistory | None
     a difference from what was applied, not from migrations still pending."""
     if history is None or not history.managed:
         return steps.final
-    applied = {i.name for i in history.items if i.state in (APPLIED, MODIFIED)}
+    applied = {i.name for i in history.items if i.state in (MigrationState.APPLIED, MigrationState.MODIFIED)}
     done = [i for i, name in enumerate(steps.names) if name in applied]
     return steps.steps[max(done)].schema if done else Schema()
 

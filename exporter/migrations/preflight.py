@@ -32,24 +32,35 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Sequence
+from enum import StrEnum
+from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 
+from exporter.db import one_row
 from exporter.migrations.shadow import ExpectedSteps
-from exporter.schema.model import CHECK, FOREIGN_KEY, Constraint, Index, Schema, Table
+from exporter.schema.model import Constraint, ConstraintKind, Index, Schema
 
-# Item kinds
-CHECK_KIND = "check"
-UNIQUE_KIND = "unique"
-FOREIGN_KEY_KIND = "foreign_key"
-NOT_NULL_KIND = "not_null"
-MIGRATION_KIND = "migration"  # the whole migration: the replay does not know it
 
-# Item statuses
-BLOCKED = "blocked"
-OK = "ok"
-CANNOT_EVALUATE = "cannot_evaluate"
+
+class PreflightKind(StrEnum):
+    """What a pending migration starts enforcing on existing rows."""
+
+    CHECK = ConstraintKind.CHECK.value
+    UNIQUE = ConstraintKind.UNIQUE.value
+    FOREIGN_KEY = ConstraintKind.FOREIGN_KEY.value
+    NOT_NULL = "not_null"
+    MIGRATION = "migration"  # the whole migration: the replay does not know it
+
+
+# Constraints that check every existing row, with the preflight kind of each.
+_ROW_RULES = {ConstraintKind.CHECK: PreflightKind.CHECK, ConstraintKind.FOREIGN_KEY: PreflightKind.FOREIGN_KEY}
+
+
+class PreflightStatus(StrEnum):
+    BLOCKED = "blocked"
+    OK = "ok"
+    CANNOT_EVALUATE = "cannot_evaluate"
 
 
 @dataclass(frozen=True)
@@ -57,12 +68,17 @@ class PreflightItem:
     migration: str
     table: str
     constraint: str  # constraint or index name; for not_null, the column; "" for a migration item
-    kind: str  # CHECK_KIND | UNIQUE_KIND | FOREIGN_KEY_KIND | NOT_NULL_KIND | MIGRATION_KIND
-    status: str  # BLOCKED | OK | CANNOT_EVALUATE
+    kind: PreflightKind
+    status: PreflightStatus
     blocked_rows: int | None  # rows that make the migration fail; None when not evaluated
     sql: str  # lists the offending rows; "" when it cannot run on the live database yet
     reason: str = ""  # why cannot_evaluate, or how it was evaluated
     duplicate_groups: int | None = None  # unique only: how many key values are duplicated
+
+    @property
+    def is_problem(self) -> bool:
+        """Live rows would make the migration fail (cannot_evaluate is said, not failed)."""
+        return self.status is PreflightStatus.BLOCKED
 
 
 @dataclass(frozen=True)
@@ -72,7 +88,7 @@ class PlannedCount:
 
     item: PreflightItem
     count_sql: str | None
-    addition: "Addition | None" = None  # what is counted (lets a check's count answer it)
+    addition: Addition | None = None  # what is counted (lets a check's count answer it)
 
 
 # -- what a migration adds (pure) ---------------------------------------------------------
@@ -82,34 +98,48 @@ class PlannedCount:
 class Addition:
     """A rule a migration starts enforcing on rows that already exist."""
 
-    kind: str  # CHECK_KIND | UNIQUE_KIND | FOREIGN_KEY_KIND | NOT_NULL_KIND
+    kind: PreflightKind  # not MIGRATION
     table: str
-    name: str  # constraint or index name; the column for NOT_NULL_KIND
-    rule: Constraint | Index | None = None  # None for NOT_NULL_KIND
+    name: str  # constraint or index name; the column for NOT_NULL
+    rule: Constraint | Index | None = None  # None for NOT_NULL
+
+    @property
+    def constraint(self) -> Constraint:
+        """The rule of a CHECK or foreign key addition."""
+        if not isinstance(self.rule, Constraint):
+            raise TypeError(f"a {self.kind} addition has no constraint")
+        return self.rule
+
+    @property
+    def index(self) -> Index:
+        """The rule of a unique addition."""
+        if not isinstance(self.rule, Index):
+            raise TypeError(f"a {self.kind} addition has no index")
+        return self.rule
 
 
 def added_constraints(before: Schema, after: Schema) -> list[Addition]:
     """The rules `after` enforces on rows of tables that exist in `before`, and `before` did not."""
     added = []
     for (table, name), con in sorted(after.constraints.items()):
-        if con.kind not in (CHECK, FOREIGN_KEY) or not con.validated or not before.has_table(table):
+        if con.kind not in _ROW_RULES or not con.validated or not before.has_table(table):
             continue  # NOT VALID constraints do not check existing rows
         old = before.constraint(table, name)
         if old is None or old.definition != con.definition or not old.validated:
-            added.append(Addition(CHECK_KIND if con.kind == CHECK else FOREIGN_KEY_KIND, table, name, con))
+            added.append(Addition(_ROW_RULES[con.kind], table, name, con))
     for name, index in sorted(after.indexes.items()):
         if not index.unique or not before.has_table(index.table):
             continue
-        old = before.indexes.get(name)
-        if old is None or not old.unique or (old.table, old.columns, old.predicate) != (
+        old_index = before.indexes.get(name)
+        if old_index is None or not old_index.unique or (old_index.table, old_index.columns, old_index.predicate) != (
             index.table, index.columns, index.predicate
         ):
-            added.append(Addition(UNIQUE_KIND, index.table, name, index))
-    for table_name, table in sorted(after.tables.items()):
-        for column in table.columns.values():
+            added.append(Addition(PreflightKind.UNIQUE, index.table, name, index))
+    for table_name, after_table in sorted(after.tables.items()):
+        for column in after_table.columns.values():
             if not column.nullable and before.has_column(table_name, column.name) \
                     and before.tables[table_name].columns[column.name].nullable:
-                added.append(Addition(NOT_NULL_KIND, table_name, column.name))
+                added.append(Addition(PreflightKind.NOT_NULL, table_name, column.name))
     return added
 
 
@@ -125,7 +155,8 @@ def plan_preflight(
     for migration in pending:
         if migration not in steps.names:  # e.g. its migration.sql is still being copied
             reason = "not in the replayed folder (migration.sql missing, or the folder changed since the replay)"
-            item = PreflightItem(migration, "", "", MIGRATION_KIND, CANNOT_EVALUATE, None, "", reason)
+            item = PreflightItem(migration, "", "", PreflightKind.MIGRATION, PreflightStatus.CANNOT_EVALUATE,
+                                 None, "", reason)
             planned.append(PlannedCount(item, None))
             continue
         before, after = steps.before(migration), steps.after(migration)
@@ -137,25 +168,25 @@ def plan_preflight(
 def _plan_one(
     migration: str, add: Addition, live: Schema, after: Schema, steps: ExpectedSteps, schema: str
 ) -> PlannedCount:
-    base = PreflightItem(migration, add.table, add.name, add.kind, CANNOT_EVALUATE, None, "")
+    base = PreflightItem(migration, add.table, add.name, add.kind, PreflightStatus.CANNOT_EVALUATE, None, "")
     missing = _missing_from_live(add, live)
     if missing:
         return PlannedCount(replace(base, reason=_not_there_yet(missing, steps)), None)
     note = ""
     try:
-        if add.kind == CHECK_KIND:
-            expression = _check_expression(add.rule.definition)
+        if add.kind == PreflightKind.CHECK:
+            expression = _check_expression(add.constraint.definition)
             source, expression, note = _evaluable(add.table, expression, live, after, schema)
             listing = f"SELECT * FROM {source} WHERE NOT ({expression})"
             count = _count_of(listing)
-        elif add.kind == NOT_NULL_KIND:
+        elif add.kind == PreflightKind.NOT_NULL:
             listing = f"SELECT * FROM {_table_ref(schema, add.table)} WHERE {_ident(add.name)} IS NULL"
             count = _count_of(listing)
-        elif add.kind == FOREIGN_KEY_KIND:
-            listing = _orphans_sql(add.rule, schema)
+        elif add.kind == PreflightKind.FOREIGN_KEY:
+            listing = _orphans_sql(add.constraint, schema)
             count = _count_of(listing)
         else:
-            listing, count, note = _duplicates_sql(add.rule, live, after, schema)
+            listing, count, note = _duplicates_sql(add.index, live, after, schema)
     except _CannotEvaluate as e:
         return PlannedCount(replace(base, reason=str(e)), None)
     return PlannedCount(replace(base, sql=listing, reason=note), count, add)
@@ -167,17 +198,18 @@ class _CannotEvaluate(Exception):
 
 def _missing_from_live(add: Addition, live: Schema) -> list[tuple[str, str | None]]:
     """(table, column or None) that the rule needs and the live database lacks."""
-    table, rule = add.table, add.rule
+    table = add.table
     if not live.has_table(table):
         return [(table, None)]
     needed: list[tuple[str, str | None]] = []
-    if add.kind == NOT_NULL_KIND:
+    if add.kind == PreflightKind.NOT_NULL:
         needed.append((table, add.name))
-    elif add.kind == UNIQUE_KIND:
-        needed += [(table, c) for c in rule.columns if _is_plain_column(c)]
+    elif add.kind == PreflightKind.UNIQUE:
+        needed += [(table, c) for c in add.index.columns if _is_plain_column(c)]
     else:  # for a CHECK, the columns its expression uses (pg_constraint.conkey)
+        rule = add.constraint
         needed += [(table, c) for c in rule.columns]
-        if add.kind == FOREIGN_KEY_KIND:
+        if add.kind == PreflightKind.FOREIGN_KEY and rule.ref_table:
             needed += [(rule.ref_table, None)] + [(rule.ref_table, c) for c in rule.ref_columns]
     return [(t, c) for t, c in needed if not (live.has_column(t, c) if c else live.has_table(t))]
 
@@ -229,6 +261,8 @@ def _check_expression(definition: str) -> str:
 
 def _orphans_sql(fk: Constraint, schema: str) -> str:
     # MATCH SIMPLE (Prisma's only kind): a row with any NULL in the key references nothing.
+    if fk.ref_table is None:
+        raise _CannotEvaluate(f"foreign key {fk.name} names no referenced table")
     present = " AND ".join(f"child.{_ident(c)} IS NOT NULL" for c in fk.columns)
     joined = " AND ".join(f"parent.{_ident(p)} = child.{_ident(c)}" for c, p in zip(fk.columns, fk.ref_columns))
     return (
@@ -278,14 +312,14 @@ def _evaluable(table: str, expression: str, live: Schema, after: Schema, schema:
         )
     columns = []
     for column in live.tables[table].columns.values():
-        as_text = _unquote(column.type) in short
-        columns.append(f"{_ident(column.name)}::text AS {_ident(column.name)}" if as_text else _ident(column.name))
+        is_enum = _unquote(column.type) in short
+        columns.append(f"{_ident(column.name)}::text AS {_ident(column.name)}" if is_enum else _ident(column.name))
     source = f"(SELECT {', '.join(columns)} FROM {source}) AS {_ident(table)}"
 
-    def as_text(match: re.Match) -> str:
+    def as_text(match: re.Match[str]) -> str:
         return f"'{match.group(1)}'::text" if _unquote(match.group(2)) in short else match.group(0)
 
-    labels = sorted(f"{e}.{l}" for e in short for l in after.enums[e] if l not in live.enums[e])
+    labels = sorted(f"{e}.{v}" for e in short for v in after.enums[e] if v not in live.enums[e])
     note = f"enum labels not in the database yet ({', '.join(labels)}) compared as text: no row can hold them"
     return source, _TYPED_LITERAL.sub(as_text, expression), note
 
@@ -307,13 +341,13 @@ def run_planned(conn: psycopg.Connection, planned: Iterable[PlannedCount]) -> tu
             continue
         try:
             with conn.transaction():  # a savepoint if the caller is in a transaction
-                row = conn.execute(plan.count_sql).fetchone()
+                row = one_row(conn.execute(plan.count_sql))
         except psycopg.Error as e:
             items.append(replace(plan.item, reason=f"query failed: {_error_text(e)}"))
             continue
         blocked = int(row[0])
         groups = int(row[1]) if len(row) > 1 else None
-        status = BLOCKED if blocked else OK
+        status = PreflightStatus.BLOCKED if blocked else PreflightStatus.OK
         items.append(replace(plan.item, status=status, blocked_rows=blocked, duplicate_groups=groups))
     return tuple(items)
 
@@ -333,11 +367,12 @@ def preflight(
     return run_planned(conn, plan_preflight(live, steps, pending, schema=schema))
 
 
-def verdicts(items: Iterable[PreflightItem], pending: Sequence[str]) -> dict[str, str]:
+def verdicts(items: Iterable[PreflightItem], pending: Sequence[str]) -> dict[str, PreflightStatus]:
     """Per pending migration: blocked if any item is, else cannot_evaluate if any item is,
     else ok (a migration that adds nothing to check is ok)."""
-    result = {name: OK for name in pending}
+    result = {name: PreflightStatus.OK for name in pending}
     for item in items:
-        if item.status == BLOCKED or (item.status == CANNOT_EVALUATE and result[item.migration] == OK):
+        undecided = item.status == PreflightStatus.CANNOT_EVALUATE and result[item.migration] == PreflightStatus.OK
+        if item.status == PreflightStatus.BLOCKED or undecided:
             result[item.migration] = item.status
     return result

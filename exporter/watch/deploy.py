@@ -20,9 +20,10 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import psycopg
-from pglast import parse_sql
+from pglast import ast, parse_sql
 from pglast.parser import ParseError
 from pglast.visitors import Visitor
 from psycopg import sql
@@ -62,15 +63,22 @@ WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
 
+class Phase(StrEnum):
+    """The `phase` label of the deploy's write metrics."""
+
+    BEFORE = "before"  # up to the baseline snapshot
+    AFTER = "after"  # since it
+
+
 @dataclass(frozen=True)
 class Totals:
     calls: int = 0
     milliseconds: float = 0.0
 
-    def __add__(self, other: "Totals") -> "Totals":
+    def __add__(self, other: Totals) -> Totals:
         return Totals(self.calls + other.calls, self.milliseconds + other.milliseconds)
 
-    def __sub__(self, other: "Totals") -> "Totals":
+    def __sub__(self, other: Totals) -> Totals:
         return Totals(self.calls - other.calls, self.milliseconds - other.milliseconds)
 
     @property
@@ -100,18 +108,19 @@ class _Targets(Visitor):
 
     def __init__(self, schema: str, ddl: bool):
         super().__init__()
-        self.schema, self.ddl, self.tables = schema, ddl, set()
+        self.schema, self.ddl = schema, ddl
+        self.tables: set[str] = set()
 
-    def _add(self, relation) -> None:
-        if relation is not None and relation.schemaname in (None, self.schema):
+    def _add(self, relation: ast.RangeVar | None) -> None:
+        if relation is not None and relation.relname and relation.schemaname in (None, self.schema):
             self.tables.add(relation.relname)
 
-    def visit_InsertStmt(self, ancestors, node):
+    def visit_InsertStmt(self, ancestors: object, node: Any) -> None:
         self._add(node.relation)
 
     visit_UpdateStmt = visit_DeleteStmt = visit_MergeStmt = visit_InsertStmt
 
-    def visit_CreateStmt(self, ancestors, node):
+    def visit_CreateStmt(self, ancestors: object, node: Any) -> None:
         if self.ddl:
             self._add(node.relation)
 
@@ -141,7 +150,9 @@ class DeployWatch:
 
     def read(self, conn: psycopg.Connection) -> dict[str, Totals] | Unavailable:
         """Per table, the totals of the statements writing to it; or why they are unknown."""
-        schema, privileged = conn.execute(_PROBE).fetchone()
+        probe = conn.execute(_PROBE).fetchone()
+        assert probe is not None  # one row, always
+        schema, privileged = probe
         if schema is None:
             return Unavailable.EXTENSION_MISSING
         if not privileged:

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Iterable
+from collections.abc import Iterable
 
 import psycopg
 
@@ -47,7 +47,7 @@ class TableStats:
     deleted: int  # n_tup_del: rows deleted since the statistics were reset
     inserted: int = 0  # n_tup_ins: only ever grows, until the statistics are reset
 
-    def reset_since(self, before: "TableStats") -> bool:
+    def reset_since(self, before: TableStats) -> bool:
         """pg_stat_reset() (or a crash) zeroed this table's statistics, n_live_tup with
         them: rows that look gone are not."""
         return self.relid == before.relid and (self.inserted < before.inserted or self.deleted < before.deleted)
@@ -180,7 +180,8 @@ class EmergencyWatch:
     def _drift_appeared(self, now: float, drift: Iterable[DriftItem] | None) -> tuple[AppearedDrift, ...]:
         if drift is None:
             return ()
-        items = {(d.source, d.kind, d.object): d for d in drift if not d.acknowledged}
+        items: dict[tuple[str, str, str], DriftItem] = {
+            (d.source, d.kind, d.object): d for d in drift if not d.acknowledged}
         keys = set(items)
         previous, self._drift = self._drift, keys
         if previous is not None:
