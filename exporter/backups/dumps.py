@@ -178,13 +178,15 @@ def _inspect_plain(path: str, stat: os.stat_result, fmt: DumpFormat) -> Dump:
     version = _DUMPED_FROM.search(head)
     named = _NAMES_DATABASE.search(head)
     database = _unquote((named.group(1) or named.group(2)).decode()) if named else None
-    common = dict(database=database, server_version=version.group(1).decode().strip() if version else None)
+    server_version = version.group(1).decode().strip() if version else None
+    dump = Dump(path, fmt, DumpStatus.COMPLETE, stat.st_size, stat.st_mtime, database, server_version)
     if PLAIN_TRAILER not in tail:
-        return Dump(path, fmt, DumpStatus.INCOMPLETE, stat.st_size, stat.st_mtime,
-                    detail="no '-- PostgreSQL database dump complete' trailer: pg_dump did not finish", **common)
-    detail = "" if database else ("plain dump without --create: it does not name its database "
-                                  "(taken as this one's by its glob)")
-    return Dump(path, fmt, DumpStatus.COMPLETE, stat.st_size, stat.st_mtime, detail=detail, **common)
+        return replace(dump, status=DumpStatus.INCOMPLETE,
+                       detail="no '-- PostgreSQL database dump complete' trailer: pg_dump did not finish")
+    if database is None:
+        return replace(dump, detail="plain dump without --create: it does not name its database "
+                                    "(taken as this one's by its glob)")
+    return dump
 
 
 def _head_and_tail(path: str, stat: os.stat_result, compressed: bool) -> tuple[bytes, bytes]:
