@@ -18,6 +18,7 @@ from exporter.logs import redact, scrub
 from exporter.migrations.monitor import MigrationsResult
 from exporter.migrations.preflight import PreflightStatus
 from exporter.poll import PollResult
+from exporter.wording import counted
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_RUN = 0, 1, 2
 TICK, CROSS, FAIL = "✔", "✘", "!"
@@ -135,7 +136,8 @@ def _check_line(c: CheckResult) -> list[str]:
     if c.status is CheckStatus.OK:
         how = f" - guarded by {c.guarded_by}" if c.guarded else ""
         return [f"  {TICK} {name} ({table}): no violations{how}"]
-    what = f"{c.violations} rows in {c.groups} duplicate groups" if c.groups is not None else f"{c.violations} rows"
+    rows = counted(c.violations or 0, "row")  # set whenever the check counted (violated)
+    what = f"{rows} in {counted(c.groups, 'duplicate group')}" if c.groups is not None else rows
     return [
         f"  {CROSS} {name} ({table}): {what} [{c.check.category}, {c.check.severity}]",
         f"      inspect: {c.inspect_sql}",
@@ -190,7 +192,7 @@ def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
     for p in m.preflight:
         if p.status is PreflightStatus.BLOCKED:
             lines.append(f"  {CROSS} {p.migration} will fail: {p.kind} {p.constraint} on {p.table} "
-                         f"blocked by {p.blocked_rows} rows")
+                         f"blocked by {counted(p.blocked_rows or 0, 'row')}")
             lines.append(f"      inspect: {p.sql}")
         elif p.status is PreflightStatus.CANNOT_EVALUATE:
             lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} "
@@ -245,14 +247,14 @@ def _summary(results: list[PollResult], allow_pending: bool, backup_within: floa
     constraints = [c for r in results if r.up for c in r.constraints if c.is_problem]
     parts = [
         f"{len(checks) - len(violated) - len(failed)}/{len(checks)} checks healthy",
-        f"{len(violated)} violated ({sum(c.violations or 0 for c in violated)} rows)",
+        f"{len(violated)} violated ({counted(sum(c.violations or 0 for c in violated), 'row')})",
         f"{len(failed)} failed",
-        f"{len(constraints)} constraints missing or not valid",
+        f"{counted(len(constraints), 'constraint')} missing or not valid",
     ]
     migration_problems = [p for r in results if r.up and r.migrations
                           for p in r.migrations.problems(allow_pending=allow_pending)]
     if any(r.migrations for r in results):
-        parts.append(f"{len(migration_problems)} migration/drift problems")
+        parts.append(f"{counted(len(migration_problems), 'migration/drift problem')}")
     if backup_within is not None:
         missing = [r.database for r in results if r.up and r.missing_backup(backup_within)]
         parts.append(f"backup missing: {', '.join(missing)}" if missing else "backups ok")
