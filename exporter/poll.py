@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg
 
 from exporter.backups.monitor import BackupsMonitor, BackupsResult
-from exporter.checks.constraints import ConstraintResult, check_constraints, expected_constraints
-from exporter.checks.run import CheckResult, run_checks
+from exporter.checks.constraints import ConstraintResult, Expectations, NotRun, Status, plan
+from exporter.checks.run import CheckResult, CheckStatus, run_checks
 from exporter.config import Config, DatabaseConfig
 from exporter.db import ConnectionBudget, DownReason, Database, LockWatch, down_reason, is_connection_error
 from exporter.migrations.monitor import MigrationsMonitor, MigrationsResult, Part
@@ -48,6 +48,7 @@ class PollResult:
     backups: BackupsResult | None = None  # None when the database has no backup sources
     emergencies: EmergenciesResult | None = None  # None when the emergencies watch is off
     deploy: DeployResult | None = None  # None when the deploy watch is off
+    not_run: tuple[NotRun, ...] = ()  # configured checks not run: stale, or waiting for a pending migration
 
     @property
     def finished_at(self) -> float:
@@ -61,7 +62,7 @@ class PollResult:
         if not self.up:
             return [f"database unreachable: {self.error}"]
         found = [f"check {c.check.name}: {c.status}" for c in self.checks if c.is_problem]
-        found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if c.is_problem]
+        found += [f"constraint {c.table}.{c.name}: {c.status}: {c.detail}" for c in self.constraints if c.is_problem]
         if self.migrations:
             found += self.migrations.problems(allow_pending=allow_pending)
         if backup_within is not None and (missing := self.missing_backup(backup_within)):
@@ -80,6 +81,46 @@ class PollResult:
         return self.backups.missing_backup(within, self.started_at)
 
 
+class CheckLog:
+    """Logs each check's failures and status changes once, with the reason: a check that
+    starts failing (or fails for a new reason) is a warning, any other change of status
+    is info; a check that stays as it was is not logged again (debug only)."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self._last: dict[str, tuple[str, str | None]] = {}
+
+    def observe(self, results: Sequence[CheckResult]) -> None:
+        for result in results:
+            name, now = result.check.name, (result.status, result.reason)
+            before = self._last.get(name)
+            self._last[name] = now
+            if now == before:
+                log.debug("check %s on %s: still %s", name, self.database, result.status)
+            elif result.status is CheckStatus.FAILED:
+                log.warning("check %s on %s failed (%s): %s", name, self.database, result.reason, result.error)
+            elif before is not None or result.status is CheckStatus.VIOLATED:
+                log.info("check %s on %s: %s -> %s (%s rows)", name, self.database,
+                         before[0] if before else "unknown", result.status, result.violations)
+
+
+class ConfigWarning:
+    """Logs stale config and missing constraints once when they appear or change (the metric
+    and verify carry them on every poll)."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self._seen: frozenset[str] = frozenset()
+
+    def observe(self, expectations: Expectations) -> None:
+        lines = {f"check {n.check.name} not run ({n.status}): {n.why}" for n in expectations.not_run}
+        lines |= {f"constraint {c.table}.{c.name} ({c.source}): {c.status}: {c.detail}"
+                  for c in expectations.constraints if c.status == Status.STALE or c.is_problem}
+        for line in sorted(lines - self._seen):
+            log.warning("database %s: %s", self.database, line)
+        self._seen = frozenset(lines)
+
+
 class Poller:
     """Polls one database. Keeps only what must survive between polls: the time of the
     last full scan, the watches' memory of the previous poll and the inspected dump files
@@ -92,6 +133,8 @@ class Poller:
         self.checks = config.checks_for(database)
         self.last_full_scan: float | None = None
         self.write_warning = WriteWarning(database.name)
+        self.check_log = CheckLog(database.name)
+        self.config_warning = ConfigWarning(database.name)
         monitor = MigrationsMonitor(database)
         self.migrations = monitor if monitor.enabled else None
         self.backups = BackupsMonitor(database.backups) if database.backups.enabled else None
@@ -123,8 +166,11 @@ class Poller:
         try:
             with self.database.connection() as conn:
                 schema = introspect(conn, self.database.config.db_schema)
-                checks = run_checks(conn, self.checks, schema, use_guards=not full, watch=self.lock_watch)
-                migrations = self.migrations.assess(conn, schema, checks) if self.migrations else None
+                inputs = self.migrations.prepare(conn) if self.migrations else None
+                expectations = plan(self.checks, self.config.constraints, schema, inputs.sources() if inputs else None)
+                checks = run_checks(conn, expectations.checks, schema, use_guards=not full, watch=self.lock_watch,
+                                    always_guarded=expectations.derived)
+                migrations = self.migrations.assess(conn, schema, checks, inputs) if self.migrations else None
                 privileges = read_privileges(conn, self.database.config.db_schema)
                 backup_facts = self.backups.read_database(conn) if self.backups else None
                 tables = read_tables(conn, self.database.config.db_schema) if self.emergencies else None
@@ -142,7 +188,8 @@ class Poller:
         if full:
             self.last_full_scan = started
         self.write_warning.observe(privileges)
-        expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
+        self.check_log.observe(checks)
+        self.config_warning.observe(expectations)
         history = migrations.history if migrations else None
         last_deploy = history.last_deploy(self.database.config.watch.deploy.batch_window) if history else None
         backups = emergencies = deploy = None
@@ -158,8 +205,8 @@ class Poller:
             deploy = self._safely("deploy watch", lambda: deploy_watch.observe(started, last_deploy, snapshot))
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
-            tuple(checks), tuple(check_constraints(expected, schema)), migrations, schema, privileges=privileges,
-            backups=backups, emergencies=emergencies, deploy=deploy,
+            tuple(checks), expectations.constraints, migrations, schema, privileges=privileges,
+            not_run=expectations.not_run, backups=backups, emergencies=emergencies, deploy=deploy,
         )
 
     def _safely(self, what: str, work: Callable[[], T]) -> T | None:

@@ -3,6 +3,7 @@ code - from literal results: no database, no poll."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import replace
 from datetime import datetime, UTC
@@ -12,11 +13,15 @@ import pytest
 from exporter.backups.archiver import Archiver
 from exporter.backups.dumps import Dump, DumpFormat, DumpStatus
 from exporter.backups.monitor import BackupsResult, SourceResult
-from exporter.checks.constraints import ConstraintResult
+from exporter.checks.constraints import ConstraintResult, Status
 from exporter.checks.run import CheckResult, CheckStatus, FailureReason
 from exporter.config import Config
 from exporter.db import DownReason
+from exporter.events.counters import EventCounters
+from exporter.events.known import KnownNames
+from exporter.schema.model import ConstraintKind
 from exporter.metrics.contract import METRICS
+from exporter.metrics.endpoint import MetricsEndpoint
 from exporter.metrics.render import families_for
 from exporter.migrations.history import Deploy, MigrationHistory, MigrationItem, MigrationState
 from exporter.migrations.monitor import MigrationsResult, Part
@@ -26,6 +31,7 @@ from exporter.privileges import Privileges
 from exporter.report import EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, exit_code, render_json, render_text
 from exporter.schema.diff import DriftItem, DriftKind, DriftSource
 from exporter.schema.model import Schema
+from exporter.store import ResultStore
 from exporter.watch.deploy import DeployResult, TableLatency, Totals, Unavailable
 from exporter.watch.emergencies import AppearedDrift, EmergenciesResult
 from support import exposition, samples, value
@@ -51,8 +57,9 @@ CHECKS = (
     CheckResult(SENT_AT, CheckStatus.FAILED, reason=FailureReason.TIMEOUT, error="canceling statement", duration=1.0),
 )
 CONSTRAINTS = (
-    ConstraintResult("Stock", "check_quantity", "check", True, True, True),
-    ConstraintResult("Item", "Item_name_key", "unique", False, True, False, "index is invalid"),
+    ConstraintResult("Stock", "check_quantity", ConstraintKind.CHECK, True, Status.PRESENT, "check_quantity"),
+    ConstraintResult("Item", "Item_name_key", ConstraintKind.UNIQUE, False, Status.NOT_VALID, "Item_name_key",
+                     detail="index is invalid"),
 )
 HISTORY = MigrationHistory(True, None, (
     MigrationItem("1_init", MigrationState.APPLIED, FINISHED),
@@ -189,6 +196,27 @@ def test_two_databases_share_one_family_per_metric():
     assert value(text, "venzory_db_up", database="warehouse") == 0
 
 
+def test_a_rendered_body_is_reused_only_while_nothing_it_counts_changed():
+    # issue 14: a burst of scrapes costs one render, but never shows a count a moment old
+    store = ResultStore(["shop"])
+    store.put(UP)
+    counters = EventCounters()
+    counters.precreate(["http"], ["shop"], KnownNames())
+    endpoint = MetricsEndpoint(store, counters)
+    _, first = endpoint.body(None)
+    assert endpoint.body(None)[1] is first  # nothing changed: the same bytes, not a render
+    store.count_skipped("shop")
+    _, after_skip = endpoint.body(None)
+    assert value(after_skip.decode(), "venzory_db_polls_skipped_total", database="shop") == 1
+    counters.reject_request("http", "rate_limited")
+    _, after_event = endpoint.body(None)
+    assert value(after_event.decode(), "venzory_db_events_rejected_total", source="http", reason="rate_limited") == 1
+    store.put(replace(UP, duration=9.0))
+    assert value(endpoint.body(None)[1].decode(), "venzory_db_poll_duration_seconds", database="shop") == 9.0
+    _, gzipped = endpoint.body(None, gzipped=True)
+    assert gzip.decompress(gzipped).startswith(b"# HELP")
+
+
 # -- verify ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("results, allow_pending, code", [
@@ -224,7 +252,7 @@ def test_verify_text_says_what_is_wrong_and_hides_the_password():
     assert "  ✘ stock_non_negative (Stock): 3 rows [negative_inventory, critical]" in lines
     assert "  ✔ item_names (Item): no violations - guarded by Item_name_key" in lines
     assert "  ! order_sent_at (Order): check failed [timeout]: canceling statement" in lines
-    assert "  ✘ Item.Item_name_key (unique): index is invalid" in lines
+    assert "  ✘ Item.Item_name_key (unique): not_valid - index is invalid" in lines
     assert "      pending: 2_harden" in lines
     assert "  ✘ 2_harden will fail: check check_quantity on Stock blocked by 3 rows" in lines
     assert "  ✔ [schema_prisma] missing_index Item_sku_idx: index missing (acknowledged)" in lines

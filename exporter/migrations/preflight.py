@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import psycopg
 
-from exporter.db import one_row
+from exporter.db import execute_one, one_row
 from exporter.migrations.shadow import ExpectedSteps
 from exporter.schema.model import Constraint, ConstraintKind, Index, Schema
 
@@ -341,7 +341,7 @@ def run_planned(conn: psycopg.Connection, planned: Iterable[PlannedCount]) -> tu
             continue
         try:
             with conn.transaction():  # a savepoint if the caller is in a transaction
-                row = one_row(conn.execute(plan.count_sql))
+                row = one_row(execute_one(conn, plan.count_sql))
         except psycopg.Error as e:
             items.append(replace(plan.item, reason=f"query failed: {_error_text(e)}"))
             continue
