@@ -198,7 +198,7 @@ class Poller:
             monitor, (name, archiver) = self.backups, backup_facts
             backups = self._safely("backups", lambda: monitor.inspect(name, archiver, last_deploy))
         if self.emergencies and tables is not None:
-            watch, seen, drift = self.emergencies, tables, _drift_known(migrations)
+            watch, seen, drift = self.emergencies, tables, _drift_known(migrations, schema)
             emergencies = self._safely("emergencies", lambda: watch.observe(started, seen, history, drift))
         if self.deploy_watch and statements is not None:
             deploy_watch, snapshot = self.deploy_watch, statements
@@ -237,10 +237,12 @@ class Poller:
         self.close()
 
 
-def _drift_known(migrations: MigrationsResult | None) -> tuple[DriftItem, ...] | None:
+def _drift_known(migrations: MigrationsResult | None, schema: Schema) -> tuple[DriftItem, ...] | None:
     """This poll's drift when every source of it could be computed; None otherwise (a
-    source that failed once must not make its items look new on the next poll)."""
-    if migrations is None or not migrations.drift_assessed:
+    source that failed once must not make its items look new on the next poll). A table
+    locked while the catalog was read has its definitions taken as expected (diff.py):
+    its drift is hidden for this poll only, so the poll is no baseline either."""
+    if migrations is None or not migrations.drift_assessed or schema.locked:
         return None
     if any(part in (Part.EXPECTED_SCHEMA, Part.SCHEMA_PRISMA) for part, _ in migrations.errors):
         return None
