@@ -5,6 +5,7 @@
 #   /etc/venzory-db-exporter/   the config (venzory.yaml; the shipped one is the default)
 #   /srv/venzory/prisma/        the application's prisma/ folder: migrations/ and schema.prisma
 #                               (point PRISMA_MIGRATIONS_DIR and PRISMA_SCHEMA at them)
+#   /backups/ (read-only)       the database dumps, if checked (BACKUP_GLOB=/backups/...)
 # and pass DATABASE_URL, SHADOW_DATABASE_URL, EVENTS_TOKEN, SENTRY_DSN in the environment.
 #
 # Reproducible: the base is pinned to a Debian release (bookworm) and Python 3.11; the Python
@@ -34,6 +35,12 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 exporter \
  && useradd --system --uid 10001 --gid exporter --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin exporter
+# pg_restore reads custom, tar and directory dumps (backups.dumps, docs/backups.md). It must
+# be at least the version of the pg_dump that wrote them: Debian 12's is 15; for newer
+# servers install their postgresql-client-N from the PostgreSQL apt repository instead.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/venv /opt/venv
 COPY config/venzory.yaml /etc/venzory-db-exporter/venzory.yaml
 USER 10001:10001

@@ -41,11 +41,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"{database.name}: {database.migrations.describe_off()}")
         with Poller(config, database) as poller:
             results.append(poller.poll(full_scan=args.full_scan))
+    gate = {"allow_pending": args.allow_pending, "backup_within": args.require_backup_within}
     if args.json:
-        print(render_json(results, allow_pending=args.allow_pending))
+        print(render_json(results, **gate))
     else:
-        print(render_text(results, {d.name: d.dsn for d in config.databases}, allow_pending=args.allow_pending))
-    return exit_code(results, allow_pending=args.allow_pending)
+        print(render_text(results, {d.name: d.dsn for d in config.databases}, **gate))
+    return exit_code(results, **gate)
 
 
 def _database_with_folder(config: Config, args: argparse.Namespace,
@@ -188,6 +189,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, args.listen)
 
 
+def _duration(text: str) -> float:
+    from exporter.config.types import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="venzory-db-exporter",
@@ -213,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print one JSON object (docs/verify-json.md)")
     verify.add_argument("--full-scan", action="store_true", help="read every table, even where a constraint guards it")
     verify.add_argument("--allow-pending", action="store_true", help="pending migrations are not a failure")
+    verify.add_argument("--require-backup-within", metavar="DURATION", type=_duration,
+                        help="while migrations are pending, fail unless a complete dump of the database is newer "
+                             "than this (e.g. 2h; databases[].backups.dumps)")
     verify.set_defaults(func=cmd_verify)
 
     check = sub.add_parser("check-config", help="validate a config file and exit (0 valid, 2 invalid)")

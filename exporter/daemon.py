@@ -137,6 +137,8 @@ class Daemon:
         same_checks = old.checks_for(database) == config.checks_for(database)
         if previous and previous.database.config == database and same_checks:
             poller.last_full_scan = previous.last_full_scan  # a reload does not force full scans
+        if previous:
+            poller.adopt(previous)
         return poller
 
     def _stop_polls(self) -> None:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from exporter.backups.dumps import DumpStatus
 from exporter.checks.constraints import DERIVED_CATEGORY, ConstraintResult, Source, Status
 from exporter.checks.run import CheckResult, CheckStatus
 from exporter.config.dsn import redact_dsn
@@ -24,18 +25,39 @@ TICK, CROSS, FAIL = "✔", "✘", "!"
 WARN = "⚠"  # worth fixing, not a failure: the exit code does not change
 
 
-def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False) -> int:
+def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False, backup_within: float | None = None) -> int:
     results = list(results)
     if any(not r.up for r in results):
         return EXIT_CANNOT_RUN
-    return EXIT_OK if all(r.healthy(allow_pending=allow_pending) for r in results) else EXIT_PROBLEMS
+    healthy = all(r.healthy(allow_pending=allow_pending, backup_within=backup_within) for r in results)
+    return EXIT_OK if healthy else EXIT_PROBLEMS
 
 
-def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> dict[str, Any]:
+def to_json(results: Iterable[PollResult], *, allow_pending: bool = False,
+            backup_within: float | None = None) -> dict[str, Any]:
     results = list(results)
     return {
-        "ok": exit_code(results, allow_pending=allow_pending) == EXIT_OK,
-        "databases": [_database_json(r) for r in results],
+        "ok": exit_code(results, allow_pending=allow_pending, backup_within=backup_within) == EXIT_OK,
+        "databases": [_database_json(r, backup_within) for r in results],
+    }
+
+
+def _backups_json(r: PollResult, backup_within: float | None) -> dict[str, Any] | None:
+    b = r.backups
+    required = None
+    if backup_within is not None:
+        missing = r.missing_backup(backup_within) if r.up else None
+        required = {"within_seconds": backup_within, "met": missing is None, "problem": missing}
+    if b is None:
+        return {"sources": [], "archiver": None, "newest_complete": None, "required": required} if required else None
+    newest = b.newest_complete
+    return {
+        "database": b.database,
+        "sources": [{"name": s.name, "glob": s.glob, "matched": s.matched, "files": [d.as_dict() for d in s.files]}
+                    for s in b.sources],
+        "archiver": b.archiver.as_dict() if b.archiver else None,
+        "newest_complete": newest.as_dict() if newest else None,
+        "required": required,
     }
 
 
@@ -57,9 +79,10 @@ def _migrations_json(m: MigrationsResult) -> dict[str, Any]:
     }
 
 
-def _database_json(r: PollResult) -> dict[str, Any]:
+def _database_json(r: PollResult, backup_within: float | None = None) -> dict[str, Any]:
     extra = _migrations_json(r.migrations) if r.migrations else {}
     return extra | {
+        "backups": _backups_json(r, backup_within),
         "name": r.database,
         "up": r.up,
         "error": r.error,
@@ -109,9 +132,11 @@ def _database_json(r: PollResult) -> dict[str, Any]:
     }
 
 
-def render_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> str:
+def render_json(results: Iterable[PollResult], *, allow_pending: bool = False,
+                backup_within: float | None = None) -> str:
     # Scrubbed of registered secrets like the logs: a database's error text is printed as is.
-    return json.dumps(scrub(to_json(results, allow_pending=allow_pending)), indent=2, default=str)
+    return json.dumps(scrub(to_json(results, allow_pending=allow_pending, backup_within=backup_within)),
+                      indent=2, default=str)
 
 
 def _check_line(c: CheckResult) -> list[str]:
@@ -129,7 +154,8 @@ def _check_line(c: CheckResult) -> list[str]:
     ]
 
 
-def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pending: bool = False) -> str:
+def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pending: bool = False,
+                backup_within: float | None = None) -> str:
     lines: list[str] = []
     results = list(results)
     for r in results:
@@ -153,8 +179,10 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
         lines.extend(_constraint_lines(r))
         if r.migrations:
             lines.extend(_migration_lines(r.migrations, allow_pending))
+        if r.backups or backup_within is not None:
+            lines.extend(_backup_lines(r, backup_within))
         lines.append("")
-    lines.append(_summary(results, allow_pending))
+    lines.append(_summary(results, allow_pending, backup_within))
     return redact("\n".join(lines))
 
 
@@ -221,7 +249,38 @@ def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
     return lines
 
 
-def _summary(results: list[PollResult], allow_pending: bool) -> str:
+def _backup_lines(r: PollResult, backup_within: float | None) -> list[str]:
+    lines = ["Backups:"]
+    b = r.backups
+    for source in b.sources if b else ():
+        newest = source.newest_complete
+        mark = TICK if newest else CROSS
+        lines.append(f"  {mark} {source.name}: {source.describe()}")
+        for d in source.files:
+            state = TICK if d.status is DumpStatus.COMPLETE else CROSS
+            detail = f" - {d.detail}" if d.detail else ""
+            taken = d.as_dict()["taken_at"]
+            lines.append(f"      {state} {d.path} ({d.format}, {d.size} bytes, {taken}): {d.status}{detail}")
+    if b and b.archiver:
+        a = b.archiver
+        mark = CROSS if a.failing else (TICK if a.enabled else WARN)
+        archived = f"{a.archived} archived" + (f" (last {a.last_archived_wal})" if a.last_archived_wal else "")
+        failed = f"{a.failed} failed" + (f" (last {a.last_failed_wal})" if a.last_failed_wal else "")
+        lines.append(f"  {mark} WAL archiving: archive_mode={a.mode}, {archived}, {failed}"
+                     + (", failing now" if a.failing else ""))
+    if backup_within is not None:
+        missing = r.missing_backup(backup_within)
+        newest = b.newest_complete if b else None
+        if missing:
+            lines.append(f"  {CROSS} backup required before migrating: {missing}")
+        elif newest is not None and r.started_at - newest.taken_at <= backup_within:
+            lines.append(f"  {TICK} backup before migrating: {newest.path}, taken within {backup_within:g}s")
+        else:
+            lines.append(f"  {TICK} no backup required: no migration is pending")
+    return lines
+
+
+def _summary(results: list[PollResult], allow_pending: bool, backup_within: float | None = None) -> str:
     down = [r.database for r in results if not r.up]
     checks = [c for r in results if r.up for c in r.checks]
     violated = [c for c in checks if c.status is CheckStatus.VIOLATED]
@@ -241,7 +300,10 @@ def _summary(results: list[PollResult], allow_pending: bool) -> str:
                           for p in r.migrations.problems(allow_pending=allow_pending)]
     if any(r.migrations for r in results):
         parts.append(f"{counted(len(migration_problems), 'migration/drift problem')}")
+    if backup_within is not None:
+        missing = [r.database for r in results if r.up and r.missing_backup(backup_within)]
+        parts.append(f"backup missing: {', '.join(missing)}" if missing else "backups ok")
     if down:
         parts.append(f"unreachable: {', '.join(down)}")
-    mark = TICK if exit_code(results, allow_pending=allow_pending) == EXIT_OK else CROSS
+    mark = TICK if exit_code(results, allow_pending=allow_pending, backup_within=backup_within) == EXIT_OK else CROSS
     return f"{mark} Summary: " + ", ".join(parts)

@@ -189,6 +189,50 @@ def layout() -> list[tuple[dict, int, int]]:
         (table("Drift items (detail)", "Every drift item (capped by the exporter's drift.max_item_series).",
                f"venzory_db_schema_drift_item{{{DB}}}", hide=["__name__", "job", "Value"]), 12, 8),
 
+        (row("Backups"), 24, 1),
+        (stat("Newest complete backup", "Age of the newest complete dump of the database, over its dump sources "
+              "(VenzoryDbNoRecentBackup warns above 26 h).",
+              [target(f"time() - max by (database) (venzory_db_backup_newest_complete_timestamp_seconds{{{DB}}})", "{{database}}")],
+              unit="s", steps=thresholds((None, "green"), (86400, "yellow"), (93600, "red"))), 6, 6),
+        (stat("Backup before the last deploy", "How much older than the start of the last deploy its newest complete "
+              "dump was (Inf: none; VenzoryDbMigrationWithoutBackup pages above 1 h).",
+              [target(f"max by (database) (venzory_db_backup_before_last_deploy_age_seconds{{{DB}}})", "{{database}}")],
+              unit="s", steps=thresholds((None, "green"), (3600.001, "red"))), 6, 6),
+        (timeseries("Dump files by status", "The newest dump files of each source: complete, incomplete (cut short), "
+                    "wrong_database, unreadable.",
+                    [target(f"sum by (database, source, status) (venzory_db_backup_files{{{DB}}})",
+                            "{{database}} {{source}} {{status}}")]), 6, 6),
+        (stat("WAL archive failures (1h)", "Failed archive_command runs in the last hour (pg_stat_archiver).",
+              [target(f"sum by (database) (increase(venzory_db_wal_archive_failed_total{{{DB}}}[1h]))", "{{database}}")],
+              steps=GREEN_ABOVE_0), 6, 6),
+
+        (row("Emergencies (between two polls)"), 24, 1),
+        (timeseries("Rows lost in mass deletes (24h)", "Rows gone from a table whose live-row estimate fell by more "
+                    "than the configured fraction between two polls (VenzoryDbMassDelete).",
+                    [target(f"sum by (database, table) (increase(venzory_db_table_rows_lost_total{{{DB}}}[24h]))",
+                            "{{database}} {{table}}")]), 12, 6),
+        (stat("History rewrites (24h)", "Polls that found _prisma_migrations recreated or applied migrations "
+              "replaced (migrate reset; VenzoryDbMigrationHistoryRewritten).",
+              [target(f"sum by (database) (increase(venzory_db_migration_history_rewrites_total{{{DB}}}[24h]))", "{{database}}")],
+              steps=GREEN_ABOVE_0), 6, 6),
+        (stat("Schema changes without migration (24h)", "Drift items that appeared between two polls "
+              "(VenzoryDbSchemaChangedWithoutMigration).",
+              [target(f"sum by (database) (increase(venzory_db_schema_drift_appeared_total{{{DB}}}[24h]))", "{{database}}")],
+              steps=GREEN_ABOVE_0), 6, 6),
+
+        (row("After the last deploy"), 24, 1),
+        (timeseries("Write mean time, before and after the last deploy", "Mean execution time of the statements "
+                    "writing to each table the last deploy changed, before and after it (pg_stat_statements; "
+                    "VenzoryDbWriteLatencyUpAfterDeploy warns when after >= 2 x before).",
+                    [target(f"venzory_db_deploy_write_mean_seconds{{{DB}}}", "{{database}} {{table}} {{phase}}")],
+                    unit="s"), 12, 8),
+        (timeseries("Prisma errors per minute around the last deploy", "In the 15 minutes after the last migration: "
+                    "the last 5 minutes' rate (after) and the hour before the deploy (before); "
+                    "VenzoryDbErrorRateUpAfterDeploy warns above twice the rate before.",
+                    [target(f'label_replace(venzory_db_deploy:prisma_errors_per_minute_after{{{DB}}}, "window", "after", "", "") '
+                            f'or label_replace(venzory_db_deploy:prisma_errors_per_minute_before{{{DB}}}, "window", "before", "", "")',
+                            "{{database}} {{window}}")]), 12, 8),
+
         (row("Application errors (Prisma)"), 24, 1),
         (stat("Constraint violations (1h)", "Check, foreign key and unique violations in the last hour (VenzoryDbConstraintViolationRateHigh pages above 10).",
               [target(f'sum by (database) (venzory_db_prisma_errors:increase1h{{{DB}, kind=~"check|foreign_key|unique"}} '

@@ -48,10 +48,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 
+from exporter.migrations.replay import apply_migrations
 from support import REPO, need
+from test_backups import tool
 from test_grafana import dashboard_queries, iter_targets, load_dashboard
 from venzory_fixture import MIGRATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_6, build_database
 
@@ -89,6 +92,7 @@ DATA_ALERTS = {
     "VenzoryDbMigrationsPending",  # steps 7-11
     "VenzoryDbPendingMigrationWillFail",  # the preflight: steps 7, 9 and 10 are blocked by rows
     "VenzoryDbRoleCanWrite",  # the exporter connects as the test cluster's superuser
+    "VenzoryDbMigrationWithoutBackup",  # the only dump (BACKUP_GLOB) was taken after the migrations
 }
 # Raised by the Prisma error events this test posts (P2002 on Item_practiceId_name_key).
 EVENT_ALERTS = {
@@ -115,6 +119,12 @@ NEVER_ALERTS = {
     "VenzoryDbMigrationFailed", "VenzoryDbMigrationModified", "VenzoryDbMigrationMissingFromFolder",
     # every input of the migrations assessment is readable: folder, schema.prisma, shadow server
     "VenzoryDbMigrationInputUnavailable",
+    # a complete dump of this database was taken just now; the test cluster does not archive
+    "VenzoryDbNoRecentBackup", "VenzoryDbWalArchivingFailing",
+    # nothing dangerous happens until the emergency tests at the end of this module
+    "VenzoryDbMigrationHistoryRewritten", "VenzoryDbMassDelete", "VenzoryDbSchemaChangedWithoutMigration",
+    # no error rate before the deploy (it is older than Prometheus), no writes after it
+    "VenzoryDbErrorRateUpAfterDeploy", "VenzoryDbWriteLatencyUpAfterDeploy",
 }
 
 # Pino lines as the Venzory app logs them: three unique violations and one ordinary line.
@@ -320,6 +330,7 @@ class Stack:
     webhook: Webhook
     processes: list[Process]
     exporter_instance: str
+    dsn: str = ""  # the monitored database
     events_answer: dict = field(default_factory=dict)
     first_scrape_at: float = 0.0
     timeline: dict[str, float] = field(default_factory=dict)
@@ -340,6 +351,13 @@ def stack(pg_server, tmp_path_factory):
     started = time.monotonic()
     tmp = tmp_path_factory.mktemp("e2e")
     dsn = build_database(pg_server, "e2e_problems", upto=STEP_6, seed="problems")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # the deploy watch's before-phase: the seed's INSERTs into the tables the migrations created
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    backups = tmp / "backups"
+    backups.mkdir()
+    subprocess.run([tool("pg_dump"), dsn, "-Fc", "-f", str(backups / "backup_before_migration.dump")],
+                   check=True, capture_output=True, timeout=120)
     ports = {"exporter": free_port(), "prometheus": free_port(), "alertmanager": free_port()}
     webhook = Webhook()
     processes: list[Process] = []
@@ -347,7 +365,8 @@ def stack(pg_server, tmp_path_factory):
         # the exporter
         env = dict(os.environ, DATABASE_URL=dsn, PRISMA_MIGRATIONS_DIR=str(MIGRATIONS),
                    PRISMA_SCHEMA=str(SCHEMA_PRISMA), SHADOW_DATABASE_URL=pg_server.admin_dsn,
-                   EVENTS_TOKEN=EVENTS_TOKEN, LOG_FORMAT="plain", LOG_LEVEL="info")
+                   EVENTS_TOKEN=EVENTS_TOKEN, LOG_FORMAT="plain", LOG_LEVEL="info",
+                   BACKUP_GLOB=str(backups / "*.dump"), WAL_ARCHIVER="true")
         config = write_exporter_config(tmp / "venzory.yaml")
         exporter = Process("exporter", [sys.executable, "-m", "exporter", "run", "--config", str(config),
                                         "--listen", f"127.0.0.1:{ports['exporter']}"],
@@ -384,7 +403,7 @@ def stack(pg_server, tmp_path_factory):
                    STARTUP_TIMEOUT, processes)
 
         s = Stack(exporter_url, prometheus_url, alertmanager_url, webhook, processes,
-                  exporter_instance=f"127.0.0.1:{ports['exporter']}")
+                  exporter_instance=f"127.0.0.1:{ports['exporter']}", dsn=dsn)
         s.timeline["ready"] = time.monotonic() - started
         wait_until("Prometheus' first scrape of the exporter",
                    lambda: s.query(f'up{{job="{JOB}"}} == 1') and s.query(f'venzory_db_up{{job="{JOB}"}}'),
@@ -547,3 +566,66 @@ def test_dashboard_query_returns_data(stack: Stack, query: str):
             break
         time.sleep(0.5)
     assert result, f"panel {TITLES.get(query)!r} is empty: {query}"
+
+
+# -- emergencies in a real Prometheus (last: they change the database under the stack) -----------
+
+# From a change to a firing alert: the change's statistics reach pg_stat_user_tables, the
+# exporter polls (the first poll may have started just before the change: two polls),
+# Prometheus scrapes and evaluates (the emergency alerts have no `for`).
+WITHIN_TWO_POLLS = 2 * parse_duration(POLL_INTERVAL) + parse_duration(SCRAPE_INTERVAL) \
+    + parse_duration(EVALUATION_INTERVAL) + 4.0  # slack: statistics flush, a loaded machine
+
+
+def _firing(stack: Stack, alertname: str, **labels: str) -> list[dict]:
+    return [a for a in _prometheus_alerts(stack) if a["state"] == "firing" and a["labels"]["alertname"] == alertname
+            and all(a["labels"].get(k) == v for k, v in labels.items())]
+
+
+def test_a_mass_delete_fires_within_two_polls(stack: Stack):
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        conn.execute('INSERT INTO "Practice" (id, name, slug, "updatedAt") '
+                     "SELECT 'e2e-' || g, 'E2E ' || g, 'e2e-' || g, now() FROM generate_series(1, 500) g")
+    time.sleep(2 * parse_duration(POLL_INTERVAL) + 1)  # polls that count the rows: the baseline
+    started = time.monotonic()
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        conn.execute("""DELETE FROM "Practice" WHERE id LIKE 'e2e-%'""")
+    (alert,) = wait_until("VenzoryDbMassDelete on Practice", lambda: _firing(stack, "VenzoryDbMassDelete", table="Practice"),
+                          ALERTS_TIMEOUT, stack.processes)
+    elapsed = time.monotonic() - started
+    print(f"mass delete -> firing in {elapsed:.1f}s (bound {WITHIN_TWO_POLLS:.0f}s)")
+    assert elapsed <= WITHIN_TWO_POLLS, elapsed
+    assert alert["labels"]["severity"] == "critical" and alert["labels"]["database"] == DATABASE
+    assert float(alert["value"]) >= 500
+
+
+def test_hand_written_ddl_fires_with_the_time_it_appeared(stack: Stack):
+    """Drift must be seen on two polls in a row (one poll's drift may be a deploy caught
+    half-way): one poll more than the other emergencies."""
+    started, wall = time.monotonic(), time.time()
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        conn.execute('ALTER TABLE "Item" ADD COLUMN "hotfix" integer')
+    alerts = wait_until("VenzoryDbSchemaChangedWithoutMigration on Item.hotfix",
+                        lambda: _firing(stack, "VenzoryDbSchemaChangedWithoutMigration", object="Item.hotfix"),
+                        ALERTS_TIMEOUT, stack.processes)
+    elapsed = time.monotonic() - started
+    bound = WITHIN_TWO_POLLS + parse_duration(POLL_INTERVAL)
+    print(f"ALTER TABLE -> firing in {elapsed:.1f}s (bound {bound:.0f}s)")
+    assert elapsed <= bound, elapsed
+    for alert in alerts:  # against the migrations' expected schema and against schema.prisma
+        assert alert["labels"]["severity"] == "warning" and alert["labels"]["kind"]
+        assert wall - 1 <= float(alert["value"]) <= wall + bound  # when the exporter first saw it
+
+
+def test_a_migrate_reset_fires_within_two_polls(stack: Stack):
+    started = time.monotonic()
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:  # what `prisma migrate reset` does
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+        apply_migrations(conn, MIGRATIONS, upto=STEP_6)
+    (alert,) = wait_until("VenzoryDbMigrationHistoryRewritten",
+                          lambda: _firing(stack, "VenzoryDbMigrationHistoryRewritten"), ALERTS_TIMEOUT, stack.processes)
+    elapsed = time.monotonic() - started
+    print(f"migrate reset -> firing in {elapsed:.1f}s (bound {WITHIN_TWO_POLLS:.0f}s)")
+    assert elapsed <= WITHIN_TWO_POLLS, elapsed
+    assert alert["labels"]["severity"] == "critical" and alert["labels"]["database"] == DATABASE

@@ -10,6 +10,9 @@ from datetime import datetime, UTC
 
 import pytest
 
+from exporter.backups.archiver import Archiver
+from exporter.backups.dumps import Dump, DumpFormat, DumpStatus
+from exporter.backups.monitor import BackupsResult, SourceResult
 from exporter.checks.constraints import ConstraintResult, Status
 from exporter.checks.run import CheckResult, CheckStatus, FailureReason
 from exporter.config import Config
@@ -20,7 +23,7 @@ from exporter.schema.model import ConstraintKind
 from exporter.metrics.contract import METRICS
 from exporter.metrics.endpoint import MetricsEndpoint
 from exporter.metrics.render import families_for
-from exporter.migrations.history import MigrationHistory, MigrationItem, MigrationState
+from exporter.migrations.history import Deploy, MigrationHistory, MigrationItem, MigrationState
 from exporter.migrations.monitor import MigrationsResult, Part
 from exporter.migrations.preflight import PreflightItem, PreflightKind, PreflightStatus
 from exporter.poll import PollResult
@@ -29,6 +32,8 @@ from exporter.report import EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, exit_code, 
 from exporter.schema.diff import DriftItem, DriftKind, DriftSource
 from exporter.schema.model import Schema
 from exporter.store import ResultStore
+from exporter.watch.deploy import DeployResult, TableLatency, Totals, Unavailable
+from exporter.watch.emergencies import AppearedDrift, EmergenciesResult
 from support import exposition, samples, value
 
 CONFIG = Config.model_validate({
@@ -71,8 +76,18 @@ DRIFT = (
     DriftItem(DriftSource.SCHEMA_PRISMA, DriftKind.MISSING_INDEX, "Item_sku_idx", "index missing", True),
 )
 MIGRATIONS = MigrationsResult(HISTORY, Schema(), DRIFT, PREFLIGHT, (), tuple(Part), max_drift_series=1)
+DEPLOY = Deploy(("1_init",), FINISHED, FINISHED)
+DUMP = Dump("/backups/shop.dump", DumpFormat.CUSTOM, DumpStatus.COMPLETE, 4096, T0 - 600, "shop", "15.1",
+            time_resolution=1.0)
+BACKUPS = BackupsResult(
+    "shop", (SourceResult("nightly", "/backups/*.dump", (DUMP,), 1),),
+    Archiver("on", 10, "000000010000000000000009", T0 - 60, 2, "000000010000000000000005", T0 - 120), DEPLOY)
+EMERGENCIES = EmergenciesResult(("Item", "Stock"), (), {"Item": 0, "Stock": 1}, {"Item": 0, "Stock": 500}, 1, T0 - 60,
+                                (), True, 1, (AppearedDrift(DRIFT[0], T0 - 60),))
+WATCH = DeployResult(DEPLOY, ("Stock",), (TableLatency("Stock", Totals(100, 50.0), Totals(10, 40.0)),), T0 - 300)
 UP = PollResult("shop", True, T0, 2.5, True, None, CHECKS, CONSTRAINTS, MIGRATIONS,
-                privileges=Privileges("monitor", False, False, ()))
+                privileges=Privileges("monitor", False, False, ()), backups=BACKUPS, emergencies=EMERGENCIES,
+                deploy=WATCH)
 HEALTHY = PollResult("shop", True, T0, 0.5, False, None, CHECKS[1:2], CONSTRAINTS[:1],
                      privileges=Privileges("monitor", False, False, ()))
 DOWN = PollResult("shop", False, T0, 5.0, False, "connection refused", down_reason=DownReason.CONNECT_FAILED)
@@ -87,8 +102,40 @@ def test_every_family_is_built_as_declared():
         spec = declared[family.name]
         assert (family.type, family.documentation) == (spec.type, spec.documentation)
         assert all(set(s.labels) == set(spec.labels) for s in family.samples), family.name
-    poll_metrics = {spec.name for spec in METRICS if spec.from_poll} - {"venzory_db_down_reason"}
+    # the reasons are rendered instead of what they explain
+    reasons = {"venzory_db_down_reason", "venzory_db_deploy_latency_unavailable"}
+    poll_metrics = {spec.name for spec in METRICS if spec.from_poll} - reasons
     assert {f.name for f in families} == poll_metrics, "a full result renders every poll metric"
+
+
+def test_backups_emergencies_and_the_deploy_watch_render_their_numbers():
+    text = exposition(UP)
+    db = {"database": "shop"}
+    assert value(text, "venzory_db_backup_files", **db, source="nightly", status="complete") == 1
+    assert value(text, "venzory_db_backup_files", **db, source="nightly", status="wrong_database") == 0
+    assert value(text, "venzory_db_backup_newest_complete_timestamp_seconds", **db, source="nightly") == T0 - 600
+    assert value(text, "venzory_db_backup_newest_complete_size_bytes", **db, source="nightly") == 4096
+    # the dump was taken long before the deploy; a deploy older than every dump has none before it
+    assert value(text, "venzory_db_backup_before_last_deploy_age_seconds", **db) == FINISHED.timestamp() - (T0 - 600)
+    early = replace(BACKUPS, last_deploy=Deploy(("1_init",), datetime(2020, 1, 1, tzinfo=UTC), FINISHED))
+    assert value(exposition(replace(UP, backups=early)), "venzory_db_backup_before_last_deploy_age_seconds",
+                 **db) == float("inf")
+    assert value(text, "venzory_db_wal_archive_failed_total", **db) == 2
+    assert value(text, "venzory_db_wal_last_archived_timestamp_seconds", **db) == T0 - 60
+    assert value(text, "venzory_db_table_rows_lost_total", **db, table="Stock") == 500
+    assert value(text, "venzory_db_table_mass_deletes_total", **db, table="Item") == 0
+    assert value(text, "venzory_db_migration_history_rewrites_total", **db) == 1
+    assert value(text, "venzory_db_schema_drift_appeared_timestamp_seconds", **db, source="migrations",
+                 kind="extra_column", object="Item.legacy") == T0 - 60
+    assert value(text, "venzory_db_last_deploy_info", **db, migration="1_init") == 1
+    assert value(text, "venzory_db_deploy_write_mean_seconds", **db, table="Stock", phase="before") == 0.0005
+    assert value(text, "venzory_db_deploy_write_mean_seconds", **db, table="Stock", phase="after") == 0.004
+    assert value(text, "venzory_db_deploy_write_calls", **db, table="Stock", phase="after") == 10
+    unavailable = replace(UP, deploy=DeployResult(DEPLOY, ("Stock",), unavailable=Unavailable.EXTENSION_MISSING))
+    text = exposition(unavailable)
+    assert value(text, "venzory_db_deploy_latency_unavailable", **db, reason="extension_missing") == 1
+    assert value(text, "venzory_db_deploy_write_calls", **db, table="Stock", phase="after") is None
+    assert value(text, "venzory_db_last_deploy_info", **db, migration="1_init") == 1
 
 
 def test_a_full_result_renders_its_numbers():

@@ -10,10 +10,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
+from exporter.config.backups import BackupsConfig
 from exporter.config.dsn import check_dsn
 from exporter.config.events import EventsConfig, validate_events
 from exporter.config.migrations import MigrationsConfig
 from exporter.config.types import Duration, Identifier, SqlExpression, Strict
+from exporter.config.watch import WatchConfig
 from exporter.schema.model import ConstraintKind
 
 Severity = Literal["critical", "warning"]
@@ -110,6 +112,8 @@ class DatabaseConfig(Strict):
     # Names of the checks to run here; all of them when omitted.
     checks: list[Identifier] | None = None
     migrations: MigrationsConfig = MigrationsConfig()
+    backups: BackupsConfig = BackupsConfig()  # dumps and WAL archiving (docs/backups.md)
+    watch: WatchConfig = WatchConfig()  # emergencies between polls, the watch after a deploy
 
     model_config = Strict.model_config | {"populate_by_name": True}
 

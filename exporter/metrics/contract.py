@@ -145,6 +145,62 @@ EVENTS_REJECTED = _live("venzory_db_events_rejected", MetricType.COUNTER,
 EVENTS_IGNORED = _live("venzory_db_events_ignored", MetricType.COUNTER,
                        "Event records that were not Prisma errors (ordinary application logs).", "source")
 
+# -- backups (docs/backups.md) ---------------------------------------------------------------------
+BACKUP_FILES = _gauge("venzory_db_backup_files", "Newest dump files of the source inspected, by status "
+                      "(complete, incomplete, wrong_database, unreadable).", DB, "source", "status")
+BACKUP_NEWEST = _gauge("venzory_db_backup_newest_complete_timestamp_seconds",
+                       "Unix time the newest complete dump of this database was taken (absent: none).", DB, "source")
+BACKUP_NEWEST_SIZE = _gauge("venzory_db_backup_newest_complete_size_bytes",
+                            "Size of the newest complete dump of this database.", DB, "source")
+BACKUP_BEFORE_DEPLOY_AGE = _gauge(
+    "venzory_db_backup_before_last_deploy_age_seconds",
+    "Age, when the last deploy started, of the newest complete dump taken before it (+Inf: none).", DB)
+WAL_ARCHIVING_ENABLED = _gauge("venzory_db_wal_archiving_enabled", "1 if archive_mode is on or always.", DB)
+WAL_ARCHIVED = MetricSpec("venzory_db_wal_archived", MetricType.COUNTER,
+                          "WAL files archived (pg_stat_archiver.archived_count).", (DB,))
+WAL_ARCHIVE_FAILED = MetricSpec("venzory_db_wal_archive_failed", MetricType.COUNTER,
+                                "Failed attempts to archive a WAL file (pg_stat_archiver.failed_count).", (DB,))
+WAL_LAST_ARCHIVED = _gauge("venzory_db_wal_last_archived_timestamp_seconds",
+                           "Unix time the last WAL file was archived.", DB)
+WAL_LAST_FAILURE = _gauge("venzory_db_wal_last_archive_failure_timestamp_seconds",
+                          "Unix time the last archiving attempt failed.", DB)
+
+# -- emergencies between two polls -----------------------------------------------------------------
+TABLE_MASS_DELETES = MetricSpec(
+    "venzory_db_table_mass_deletes", MetricType.COUNTER,
+    "Polls that found the table's live-row estimate fallen by more than the configured fraction since the "
+    "previous poll.", (DB, "table"))
+TABLE_ROWS_LOST = MetricSpec("venzory_db_table_rows_lost", MetricType.COUNTER,
+                             "Rows gone from the table in those mass deletes.", (DB, "table"))
+HISTORY_REWRITES = MetricSpec(
+    "venzory_db_migration_history_rewrites", MetricType.COUNTER,
+    "Polls that found _prisma_migrations recreated, or applied migrations replaced or removed, since the "
+    "previous poll (migrate reset).", (DB,))
+DRIFT_APPEARED = MetricSpec("venzory_db_schema_drift_appeared", MetricType.COUNTER,
+                            "Drift items that appeared between two polls (schema changed without a migration).",
+                            (DB,))
+DRIFT_APPEARED_AT = _gauge(
+    "venzory_db_schema_drift_appeared_timestamp_seconds",
+    "Unix time an unacknowledged drift item still present was first seen (only items that appeared while the "
+    "exporter watched).", DB, "source", "kind", "object")
+
+# -- the watch after a deploy --------------------------------------------------------------------------
+LAST_DEPLOY_INFO = _gauge("venzory_db_last_deploy_info", "1, labelled with the last migration of the last deploy.",
+                          DB, "migration")
+DEPLOY_LATENCY_UNAVAILABLE = _gauge(
+    "venzory_db_deploy_latency_unavailable",
+    "1 for why the write latency of the last deploy's tables is unknown (absent while it is known).", DB, "reason")
+DEPLOY_WRITE_CALLS = _gauge(
+    "venzory_db_deploy_write_calls",
+    "Calls of the statements writing to a table the last deploy changed: before (up to the baseline) and after it.",
+    DB, "table", "phase")
+DEPLOY_WRITE_MEAN = _gauge(
+    "venzory_db_deploy_write_mean_seconds",
+    "Mean execution time of those statements, before and after the last deploy (absent without calls).",
+    DB, "table", "phase")
+DEPLOY_BASELINE = _gauge("venzory_db_deploy_baseline_timestamp_seconds",
+                         "Unix time of the pg_stat_statements snapshot that separates before from after.", DB)
+
 # Every metric, in the order of the docs.
 METRICS: tuple[MetricSpec, ...] = (
     UP, DOWN_REASON, LAST_POLL, POLL_DURATION, FULL_SCAN, POLLS_SKIPPED, BUILD_INFO, ROLE_CAN_WRITE,
@@ -153,4 +209,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MIGRATIONS, MIGRATION_INFO, LAST_MIGRATION_FINISHED, MIGRATION_BLOCKED_ROWS, MIGRATION_PREFLIGHT_UNEVALUABLE,
     SCHEMA_DRIFT_ITEMS, SCHEMA_DRIFT_ITEM, MIGRATIONS_PART_SUCCESS,
     PRISMA_ERRORS, EVENTS_RECEIVED, EVENTS_REJECTED, EVENTS_IGNORED,
+    BACKUP_FILES, BACKUP_NEWEST, BACKUP_NEWEST_SIZE, BACKUP_BEFORE_DEPLOY_AGE,
+    WAL_ARCHIVING_ENABLED, WAL_ARCHIVED, WAL_ARCHIVE_FAILED, WAL_LAST_ARCHIVED, WAL_LAST_FAILURE,
+    TABLE_MASS_DELETES, TABLE_ROWS_LOST, HISTORY_REWRITES, DRIFT_APPEARED, DRIFT_APPEARED_AT,
+    LAST_DEPLOY_INFO, DEPLOY_WRITE_CALLS, DEPLOY_WRITE_MEAN, DEPLOY_BASELINE, DEPLOY_LATENCY_UNAVAILABLE,
 )

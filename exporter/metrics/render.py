@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
+from exporter.backups.monitor import BackupsResult
 from exporter.checks.constraints import Status
 from exporter.db import DownReason
 from exporter.metrics import contract as m
@@ -19,6 +20,8 @@ from exporter.migrations.monitor import MigrationsResult
 from exporter.migrations.preflight import PreflightItem
 from exporter.poll import PollResult
 from exporter.schema.diff import DriftItem, DriftKind, DriftSource
+from exporter.watch.deploy import DeployResult, Phase
+from exporter.watch.emergencies import EmergenciesResult
 
 
 def families_for(result: PollResult) -> list[Metric]:
@@ -41,6 +44,12 @@ def families_for(result: PollResult) -> list[Metric]:
         families.append(can_write)
     if result.migrations:
         families += _migration_families(db, result.migrations)
+    if result.backups:
+        families += _backup_families(db, result.backups)
+    if result.emergencies:
+        families += _emergency_families(db, result.emergencies)
+    if result.deploy:
+        families += _deploy_families(db, result.deploy)
     return families
 
 
@@ -132,3 +141,72 @@ def _drift_families(db: str, drift: Iterable[DriftItem], cap: int) -> list[Metri
     for (source, kind, acknowledged), n in tally.items():
         counts.add_metric([db, source, kind, acknowledged], n)
     return [counts, items]
+
+
+def _backup_families(db: str, b: BackupsResult) -> list[Metric]:
+    families: list[Metric] = []
+    if b.sources:
+        files, newest, size = m.BACKUP_FILES.family(), m.BACKUP_NEWEST.family(), m.BACKUP_NEWEST_SIZE.family()
+        for source in b.sources:
+            for status, n in source.counts().items():
+                files.add_metric([db, source.name, status], n)
+            if (dump := source.newest_complete) is not None:
+                newest.add_metric([db, source.name], dump.taken_at)
+                size.add_metric([db, source.name], dump.size)
+        families += [files, newest, size]
+        if (before := b.before_last_deploy) is not None:
+            start, dump = before
+            age = m.BACKUP_BEFORE_DEPLOY_AGE.family()
+            age.add_metric([db], start - dump.taken_at if dump else float("inf"))
+            families.append(age)
+    if b.archiver is not None:
+        a = b.archiver
+        enabled, archived = m.WAL_ARCHIVING_ENABLED.family(), m.WAL_ARCHIVED.family()
+        failed = m.WAL_ARCHIVE_FAILED.family()
+        enabled.add_metric([db], 1 if a.enabled else 0)
+        archived.add_metric([db], a.archived)
+        failed.add_metric([db], a.failed)
+        families += [enabled, archived, failed]
+        for spec, value in ((m.WAL_LAST_ARCHIVED, a.last_archived_at), (m.WAL_LAST_FAILURE, a.last_failed_at)):
+            if value is not None:
+                family = spec.family()
+                family.add_metric([db], value)
+                families.append(family)
+    return families
+
+
+def _emergency_families(db: str, e: EmergenciesResult) -> list[Metric]:
+    deletes, lost, rewrites = m.TABLE_MASS_DELETES.family(), m.TABLE_ROWS_LOST.family(), m.HISTORY_REWRITES.family()
+    for table in e.tables:
+        deletes.add_metric([db, table], e.mass_deletes_total.get(table, 0))
+        lost.add_metric([db, table], e.rows_lost_total.get(table, 0))
+    rewrites.add_metric([db], e.history_rewrites_total)
+    families: list[Metric] = [deletes, lost, rewrites]
+    if e.drift_watched:
+        appeared, when = m.DRIFT_APPEARED.family(), m.DRIFT_APPEARED_AT.family()
+        appeared.add_metric([db], e.drift_appeared_total)
+        for a in e.drift_appeared:
+            when.add_metric([db, a.item.source, a.item.kind, a.item.object], a.appeared_at)
+        families += [appeared, when]
+    return families
+
+
+def _deploy_families(db: str, d: DeployResult) -> list[Metric]:
+    families: list[Metric] = []
+    if d.deploy is not None:
+        info = m.LAST_DEPLOY_INFO.family()
+        info.add_metric([db, d.deploy.name], 1)
+        families.append(info)
+    if d.unavailable is not None:
+        reason = m.DEPLOY_LATENCY_UNAVAILABLE.family()
+        reason.add_metric([db, d.unavailable], 1)
+        return families + [reason]
+    calls, mean, baseline = m.DEPLOY_WRITE_CALLS.family(), m.DEPLOY_WRITE_MEAN.family(), m.DEPLOY_BASELINE.family()
+    for t in d.latency:
+        for phase, totals in ((Phase.BEFORE, t.before), (Phase.AFTER, t.after)):
+            calls.add_metric([db, t.table, phase], totals.calls)
+            if totals.mean_seconds is not None:
+                mean.add_metric([db, t.table, phase], totals.mean_seconds)
+    if d.baseline_at is not None:
+        baseline.add_metric([db], d.baseline_at)
+    return families + [calls, mean, baseline]

@@ -90,6 +90,20 @@ class MigrationItem:
 
 
 @dataclass(frozen=True)
+class Deploy:
+    """The migrations of one `prisma migrate deploy`: those finished within a window
+    before the last one (deploy applies them back to back)."""
+
+    migrations: tuple[str, ...]  # in the order they finished
+    first_finished_at: datetime
+    finished_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.migrations[-1]
+
+
+@dataclass(frozen=True)
 class MigrationHistory:
     managed: bool  # False: no _prisma_migrations table, the database is not managed by Prisma
     folder_problem: str | None  # why the folder could not be listed (None: it was read)
@@ -118,6 +132,16 @@ class MigrationHistory:
         retries it once it is resolved as rolled back) - what the preflight checks."""
         unapplied = (MigrationState.PENDING, MigrationState.ROLLED_BACK, MigrationState.FAILED)
         return tuple(i.name for i in self.items if i.state in unapplied and i.in_folder)
+
+    def last_deploy(self, window: float) -> Deploy | None:
+        """The last deploy: the applied migrations finished at most `window` seconds
+        before the last one to finish."""
+        done = sorted((i.finished_at, i.name) for i in self.items if i.finished_at is not None)
+        if not done:
+            return None
+        last = done[-1][0]
+        batch = [(finished, name) for finished, name in done if (last - finished).total_seconds() <= window]
+        return Deploy(tuple(name for _, name in batch), batch[0][0], last)
 
     @property
     def not_applied(self) -> tuple[MigrationItem, ...]:

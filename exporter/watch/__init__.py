@@ -1,0 +1,1 @@
+"""What changes between polls: the runbook's emergencies and the watch after a deploy."""
