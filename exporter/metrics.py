@@ -15,7 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.migrations.history import APPLIED
+from exporter.migrations.deploy import Forecast, Outcome
+from exporter.migrations.history import APPLIED, PrismaStatus
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
 from exporter.schema.diff import KINDS as DRIFT_KINDS, MIGRATIONS, SCHEMA_PRISMA
@@ -96,7 +97,7 @@ def _migration_families(db: str, m: MigrationsResult) -> list[Metric]:
     ok = _gauge(
         "venzory_db_migrations_part_success",
         "1 if this part of the migrations assessment could be computed (history, expected_schema, "
-        "schema_prisma, preflight), 0 if its input was unreadable or unreachable.",
+        "schema_prisma, preflight (the deploy prediction)), 0 if its input was unreadable or unreachable.",
         ["database", "part"],
     )
     failed_parts = {part for part, _ in m.errors}
@@ -119,20 +120,55 @@ def _migration_families(db: str, m: MigrationsResult) -> list[Metric]:
                           "Unix time the most recent migration finished.", ["database"])
             last.add_metric([db], m.history.last_finished_at.timestamp())
             families.append(last)
-    if m.preflight:
-        blocked = _gauge("venzory_db_migration_blocked_rows",
-                         "Live rows that would make a pending migration fail on this constraint (0: it would pass).",
-                         ["database", "migration", "table", "constraint"])
-        unknown = _gauge("venzory_db_migration_preflight_unevaluable",
-                         "1 for a pending constraint that cannot be evaluated on the live database yet.",
-                         ["database", "migration", "table", "constraint"])
-        for p in m.preflight:
-            target = blocked if p.blocked_rows is not None else unknown
-            target.add_metric([db, p.migration, p.table, p.constraint], p.blocked_rows if p.blocked_rows is not None else 1)
-        families += [blocked, unknown]
+    if m.forecast:
+        families += _forecast_families(db, m.forecast)
     if m.expected is not None or "schema_prisma" in m.parts:
         families += _drift_families(db, m.drift, m.max_drift_series)
     return families
+
+
+DEPLOY_OUTCOMES = tuple(o.value for o in (Outcome.PASSES, Outcome.FAILS, Outcome.CANNOT_EVALUATE, Outcome.REFUSED))
+DEPLOY_EFFECTS = ("rows_updated", "rows_deleted", "rows_lost", "values_lost")
+
+
+def _forecast_families(db: str, f: Forecast) -> list[Metric]:
+    deploy = f.deploy
+    outcome = _gauge("venzory_db_deploy_prediction",
+                     "1 for what `prisma migrate deploy` of the pending migrations is predicted to do (passes, fails, "
+                     "cannot_evaluate, refused), 0 for the others; from the last poll.", ["database", "outcome"])
+    for value in DEPLOY_OUTCOMES:
+        outcome.add_metric([db, value], 1 if deploy.outcome.value == value else 0)
+    status = _gauge("venzory_db_prisma_status",
+                    "1 for what `prisma migrate status` says of the history (up_to_date, pending, failed, diverged).",
+                    ["database", "status"])
+    for value in PrismaStatus:
+        status.add_metric([db, value.value], 1 if f.view.status == value else 0)
+    baseline = _gauge("venzory_db_migration_baseline_unresolved",
+                      "1 if the schema exists but no migration of the folder is recorded as applied.", ["database"])
+    baseline.add_metric([db], 1 if f.view.baseline_unresolved else 0)
+    failing = _gauge("venzory_db_deploy_failing_rows",
+                     "Rows that make the first failing statement of the deploy fail (0 when the failure is not about "
+                     "rows); present only while the deploy is predicted to fail.",
+                     ["database", "migration", "statement", "table"])
+    if deploy.failure:
+        name, s = deploy.failure
+        failing.add_metric([db, name, str(s.number), s.table], s.offending_rows or 0)
+    effects = _gauge("venzory_db_deploy_rows",
+                     "What the deploy will do to the data, per pending migration: rows_updated, rows_deleted, "
+                     "rows_lost (DROP TABLE), values_lost (non-null values of a DROP COLUMN).",
+                     ["database", "migration", "effect"])
+    locks = _gauge("venzory_db_deploy_lock_rows",
+                   "Rows a statement of a pending migration scans or rewrites while it holds its lock.",
+                   ["database", "migration", "statement", "table", "lock"])
+    for m in deploy.migrations:
+        if m.outcome == Outcome.NOT_REACHED:
+            continue
+        for effect in DEPLOY_EFFECTS:
+            effects.add_metric([db, m.name, effect], getattr(m, effect))
+        for s in m.statements:
+            if s.lock and s.rows_scanned is not None:
+                locks.add_metric([db, m.name, str(s.number), s.table, s.lock], s.rows_scanned)
+    return [outcome, status, baseline, failing, effects, locks]
 
 
 def _drift_families(db: str, drift, cap: int) -> list[Metric]:

@@ -11,6 +11,8 @@ from typing import Iterable
 
 from exporter.db import redact_dsn
 from exporter.logs import redact, scrub
+from exporter.migrations.deploy import Forecast, Outcome
+from exporter.migrations.history import PrismaStatus
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
 
@@ -45,10 +47,40 @@ def _migrations_json(m: MigrationsResult) -> dict:
         },
         "drift": [{"source": d.source, "kind": d.kind, "object": d.object, "detail": d.detail,
                    "acknowledged": d.acknowledged} for d in m.drift],
-        "preflight": [{"migration": p.migration, "table": p.table, "constraint": p.constraint, "kind": p.kind,
-                       "blocked_rows": p.blocked_rows, "status": p.status, "reason": p.reason, "inspect_sql": p.sql}
-                      for p in m.preflight],
+        "expected_schema_unknown": m.expected_unknown or None,
+        "deploy": _deploy_json(m.forecast) if m.forecast else None,
         "migration_errors": [{"part": part, "error": message} for part, message in m.errors],
+    }
+
+
+def _statement_json(s) -> dict:
+    return {"number": s.number, "line": s.line, "outcome": s.outcome.value, "table": s.table, "sql": s.text,
+            "reason": s.reason, "sqlstate": s.sqlstate, "offending_rows": s.offending_rows, "inspect_sql": s.inspect_sql,
+            "rows_updated": s.rows_updated, "rows_deleted": s.rows_deleted, "rows_lost": s.rows_lost,
+            "values_lost": s.values_lost, "lock": s.lock, "rows_scanned": s.rows_scanned, "rewrites": s.rewrites}
+
+
+def _deploy_json(f: Forecast) -> dict:
+    view, deploy = f.view, f.deploy
+    failure = deploy.failure
+    return {
+        "outcome": deploy.outcome.value,
+        "summary": deploy.summary(),
+        "reason": deploy.reason,
+        "failure": {"migration": failure[0]} | _statement_json(failure[1]) if failure else None,
+        "prisma_status": view.status.value,
+        "last_common_migration": view.last_common,
+        "not_applied": list(view.not_applied),
+        "not_in_folder": list(view.not_in_folder),
+        "failed": list(view.failed),
+        "baseline_unresolved": view.baseline_unresolved,
+        "resolve_commands": list(f.commands),
+        "migrations": [
+            {"name": m.name, "outcome": m.outcome.value, "reason": m.reason, "warnings": list(m.warnings),
+             "rows_updated": m.rows_updated, "rows_deleted": m.rows_deleted, "rows_lost": m.rows_lost,
+             "values_lost": m.values_lost, "statements": [_statement_json(s) for s in m.statements]}
+            for m in deploy.migrations
+        ],
     }
 
 
@@ -154,21 +186,56 @@ def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
             if item.state != "applied":
                 detail = f" - {item.detail}" if item.detail else ""
                 lines.append(f"      {item.state}: {item.name}{detail}")
-    for p in m.preflight:
-        if p.status == "blocked":
-            lines.append(f"  {CROSS} {p.migration} will fail: {p.kind} {p.constraint} on {p.table} "
-                         f"blocked by {p.blocked_rows} rows")
-            lines.append(f"      inspect: {p.sql}")
-        elif p.status == "cannot_evaluate":
-            lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} cannot be evaluated yet: {p.reason}")
-        else:
-            lines.append(f"  {TICK} {p.migration}: {p.kind} {p.constraint} on {p.table} passes")
+    if m.forecast:
+        lines.extend(_deploy_lines(m.forecast))
+    if m.expected_unknown:
+        lines.append(f"  {WARN} {m.expected_unknown}")
     if m.drift or m.expected is not None or "schema_prisma" in m.parts:
         lines.append("Drift:" if m.drift else f"  {TICK} no schema drift")
     for d in m.drift:
         mark = TICK if d.acknowledged else CROSS
         note = " (acknowledged)" if d.acknowledged else ""
         lines.append(f"  {mark} [{d.source}] {d.kind} {d.object}: {d.detail}{note}")
+    return lines
+
+
+def _deploy_lines(f: Forecast) -> list[str]:
+    view, deploy = f.view, f.deploy
+    lines = []
+    if view.status == PrismaStatus.DIVERGED:
+        lines.append(f"  {CROSS} the database's history and the folder differ (as `prisma migrate status` says): "
+                     f"the last common migration is {view.last_common or 'null'}")
+        if view.not_in_folder:
+            lines.append(f"      applied, not in the folder: {', '.join(view.not_in_folder)}")
+    if view.baseline_unresolved:
+        lines.append(f"  {CROSS} the schema exists but no migration of the folder is recorded as applied "
+                     "(a baseline never resolved): deploy would run it again")
+    for command in f.commands:
+        lines.append(f"      fix: {command}")
+    if not deploy.migrations and deploy.outcome != Outcome.REFUSED:
+        return lines
+    mark = {Outcome.PASSES: TICK, Outcome.CANNOT_EVALUATE: WARN}.get(deploy.outcome, CROSS)
+    lines.append(f"  {mark} prisma migrate deploy, predicted statement by statement: {deploy.summary()}")
+    failure = deploy.failure
+    if failure:
+        s = failure[1]
+        lines.append(f"      statement: {s.text.splitlines()[0][:160] if s.text else '(the whole script)'}")
+        if s.inspect_sql:
+            lines.append(f"      inspect: {s.inspect_sql}")
+    for m in deploy.migrations:
+        effects = [f"{n} {what}" for n, what in ((m.rows_updated, "rows updated"), (m.rows_deleted, "rows deleted"),
+                                                 (m.rows_lost, "rows lost (DROP TABLE)"),
+                                                 (m.values_lost, "values lost (DROP COLUMN)")) if n]
+        detail = f" - {', '.join(effects)}" if effects else ""
+        reason = f" - {m.reason}" if m.reason and m.outcome != Outcome.FAILS else ""
+        lines.append(f"      {m.outcome.value}: {m.name}{detail}{reason}")
+        for warning in m.warnings:
+            lines.append(f"        {WARN} {warning}")
+        for s in m.statements:
+            if s.lock and s.rows_scanned:
+                how = "rewrites" if s.rewrites else "scans"
+                lines.append(f"        statement {s.number} (line {s.line}): {s.lock} lock on \"{s.table}\", "
+                             f"{how} {s.rows_scanned} rows")
     return lines
 
 

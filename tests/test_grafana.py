@@ -48,13 +48,17 @@ DATABASE_METRICS = {
     "venzory_db_migrations",
     "venzory_db_migration_info",
     "venzory_db_last_migration_finished_timestamp_seconds",
-    "venzory_db_migration_blocked_rows",
+    "venzory_db_deploy_prediction",
+    "venzory_db_deploy_failing_rows",
+    "venzory_db_deploy_rows",
+    "venzory_db_deploy_lock_rows",
+    "venzory_db_prisma_status",
+    "venzory_db_migration_baseline_unresolved",
     "venzory_db_schema_drift_items",
     "venzory_db_schema_drift_item",
     "venzory_db_prisma_errors_total",
     "venzory_db_poll_full_scan",
     "venzory_db_migrations_part_success",
-    "venzory_db_migration_preflight_unevaluable",
     "venzory_db_role_can_write",
 }
 OTHER_METRICS = {  # no database label
@@ -282,7 +286,7 @@ def test_dashboard_covers_the_monitoring_picture():
         "venzory_db_up", "venzory_db_last_poll_timestamp_seconds", "venzory_db_poll_duration_seconds",
         "venzory_db_check_duration_seconds", "venzory_db_check_success", "venzory_db_check_violations",
         "venzory_db_duplicate_groups", "venzory_db_constraint_present", "venzory_db_constraint_valid",
-        "venzory_db_migrations", "venzory_db_migration_info", "venzory_db_migration_blocked_rows",
+        "venzory_db_migrations", "venzory_db_migration_info", "venzory_db_deploy_failing_rows",
         "venzory_db_schema_drift_items", "venzory_db_prisma_errors_total", "venzory_db_events_rejected_total",
     }
     assert wanted <= used, f"no panel for {sorted(wanted - used)}"

@@ -40,6 +40,7 @@ from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
+from exporter.migrations.history import FolderEntry, MigrationRow, PrismaView, baseline_commands, prisma_view
 from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Schema
 
 
@@ -301,6 +302,24 @@ class _Evaluator:
         self.state = state
         self.query = query
         self._counts: dict[str, int] = {}  # rows per virtual source, counted once
+        self.added_labels: dict[str, set[str]] = {}  # enum -> labels added by the current migration
+
+    def begin_migration(self) -> None:
+        # Each migration.sql is one transaction: a label it adds cannot be used before it commits.
+        self.added_labels = {}
+
+    def unsafe_label(self, node) -> None:
+        """PostgreSQL refuses to use an enum label added in the same transaction (55P04)."""
+        if not self.added_labels:
+            return
+        t = self.state.tables.get(_table_of(node))
+        types = {c.type_name for c in t.columns.values()} if t else set(self.added_labels)
+        for n in _walk(node):
+            if isinstance(n, ast.A_Const) and isinstance(n.val, ast.String):
+                for enum, labels in self.added_labels.items():
+                    if enum in types and n.val.sval in labels:
+                        raise _Fails(f'unsafe use of new value "{n.val.sval}" of enum type "{enum}" (a label must be '
+                                     "committed before it is used: move this statement to a later migration)", "55P04")
 
     # helpers ------------------------------------------------------------------------------
     def table(self, name: str, *, missing_ok: bool = False) -> _Table | None:
@@ -392,6 +411,8 @@ class _Evaluator:
         try:
             if handler is None:
                 raise _Unknown(f"{type(node).__name__} is not modelled")
+            if not isinstance(node, ast.AlterEnumStmt):
+                self.unsafe_label(node)
             return handler(node, base) or base
         except _Fails as f:
             return replace(base, outcome=Outcome.FAILS, reason=f.reason, sqlstate=f.sqlstate,
@@ -434,6 +455,7 @@ class _Evaluator:
             raise _Fails(f'enum label "{node.newVal}" already exists', "42710")
         self.virtualize_enum(name)
         enum.labels.append(node.newVal)
+        self.added_labels.setdefault(name, set()).add(node.newVal)
         return base
 
     def on_RenameStmt(self, node: ast.RenameStmt, base):
@@ -827,11 +849,35 @@ class _Evaluator:
                 except psycopg.errors.DataError as e:  # a value does not convert: the deploy fails the same way
                     raise _Fails(_error_text(e), e.sqlstate or "22000", None,
                                  f"SELECT * FROM {t.source}") from None
+        if col.default is not None and "::" in col.default and col.type_name != type_name:
+            virtual_target = target is not None and not target.live
+            if virtual_target or not self._assignment_cast(col, type_sql):
+                raise _Fails(f'default for column "{name}" cannot be cast automatically to type {type_sql} '
+                             "(drop the default before changing the type)", "42804")
         exprs = self.identity(t)
         exprs[name] = new_value
         col.type, col.type_name = type_sql, type_name
         self.layer(t, exprs)
+        self._recheck_after_type_change(t, name)
         return replace(base, rows_scanned=int(total), rewrites=True)
+
+    def _recheck_after_type_change(self, t: _Table, column: str) -> None:
+        """PostgreSQL re-creates the CHECK constraints on a column whose type changed, from
+        their text: an operator that does not exist for the new type fails the statement, and
+        the rows are checked again."""
+        for con in list(self.state.constraints.values()):
+            if con.table != t.name or con.kind != CHECK or not con.expression:
+                continue
+            node = parse_sql(f"SELECT {con.expression}")[0].stmt.targetList[0].val
+            used = {f.sval for n in _walk(node) if isinstance(n, ast.ColumnRef) for f in n.fields if isinstance(f, ast.String)}
+            if column not in used:
+                continue
+            try:
+                self._check(t, con.name, node, StatementResult(0, 0, "", Outcome.PASSES))
+            except psycopg.Error as e:
+                if not (e.sqlstate or "").startswith("42"):  # 42883 no such operator, 42804 datatype mismatch
+                    raise
+                raise _Fails(f'constraint "{con.name}": {_error_text(e)}', e.sqlstate or "42000") from None
 
     def _assignment_cast(self, col: _Column, type_sql: str) -> bool:
         """Whether PostgreSQL converts the column to the type without USING."""
@@ -1178,6 +1224,7 @@ def _predict_migration(evaluator: _Evaluator, name: str, text: str | None) -> Mi
     done: list[StatementResult] = []
     unknown = ""
     multi = len(statements) > 1
+    evaluator.begin_migration()
     for stmt in statements:
         if multi and isinstance(stmt.node, ast.IndexStmt) and stmt.node.concurrent:
             result = StatementResult(stmt.number, stmt.line, stmt.text, Outcome.FAILS, table=_table_of(stmt.node),
@@ -1210,3 +1257,56 @@ def statements_of(predictions: Iterable[MigrationPrediction]) -> Iterator[tuple[
     for m in predictions:
         for s in m.statements:
             yield m.name, s
+
+
+# -- the whole forecast: history as Prisma sees it, then the deploy ----------------------------
+
+
+@dataclass(frozen=True)
+class Forecast:
+    view: PrismaView
+    deploy: DeployPrediction
+    commands: tuple[str, ...]  # `prisma migrate resolve` commands that fix the history
+
+
+def forecast(
+    rows: Sequence[MigrationRow] | None, folder: Sequence[FolderEntry], live: Schema, query: Query,
+    *, schema: str = "public",
+) -> Forecast:
+    """`prisma migrate status` and `deploy` as they will go on this database. `rows`: its
+    `_prisma_migrations` (None: no such table); `folder`: the migrations folder as read."""
+    has_tables = any(name != "_prisma_migrations" for name in live.tables)
+    view = prisma_view(rows, [e.name for e in folder], has_tables=has_tables)
+    refused = view.deploy_refused
+    if rows is None and has_tables:
+        refused = ("P3005: the database schema is not empty and has no _prisma_migrations table: "
+                   "baseline it (prisma migrate resolve --applied <baseline>) before deploying")
+    texts = {e.name: e.sql for e in folder}
+    scripts = [(name, texts[name]) for name in view.not_applied]
+    prediction = predict_deploy(scripts, live, query, schema=schema, refused=refused)
+    commands = view.commands
+    if view.baseline_unresolved:
+        commands += baseline_commands(_already_present(scripts, live, schema))
+    return Forecast(view, prediction, commands)
+
+
+def _already_present(scripts: Sequence[tuple[str, str | None]], live: Schema, schema: str) -> list[str]:
+    """The leading migrations whose first statement creates something the database already
+    has: a baseline (or its successors) applied some other way, to be marked applied."""
+    present = []
+    for name, text in scripts:
+        try:
+            first = split_statements(text or "")[:1]
+        except ParseError:
+            break
+        if not first:
+            break
+        result = _Evaluator(initial_state(live, schema), _no_query).run(first[0])
+        if result.outcome != Outcome.FAILS or result.sqlstate not in ("42710", "42P07", "42701"):
+            break
+        present.append(name)
+    return present
+
+
+def _no_query(sql: str) -> tuple:
+    raise _Unknown("rows are not read for this")

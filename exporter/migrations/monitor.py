@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import psycopg
 
-from exporter.checks.run import KINDS, CheckResult
+from exporter.checks.run import CheckResult
 from exporter.config import DatabaseConfig
 from exporter.db import is_connection_error
 from exporter.migrations import shadow
-from exporter.migrations.history import APPLIED, MODIFIED, MigrationHistory, read_history
-from exporter.migrations.preflight import BLOCKED, OK, PlannedCount, PreflightItem, plan_preflight, run_planned
+from exporter.migrations.deploy import Forecast, Outcome, forecast, session_query
+from exporter.migrations.history import APPLIED, MODIFIED, MigrationHistory, PrismaStatus, read_folder, read_history
 from exporter.schema.diff import MIGRATIONS, SCHEMA_PRISMA, DriftItem, acknowledge, diff_schemas
 from exporter.schema.model import Schema
 from exporter.schema.prisma import parse_prisma_schema, to_schema
@@ -39,7 +39,8 @@ class MigrationsResult:
     history: MigrationHistory | None = None
     expected: Schema | None = None  # what the applied migrations should have produced
     drift: tuple[DriftItem, ...] = ()
-    preflight: tuple[PreflightItem, ...] = ()
+    forecast: Forecast | None = None  # `prisma migrate status` and `deploy`, predicted
+    expected_unknown: str = ""  # why there is no expected schema to compare with (drift not computed)
     errors: tuple[tuple[str, str], ...] = ()  # (part, message)
     parts: tuple[str, ...] = ()  # parts this database has switched on
     max_drift_series: int = 200  # cap on per-item drift series (config drift.max_item_series)
@@ -53,8 +54,16 @@ class MigrationsResult:
                     names = ", ".join(i.name for i in self.history.by_state(state))
                     found.append(f"migrations {state}: {names}")
         found += [f"drift {d.source} {d.kind} {d.object}" for d in self.drift if not d.acknowledged]
-        found += [f"preflight {p.migration}: {p.table}.{p.constraint} blocked by {p.blocked_rows} rows"
-                  for p in self.preflight if p.status == BLOCKED]
+        if self.forecast:
+            view, deploy = self.forecast.view, self.forecast.deploy
+            # A failure after an unevaluable statement counts too: deploy fails there unless that
+            # statement fails first (or happens to fix the rows).
+            if deploy.outcome in (Outcome.FAILS, Outcome.REFUSED) or deploy.failure:
+                found.append(deploy.summary())
+            if view.status == PrismaStatus.DIVERGED:
+                found.append(f"history diverged from the folder (last common migration: {view.last_common or 'null'})")
+            if view.baseline_unresolved:
+                found.append("baseline not resolved: the schema exists but no migration of the folder is recorded")
         return found
 
 
@@ -116,9 +125,12 @@ class MigrationsMonitor:
             # The rows are still classified, but pending/modified/missing are unknown.
             errors.append((HISTORY, history.folder_problem))
         steps = attempt(EXPECTED_SCHEMA, self._steps) if f.shadow else None
-        expected = None
+        expected, expected_unknown = None, ""
         if steps is not None:
             expected = _applied_state(steps, history)
+            if expected is None:
+                expected_unknown = ("the expected schema is unknown: no migration of the folder is recorded as "
+                                    "applied, so drift is not computed (resolve the baseline first)")
         elif f.snapshot:
             expected = attempt(EXPECTED_SCHEMA, lambda: shadow.load_snapshot(self.config.snapshot))
 
@@ -131,14 +143,22 @@ class MigrationsMonitor:
                 drift += diff_schemas(prisma, live, SCHEMA_PRISMA)
         drift = acknowledge(drift, self.config.drift.acknowledge)
 
-        checked: tuple[PreflightItem, ...] = ()
-        if steps is not None and history is not None and history.pending_names:
-            pending = [n for n in history.pending_names if n in steps.names]
-            checked = attempt(PREFLIGHT, lambda: _preflight(conn, live, steps, pending, schema_name, checks)) or ()
+        predicted = None
+        if f.preflight and history is not None and history.folder is not None:
+            predicted = attempt(PREFLIGHT, lambda: self._forecast(conn, history, live))
         return MigrationsResult(
-            history, expected, tuple(drift), tuple(checked), tuple(errors), self.parts(),
+            history, expected, tuple(drift), predicted, expected_unknown, tuple(errors), self.parts(),
             self.config.drift.max_item_series,
         )
+
+    def _forecast(self, conn, history: MigrationHistory, live: Schema) -> Forecast:
+        result = forecast(history.rows if history.managed else None, history.folder, live, session_query(conn),
+                          schema=self.database.db_schema)
+        # A deploy copying files while we read: the prediction is of a folder that no longer is.
+        now = read_folder(self.config.dir)
+        if [(e.name, e.sql) for e in now] != [(e.name, e.sql) for e in history.folder]:
+            raise ValueError(f"migrations folder {self.config.dir} changed while it was read; predicted again next poll")
+        return result
 
     def _steps(self) -> shadow.ExpectedSteps:
         return shadow.expected_steps(
@@ -147,37 +167,19 @@ class MigrationsMonitor:
         )
 
 
-def _preflight(conn, live: Schema, steps, pending, schema: str, checks: Sequence[CheckResult]) -> tuple[PreflightItem, ...]:
-    """The preflight, where a check of this same poll already counted the same rows (the
-    runbook's constraints are the checks' own questions) taking its number instead of
-    scanning the table again."""
-    items = []
-    for plan in plan_preflight(live, steps, pending, schema=schema):
-        answer = _answered_by_check(plan, checks)
-        items.append(answer or run_planned(conn, [plan])[0])
-    return tuple(items)
-
-
-def _answered_by_check(plan: PlannedCount, checks: Sequence[CheckResult]) -> PreflightItem | None:
-    if plan.count_sql is None or plan.addition is None or plan.addition.rule is None:
-        return None
-    for result in checks:
-        if result.violations is not None and KINDS[result.check.kind].counts_same_rows(result.check, plan.addition.rule):
-            return replace(
-                plan.item, status=BLOCKED if result.violations else OK, blocked_rows=result.violations,
-                duplicate_groups=result.groups, reason=f"counted by check {result.check.name}",
-            )
-    return None
-
-
-def _applied_state(steps: shadow.ExpectedSteps, history: MigrationHistory | None) -> Schema:
+def _applied_state(steps: shadow.ExpectedSteps, history: MigrationHistory | None) -> Schema | None:
     """The Schema the applied migrations produce, as Prisma's shadow database does: drift is
-    a difference from what was applied, not from migrations still pending."""
+    a difference from what was applied, not from migrations still pending. None when no
+    migration of the folder is applied but the database has rows of another history (a
+    consolidated baseline never resolved): what it should look like is then unknown, and
+    reporting its whole schema as drift would be noise."""
     if history is None or not history.managed:
         return steps.final
     applied = {i.name for i in history.items if i.state in (APPLIED, MODIFIED)}
     done = [i for i, name in enumerate(steps.names) if name in applied]
-    return steps.steps[max(done)].schema if done else Schema()
+    if done:
+        return steps.steps[max(done)].schema
+    return None if history.rows else Schema()
 
 
 def _describe(error: Exception) -> str:
