@@ -397,12 +397,16 @@ def test_schema_prisma_text():
 
 
 def test_schema_prisma_matches_the_migrated_catalog(final_schema):
+    assert_schema_prisma_matches(SCHEMA_PRISMA, final_schema)
+
+
+def assert_schema_prisma_matches(schema_prisma: Path, live) -> None:
     """Prisma's own parser (the wasm oracle, when installed) reads schema.prisma; every table,
     column, default, key, index, foreign key action and enum must be what the migrations made."""
     node = shutil.which("node")
     if node is None or not ORACLE.is_dir():
         pytest.skip("node or tests/prisma_oracle (npm install there) not available")
-    out = subprocess.run([node, "-e", _DMMF_JS, str(ORACLE), str(SCHEMA_PRISMA)],
+    out = subprocess.run([node, "-e", _DMMF_JS, str(ORACLE), str(schema_prisma)],
                          capture_output=True, text=True, check=True, timeout=60)
     datamodel = json.loads(out.stdout)["datamodel"]
 
@@ -431,7 +435,6 @@ def test_schema_prisma_matches_the_migrated_catalog(final_schema):
             name = index.get("dbName") or f"{index['model']}_{'_'.join(cols)}_{'key' if unique else 'idx'}"
             indexes[name] = (index["model"], cols, unique)
 
-    live = final_schema
     live_tables = set(live.tables) - {"_prisma_migrations"}
     assert live_tables == {m["name"] for m in datamodel["models"]}
     assert {(t, c.name): (c.type, c.nullable, c.default is not None)

@@ -139,6 +139,10 @@ def _apply_one(conn: psycopg.Connection, name: str, script: str, record: bool) -
         conn.execute(script)  # no parameters: sent as one multi-statement script
     except psycopg.Error as exc:
         text = f"Database error code: {exc.sqlstate}\n\nDatabase error:\n{exc}"
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            # The script opened a transaction of its own (Prisma's enum rewrites are wrapped
+            # in BEGIN; ... COMMIT;) and failed inside it: end it, as the engine does.
+            conn.execute("ROLLBACK")
         if record:
             conn.execute("UPDATE _prisma_migrations SET logs = %s WHERE id = %s", (text, row_id))
         raise MigrationError(name, f"{exc.sqlstate}: {exc}") from exc
