@@ -26,10 +26,12 @@ from exporter.schema.catalog import introspect
 from pglast import ast
 from pglast.parser import ParseError
 from prisma_cli_runner import PrismaCli
+import venzory_next_fixture as next_app
 from venzory_fixture import MIGRATIONS, STEP_6, STEPS
 
 # -- templates ---------------------------------------------------------------------------------
 
+NEXT = "next"  # the later app (tests/fixtures/venzory_next): its baseline and clean seed, 5 migrations pending
 BEFORE = "before"  # steps 1-6, problems seed, the dropped foreign keys back as NOT VALID
 CLEAN = "clean"  # all 11 steps, clean seed
 EMPTY = "empty"  # no tables
@@ -99,6 +101,7 @@ class Scenario:
     extra: tuple[tuple[str, str], ...] = ()  # more migrations: (folder name, migration.sql)
     consolidated: bool = False  # the fixture's 11 migrations as one baseline folder instead
     with_status: bool = True  # also run `prisma migrate status` (1.5-3 s of CI time each)
+    app: str = "venzory"  # whose migrations folder: "venzory" (runbook era) or "next" (the later app)
 
 
 def _before_family() -> list[Scenario]:
@@ -258,12 +261,38 @@ def _history_family() -> list[Scenario]:
     return scenarios
 
 
+_NEXT_KNOBS = {
+    "negative_stock": 'UPDATE "LocationInventory" SET "quantity" = -5 WHERE ("locationId", "itemId") IN '
+                      '(SELECT "locationId", "itemId" FROM "LocationInventory" ORDER BY 1, 2 LIMIT 3);',
+    "zero_adjustments": 'UPDATE "StockAdjustment" SET "quantity" = 0 WHERE "id" IN (SELECT "id" FROM "StockAdjustment" '
+                        'ORDER BY "id" LIMIT 2);',
+    "templates": 'INSERT INTO "OrderTemplate" ("id", "practiceId", "name", "updatedAt") '
+                 'SELECT \'tpl_\' || g, (SELECT min("id") FROM "Practice"), \'Template \' || g, now() FROM generate_series(1, 4) g;',
+    "cancelled_count": 'UPDATE "StockCountSession" SET "status" = \'CANCELLED\' WHERE "id" = (SELECT min("id") FROM "StockCountSession");',
+}
+
+
+def _next_family() -> list[Scenario]:
+    """The issue's reproductions, on the later app's real migrations: a data-cleaning migration
+    before its constraints, a required column without default, a Prisma enum rewrite, and an
+    old history against the consolidated folder."""
+    scenarios = []
+    for mask in itertools.product((0, 1), repeat=len(_NEXT_KNOBS)):
+        chosen = [k for k, on in zip(_NEXT_KNOBS, mask) if on]
+        setup = "\n".join(_NEXT_KNOBS[k] for k in chosen)
+        scenarios.append(Scenario(f"next/data[{'+'.join(chosen) or 'none'}]", NEXT, setup, app="next",
+                                  with_status=not chosen))
+    for variant, setup in {"clean": "", "problems": _BIG_REORDER}.items():
+        scenarios.append(Scenario(f"next/old_history_against_consolidated_folder[{variant}]", CLEAN, setup, app="next"))
+    return scenarios
+
+
 def all_scenarios() -> list[Scenario]:
     """Every scenario; `migrate status` runs for the history family (where its verdict
     varies) and for every fourth of the others (where it is "pending" by construction)."""
     plain = [s if i % 4 == 0 else replace(s, with_status=False)
              for i, s in enumerate(_before_family() + _synthetic_family())]
-    return plain + _history_family()
+    return plain + _history_family() + _next_family()
 
 
 # -- running one -------------------------------------------------------------------------------
@@ -317,6 +346,8 @@ class Lab:
         self.templates[CLEAN] = "dtpl_clean"
         self.pg.create_database("dtpl_empty")
         self.templates[EMPTY] = "dtpl_empty"
+        next_app.build_database(self.pg, "dtpl_next", upto=next_app.STEP_1, seed="clean")
+        self.templates[NEXT] = "dtpl_next"
 
     def clone(self, template: str) -> str:
         name = f"dsc_{next(self._count)}"
@@ -334,7 +365,10 @@ class Lab:
         (root / "migration_lock.toml").write_text('provider = "postgresql"\n')
         names = list(STEPS) if scenario.fixture_upto is None else list(STEPS[: STEPS.index(scenario.fixture_upto) + 1]) \
             if scenario.fixture_upto else []
-        if scenario.consolidated:
+        if scenario.app == "next":
+            for n in next_app.STEPS:
+                shutil.copytree(next_app.MIGRATIONS / n, root / n)
+        elif scenario.consolidated:
             text = "\n".join((MIGRATIONS / n / "migration.sql").read_text() for n in STEPS)
             (root / "20251130000000_init").mkdir()
             (root / "20251130000000_init" / "migration.sql").write_text(text)
@@ -395,7 +429,7 @@ class Lab:
         verdict = _status_verdict(status.exit_code, status.output) if status else None
         if deploy.exit_code == 0:
             return Observed(Outcome.PASSES.value, status=verdict, detail="")
-        if "P3009" in deploy.output or "P3005" in deploy.output:
+        if any(m in deploy.output for m in ("P3009", "P3005", "found failed migrations", "schema is not empty")):
             return Observed(Outcome.REFUSED.value, status=verdict, detail=_last_error(deploy.output))
         with psycopg.connect(dsn, autocommit=True) as conn:
             row = conn.execute("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NULL AND "
@@ -403,8 +437,9 @@ class Lab:
         return Observed(Outcome.FAILS.value, row[0] if row else None, status=verdict, detail=_last_error(deploy.output))
 
     def _stepwise(self, dsn: str, folder: Path, names, real: Observed) -> None:
-        """Run the statements one by one (one transaction, rolled back) for the failing
-        statement and the rows each UPDATE/DELETE touched, as PostgreSQL reports them."""
+        """Run the statements one by one for the failing statement and the rows each
+        UPDATE/DELETE touched, as PostgreSQL reports them: one transaction per migration, as
+        deploy runs them (a label added by one migration is usable by the next)."""
         updated = deleted = 0
         with psycopg.connect(dsn) as conn:
             conn.execute("SELECT 1")  # opens the transaction: each statement below is a savepoint in it
@@ -437,17 +472,19 @@ class Lab:
                         deleted += max(cur.rowcount, 0)
                 if failed:
                     break
+                conn.commit()
+                conn.execute("SELECT 1")
             conn.rollback()
         real.rows_updated, real.rows_deleted = updated, deleted
 
 
 def _status_verdict(exit_code: int, output: str) -> str:
-    if "have failed" in output or "failed migration" in output.lower():
-        return "failed"
     if "last common migration" in output:
         return "diverged"
     if "not yet been applied" in output:
         return "pending"
+    if "have failed" in output or "failed migration" in output.lower():
+        return "failed"
     if exit_code == 0 and "up to date" in output:
         return "up_to_date"
     return f"unknown (exit {exit_code})"

@@ -41,7 +41,7 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 
 from exporter.migrations.history import FolderEntry, MigrationRow, PrismaView, baseline_commands, prisma_view
-from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Schema
+from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Constraint, Index, Schema
 
 
 class Outcome(StrEnum):
@@ -259,14 +259,25 @@ def split_statements(script: str) -> list[_Statement]:
     return result
 
 
-def _walk(node) -> Iterator[ast.Node]:
+def _walk(node, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
     if isinstance(node, (list, tuple)):
         for item in node:
-            yield from _walk(item)
+            yield from _walk(item, into_subqueries=into_subqueries)
     elif isinstance(node, ast.Node):
         yield node
+        if isinstance(node, ast.SubLink) and not into_subqueries:
+            yield from _walk(node.testexpr, into_subqueries=False)
+            return
         for attr in type(node).__slots__:
-            yield from _walk(getattr(node, attr, None))
+            yield from _walk(getattr(node, attr, None), into_subqueries=into_subqueries)
+
+
+_TRAILING_ALIAS = re.compile(r' AS "(?:[^"]|"")+"$')
+
+
+def _aliased(source: str, alias: str) -> str:
+    """The FROM item under another alias."""
+    return _TRAILING_ALIAS.sub(f" AS {_ident(alias)}", source)
 
 
 def _sql(node) -> str:
@@ -295,12 +306,20 @@ class _Unknown(Exception):
 # -- the evaluator ----------------------------------------------------------------------------
 
 Query = Callable[[str], tuple]
+# What a check of the same poll already counted for a rule on a live table: (rows, groups) or None.
+Known = Callable[[Constraint | Index], "tuple[int, int | None] | None"]
+
+
+def _no_known(rule) -> None:
+    return None
 
 
 class _Evaluator:
-    def __init__(self, state: _State, query: Query):
+    def __init__(self, state: _State, query: Query, known: Known = _no_known):
         self.state = state
         self.query = query
+        self.known = known
+        self._estimates: dict[str, int] | None = None
         self._counts: dict[str, int] = {}  # rows per virtual source, counted once
         self.added_labels: dict[str, set[str]] = {}  # enum -> labels added by the current migration
 
@@ -338,6 +357,22 @@ class _Evaluator:
             raise _Unknown(f"{reason}, unless {self.state.catalog_unknown} changed it")
         raise _Fails(reason, sqlstate)
 
+    def shared(self, t: _Table, rule: Constraint | Index) -> tuple[int, int | None] | None:
+        """A check of the same poll counted exactly these rows on the unchanged live table."""
+        if t.changed or t.tainted or t.source is None:
+            return None
+        return self.known(rule)
+
+    def estimate(self, t: _Table) -> int | None:
+        """The planner's row estimate of a live table (the lock figure where a shared count
+        answered the question without a scan); None if never analyzed."""
+        if self._estimates is None:
+            rows = self.query("SELECT coalesce(json_object_agg(relname, reltuples::bigint), '{}') FROM pg_class "
+                              f"WHERE relnamespace = {_literal(_ident(self.state.schema))}::regnamespace "
+                              "AND relkind IN ('r', 'p')")
+            self._estimates = {k: int(v) for k, v in (rows[0] or {}).items() if int(v) >= 0}
+        return self._estimates.get(t.name)
+
     def rows_of(self, t: _Table) -> int:
         if t.tainted:
             raise _Unknown(f'the rows of "{t.name}" cannot be known: {t.tainted}')
@@ -347,26 +382,36 @@ class _Evaluator:
             self._counts[t.source] = int(self.query(f"SELECT count(*) FROM {t.source}")[0])
         return self._counts[t.source]
 
-    def count(self, t: _Table, condition: str) -> tuple[int, int]:
+    def count(self, t: _Table, condition: str, alias: str | None = None) -> tuple[int, int]:
         """(rows where condition, all rows) of the table as it will be, in one scan."""
         if t.tainted:
             raise _Unknown(f'the rows of "{t.name}" cannot be known: {t.tainted}')
         if t.source is None:
             return 0, 0
-        hit, total = self.query(f"SELECT count(*) FILTER (WHERE {condition}), count(*) FROM {t.source}")
+        source = _aliased(t.source, alias) if alias else t.source
+        hit, total = self.query(f"SELECT count(*) FILTER (WHERE {condition}), count(*) FROM {source}")
         self._counts[t.source] = int(total)
         return int(hit), int(total)
 
-    def expression(self, t: _Table, node) -> str:
+    def expression(self, t: _Table, node, alias: str | None = None) -> str:
         """SQL of an expression over the table's virtual row: columns must exist, casts to
-        enums that are no longer the live ones become casts to text (so are their columns)."""
-        for n in _walk(node):
+        enums that are no longer the live ones become casts to text (so are their columns).
+        A sub-query may read only tables no earlier statement changed: it reads them live."""
+        for n in _walk(node, into_subqueries=False):
             if isinstance(n, ast.SubLink):
-                raise _Unknown("a sub-query is not modelled")
+                for rv in _walk(n.subselect):
+                    if isinstance(rv, ast.RangeVar):
+                        other = self.state.tables.get(rv.relname)
+                        if other is None or other.changed or other.tainted or other.source is None:
+                            raise _Unknown(f'a sub-query reads "{rv.relname}" as an earlier statement left it: '
+                                           "not modelled")
             if isinstance(n, ast.ColumnRef):
                 fields = [f.sval for f in n.fields if isinstance(f, ast.String)]
+                if len(fields) > 1 and fields[-2] not in (t.name, alias):
+                    raise _Unknown(f"a reference to {'.'.join(fields)} is not modelled")
                 if fields and fields[-1] not in t.columns:
                     self.missing(f'column "{fields[-1]}" does not exist', "42703")
+        for n in _walk(node):
             if isinstance(n, ast.TypeCast):
                 enum = self.state.enums.get(_names(n.typeName.names))
                 if enum is not None and not enum.live:
@@ -377,13 +422,16 @@ class _Evaluator:
         enum = self.state.enums.get(column.type_name)
         return "text" if enum is not None and not enum.live else column.type
 
-    def layer(self, t: _Table, exprs: dict[str, str], where: str | None = None, alias: str | None = None) -> None:
-        """A new FROM item over the current rows: exprs per column (name -> SQL)."""
+    def layer(self, t: _Table, exprs: dict[str, str], where: str | None = None, alias: str | None = None,
+              inner_alias: str | None = None) -> None:
+        """A new FROM item over the current rows: exprs per column (name -> SQL), reading the
+        current rows under `inner_alias` (an UPDATE's `AS o`) when given."""
         if t.source is None:
             return
         select = ", ".join(f"{e} AS {_ident(n)}" for n, e in exprs.items()) or "NULL AS \"?\""
         filt = f" WHERE {where}" if where else ""
-        t.source = f"(SELECT {select} FROM {t.source}{filt}) AS {_ident(alias or t.name)}"
+        inner = _aliased(t.source, inner_alias) if inner_alias else t.source
+        t.source = f"(SELECT {select} FROM {inner}{filt}) AS {_ident(alias or t.name)}"
         t.changed = True
 
     def identity(self, t: _Table) -> dict[str, str]:
@@ -643,7 +691,8 @@ class _Evaluator:
             self.state.indexes[name] = (table, bool(node.unique), tuple(plain))
         if not node.unique:
             return replace(base, rows_scanned=self._scan(t))
-        return self._unique(t, keys, predicate, base, what=f'unique index "{name}"', nulls_fail=False)
+        rule = Index(name or "", table, tuple(plain), True, predicate) if len(plain) == len(keys) else None
+        return self._unique(t, keys, predicate, base, what=f'unique index "{name}"', nulls_fail=False, rule=rule)
 
     def _scan(self, t: _Table) -> int | None:
         try:
@@ -651,13 +700,19 @@ class _Evaluator:
         except _Unknown:
             return None
 
-    def _unique(self, t: _Table, keys: list[str], predicate: str | None, base, *, what: str, nulls_fail: bool):
+    def _unique(self, t: _Table, keys: list[str], predicate: str | None, base, *, what: str, nulls_fail: bool,
+                rule: Index | None = None):
         """Duplicate keys among the rows as they will be (NULLs never clash) fail; for a
         primary key, so does a NULL."""
         if t.tainted:
             raise _Unknown(f'the rows of "{t.name}" cannot be known: {t.tainted}')
         if t.source is None:
             return replace(base, rows_scanned=0)
+        answer = self.shared(t, rule) if rule is not None and not nulls_fail else None
+        if answer is not None:
+            if answer[0]:
+                raise _Fails(f"could not create {what}: {answer[1]} duplicated keys", "23505", answer[0])
+            return replace(base, rows_scanned=self.estimate(t))
         key_list = ", ".join(keys)
         where = " AND ".join([f"{k} IS NOT NULL" for k in keys] + ([f"({predicate})"] if predicate else []))
         dup_rows, groups, total = self.query(
@@ -956,7 +1011,11 @@ class _Evaluator:
 
     def _check(self, t: _Table, name: str, expr_node, base):
         expression = self.expression(t, expr_node)
-        bad, total = self.count(t, f"NOT ({expression})")
+        answer = self.shared(t, Constraint(name, t.name, CHECK, definition=f"CHECK ({expression})"))
+        if answer is not None:
+            bad, total = answer[0], self.estimate(t)
+        else:
+            bad, total = self.count(t, f"NOT ({expression})")
         if bad:
             raise _Fails(f'check constraint "{name}" of relation "{t.name}" is violated by some row', "23514", bad,
                          f"SELECT * FROM {t.source} WHERE NOT ({expression})")
@@ -966,14 +1025,22 @@ class _Evaluator:
         parent = self.state.tables[fk.ref_table]
         if parent.tainted:
             raise _Unknown(f'the rows of "{parent.name}" cannot be known: {parent.tainted}')
+        if not parent.changed:
+            answer = self.shared(t, Constraint(fk.name, t.name, FOREIGN_KEY, fk.columns, ref_table=fk.ref_table,
+                                               ref_columns=fk.ref_columns))
+            if answer is not None:
+                if answer[0]:
+                    raise _Fails(f'insert or update on table "{t.name}" violates foreign key constraint "{fk.name}" '
+                                 f"({answer[0]} rows reference no {fk.ref_table} row)", "23503", answer[0])
+                return replace(base, rows_scanned=self.estimate(t))
         present = " AND ".join(f"{_ident(c)} IS NOT NULL" for c in fk.columns)
         if parent.source is None:
             match = "false"
         else:
             joined = " AND ".join(f"parent.{_ident(p)} = child_key.{_ident(c)}" for c, p in zip(fk.columns, fk.ref_columns))
-            inner = re.sub(r" AS \"(?:[^\"]|\"\")+\"$", " AS parent", parent.source)
+            inner = _aliased(parent.source, "parent")
             match = f"EXISTS (SELECT 1 FROM {inner} WHERE {joined})"
-        child = re.sub(r" AS \"(?:[^\"]|\"\")+\"$", " AS child_key", t.source) if t.source else None
+        child = _aliased(t.source, "child_key") if t.source else None
         if child is None:
             return replace(base, rows_scanned=0)
         hit, total = self.query(f"SELECT count(*) FILTER (WHERE {present} AND NOT {match}), count(*) FROM {child}")
@@ -989,10 +1056,9 @@ class _Evaluator:
         if node.fromClause or node.withClause:
             self._taint(table, "UPDATE ... FROM is not modelled")
         t = self.table(table)
-        if node.relation.alias:
-            self._taint(table, "UPDATE with a table alias is not modelled")
+        alias = node.relation.alias.aliasname if node.relation.alias else None
         try:
-            where = f"coalesce(({self.expression(t, node.whereClause)}), false)" if node.whereClause else "true"
+            where = f"coalesce(({self.expression(t, node.whereClause, alias)}), false)" if node.whereClause else "true"
             exprs = self.identity(t)
             updated_columns = []
             for target in node.targetList:
@@ -1001,14 +1067,14 @@ class _Evaluator:
                         self.missing(f'column "{target.name}" of relation "{table}" does not exist', "42703")
                     raise _Unknown("UPDATE of a part of a column is not modelled")
                 col = t.columns[target.name]
-                value = self.expression(t, target.val)
+                value = self.expression(t, target.val, alias)
                 exprs[col.name] = f"CASE WHEN {where} THEN ({value})::{self.value_type(col)} ELSE {_ident(col.name)} END"
                 updated_columns.append(col)
         except _Unknown as u:
             self._taint(table, str(u))
             raise
-        updated, total = self.count(t, where)
-        self.layer(t, exprs)
+        updated, total = self.count(t, where, alias)
+        self.layer(t, exprs, inner_alias=alias)
         if updated:
             self._recheck(t, updated_columns)
         return replace(base, rows_updated=updated, rows_scanned=total)
@@ -1053,15 +1119,18 @@ class _Evaluator:
         if node.usingClause or node.withClause:
             self._taint(table, "DELETE ... USING is not modelled")
         t = self.table(table)
+        alias = node.relation.alias.aliasname if node.relation.alias else None
         try:
-            condition = f"coalesce(({self.expression(t, node.whereClause)}), false)" if node.whereClause else "true"
+            condition = f"coalesce(({self.expression(t, node.whereClause, alias)}), false)" if node.whereClause else "true"
         except _Unknown as u:
             self._taint(table, str(u))
             raise
-        deleted, total = self.count(t, condition)
+        deleted, total = self.count(t, condition, alias)
         if deleted:
+            if alias:
+                raise _Unknown("a DELETE with an alias on a table others reference is not modelled")
             self._children_of_deleted(t, condition)
-        self.layer(t, self.identity(t), where=f"NOT {condition}")
+        self.layer(t, self.identity(t), where=f"NOT {condition}", inner_alias=alias)
         return replace(base, rows_deleted=deleted, rows_scanned=total)
 
     def _children_of_deleted(self, t: _Table, condition: str) -> None:
@@ -1073,10 +1142,10 @@ class _Evaluator:
                 continue
             if child.tainted:
                 raise _Unknown(f'the rows of "{child.name}" cannot be known: {child.tainted}')
-            deleted = re.sub(r" AS \"(?:[^\"]|\"\")+\"$", f" AS {_ident(t.name)}", t.source)
+            deleted = t.source
             joined = " AND ".join(f"{_ident(t.name)}.{_ident(p)} = child_key.{_ident(c)}"
                                   for c, p in zip(fk.columns, fk.ref_columns))
-            child_source = re.sub(r" AS \"(?:[^\"]|\"\")+\"$", " AS child_key", child.source)
+            child_source = _aliased(child.source, "child_key")
             hit = int(self.query(f"SELECT count(*) FROM {child_source} WHERE EXISTS "
                                  f"(SELECT 1 FROM {deleted} WHERE {condition} AND {joined})")[0])
             if not hit:
@@ -1177,6 +1246,7 @@ def predict_deploy(
     *,
     schema: str = "public",
     refused: str = "",
+    known: Known = _no_known,
 ) -> DeployPrediction:
     """What `prisma migrate deploy` will do. `scripts`: (name, migration.sql text, or None
     when it could not be read) of the migrations it will apply, in order; `live`: the
@@ -1185,13 +1255,14 @@ def predict_deploy(
     if refused:
         return DeployPrediction(Outcome.REFUSED, tuple(
             MigrationPrediction(name, Outcome.NOT_REACHED) for name, _ in scripts), refused)
-    evaluator = _Evaluator(initial_state(live, schema), query)
+    evaluator = _Evaluator(initial_state(live, schema), query, known)
     results: list[MigrationPrediction] = []
     failed = False
     first_unknown = ""
     for name, text in scripts:
         if failed:
-            results.append(MigrationPrediction(name, Outcome.NOT_REACHED))
+            # Deploy never runs it; what is wrong with it is still said (bad input is named).
+            results.append(MigrationPrediction(name, Outcome.NOT_REACHED, reason=_read_problem(text)))
             continue
         prediction = _predict_migration(evaluator, name, text)
         results.append(prediction)
@@ -1208,13 +1279,24 @@ def predict_deploy(
     return DeployPrediction(outcome, tuple(results), first_unknown)
 
 
+def _read_problem(text: str | None) -> str:
+    """Why a migration cannot be read or parsed ("" when it can), with its warnings."""
+    if text is None:
+        return "migration.sql could not be read"
+    try:
+        return "; ".join(migration_warnings(split_statements(text)))
+    except ParseError as e:
+        return f"unparsable migration.sql: {e.args[0]}"
+
+
 def _predict_migration(evaluator: _Evaluator, name: str, text: str | None) -> MigrationPrediction:
     if text is None:
         return MigrationPrediction(name, Outcome.CANNOT_EVALUATE, reason="migration.sql could not be read")
     try:
         statements = split_statements(text)
     except ParseError as e:
-        line = text.encode("utf-8")[: e.location].count(b"\n") + 1 if getattr(e, "location", None) else None
+        location = e.args[1] if len(e.args) > 1 and isinstance(e.args[1], int) else None  # 1-based char offset
+        line = text[: max(location - 1, 0)].count("\n") + 1 if location else None
         where = f" at line {line}" if line else ""
         # PostgreSQL rejects the whole script before running any of it: deploy fails here.
         fail = StatementResult(1, line or 1, "", Outcome.FAILS, reason=f"syntax error{where}: {e.args[0]}",
@@ -1271,7 +1353,7 @@ class Forecast:
 
 def forecast(
     rows: Sequence[MigrationRow] | None, folder: Sequence[FolderEntry], live: Schema, query: Query,
-    *, schema: str = "public",
+    *, schema: str = "public", known: Known = _no_known,
 ) -> Forecast:
     """`prisma migrate status` and `deploy` as they will go on this database. `rows`: its
     `_prisma_migrations` (None: no such table); `folder`: the migrations folder as read."""
@@ -1283,7 +1365,7 @@ def forecast(
                    "baseline it (prisma migrate resolve --applied <baseline>) before deploying")
     texts = {e.name: e.sql for e in folder}
     scripts = [(name, texts[name]) for name in view.not_applied]
-    prediction = predict_deploy(scripts, live, query, schema=schema, refused=refused)
+    prediction = predict_deploy(scripts, live, query, schema=schema, refused=refused, known=known)
     commands = view.commands
     if view.baseline_unresolved:
         commands += baseline_commands(_already_present(scripts, live, schema))

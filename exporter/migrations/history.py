@@ -254,7 +254,7 @@ class PrismaStatus(StrEnum):
 
     UP_TO_DATE = "up_to_date"
     PENDING = "pending"  # "Following migrations have not yet been applied"
-    FAILED = "failed"  # a failed migration is recorded: deploy refuses (P3009)
+    FAILED = "failed"  # a failed migration is recorded (and nothing is pending or diverged)
     DIVERGED = "diverged"  # "... are different. The last common migration is: X"
 
 
@@ -297,12 +297,14 @@ def prisma_view(rows: Iterable[MigrationRow] | None, folder: Iterable[str], *, h
     for name in failed:
         commands.append(f"prisma migrate resolve --rolled-back {name}   # after fixing its cause: deploy runs it again")
         commands.append(f"prisma migrate resolve --applied {name}   # if its changes were applied by hand")
-    if failed:
-        status = PrismaStatus.FAILED
-    elif diverged_at is not None:
+    # The order `prisma migrate status` reports in (seen with the real CLI): a history problem
+    # (diverged, then migrations not applied) is printed instead of the failed migrations.
+    if diverged_at is not None:
         status = PrismaStatus.DIVERGED
     elif not_applied:
         status = PrismaStatus.PENDING
+    elif failed:
+        status = PrismaStatus.FAILED
     else:
         status = PrismaStatus.UP_TO_DATE
     last_common = folder[diverged_at - 1] if diverged_at else None
