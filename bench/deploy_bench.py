@@ -134,7 +134,7 @@ def main() -> int:
                 times["shared"].append(time.perf_counter() - t)
         print(result.deploy.summary())
         for m in result.deploy.migrations:
-            print(f"  {m.outcome.value:16} {m.name}: {m.rows_updated} updated, {m.rows_deleted} deleted")
+            print(f"  {m.outcome.value:16} {m.name}: {m.effects}")
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"queries: prediction {len(plain)}, with the checks' counts shared {len(shared_rec.queries)}")
         for k, v in med.items():

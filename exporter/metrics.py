@@ -128,7 +128,6 @@ def _migration_families(db: str, m: MigrationsResult) -> list[Metric]:
 
 
 DEPLOY_OUTCOMES = tuple(o.value for o in (Outcome.PASSES, Outcome.FAILS, Outcome.CANNOT_EVALUATE, Outcome.REFUSED))
-DEPLOY_EFFECTS = ("rows_updated", "rows_deleted", "rows_lost", "values_lost")
 
 
 def _forecast_families(db: str, f: Forecast) -> list[Metric]:
@@ -163,8 +162,8 @@ def _forecast_families(db: str, f: Forecast) -> list[Metric]:
     for m in deploy.migrations:
         if m.outcome == Outcome.NOT_REACHED:
             continue
-        for effect in DEPLOY_EFFECTS:
-            effects.add_metric([db, m.name, effect], getattr(m, effect))
+        for effect, n in m.effects.items():
+            effects.add_metric([db, m.name, effect], n)
         for s in m.statements:
             if s.lock and s.rows_scanned is not None:
                 locks.add_metric([db, m.name, str(s.number), s.table, s.lock], s.rows_scanned)

@@ -76,9 +76,8 @@ def _deploy_json(f: Forecast) -> dict:
         "baseline_unresolved": view.baseline_unresolved,
         "resolve_commands": list(f.commands),
         "migrations": [
-            {"name": m.name, "outcome": m.outcome.value, "reason": m.reason, "warnings": list(m.warnings),
-             "rows_updated": m.rows_updated, "rows_deleted": m.rows_deleted, "rows_lost": m.rows_lost,
-             "values_lost": m.values_lost, "statements": [_statement_json(s) for s in m.statements]}
+            {"name": m.name, "outcome": m.outcome.value, "reason": m.reason, "warnings": list(m.warnings)}
+            | m.effects | {"statements": [_statement_json(s) for s in m.statements]}
             for m in deploy.migrations
         ],
     }
@@ -199,6 +198,10 @@ def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
     return lines
 
 
+_EFFECT_WORDS = {"rows_updated": "rows updated", "rows_deleted": "rows deleted",
+                 "rows_lost": "rows lost (DROP TABLE)", "values_lost": "values lost (DROP COLUMN)"}
+
+
 def _deploy_lines(f: Forecast) -> list[str]:
     view, deploy = f.view, f.deploy
     lines = []
@@ -223,9 +226,7 @@ def _deploy_lines(f: Forecast) -> list[str]:
         if s.inspect_sql:
             lines.append(f"      inspect: {s.inspect_sql}")
     for m in deploy.migrations:
-        effects = [f"{n} {what}" for n, what in ((m.rows_updated, "rows updated"), (m.rows_deleted, "rows deleted"),
-                                                 (m.rows_lost, "rows lost (DROP TABLE)"),
-                                                 (m.values_lost, "values lost (DROP COLUMN)")) if n]
+        effects = [f"{n} {_EFFECT_WORDS[effect]}" for effect, n in m.effects.items() if n]
         detail = f" - {', '.join(effects)}" if effects else ""
         reason = f" - {m.reason}" if m.reason and m.outcome != Outcome.FAILS else ""
         lines.append(f"      {m.outcome.value}: {m.name}{detail}{reason}")

@@ -60,7 +60,7 @@ def test_the_walk_never_writes(clean):
                               ).fetchone()
     p = predict(clean, scripts)  # on a read-only session: a write would raise
     (m,) = p.migrations
-    assert (m.rows_updated, m.rows_deleted, m.rows_lost, m.values_lost) == (20, before[1], before[2], before[3])
+    assert m.effects == {"rows_updated": 20, "rows_deleted": before[1], "rows_lost": before[2], "values_lost": before[3]}
     with psycopg.connect(clean, autocommit=True) as conn:
         after = conn.execute('SELECT (SELECT sum("quantity") FROM "LocationInventory"), (SELECT count(*) FROM '
                              '"OrderItem"), (SELECT count(*) FROM "OrderTemplate"), (SELECT count("sku") FROM "Item")'

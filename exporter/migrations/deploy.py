@@ -81,6 +81,10 @@ class StatementResult:
     rewrites: bool = False  # the table is rewritten (ALTER TYPE, volatile default)
 
 
+# What a statement does to the data (fields of StatementResult, labels of venzory_db_deploy_rows).
+EFFECTS = ("rows_updated", "rows_deleted", "rows_lost", "values_lost")
+
+
 @dataclass(frozen=True)
 class MigrationPrediction:
     name: str
@@ -90,20 +94,9 @@ class MigrationPrediction:
     warnings: tuple[str, ...] = ()  # COMMIT, CONCURRENTLY, ...
 
     @property
-    def rows_updated(self) -> int:
-        return sum(s.rows_updated for s in self.statements)
-
-    @property
-    def rows_deleted(self) -> int:
-        return sum(s.rows_deleted for s in self.statements)
-
-    @property
-    def rows_lost(self) -> int:
-        return sum(s.rows_lost for s in self.statements)
-
-    @property
-    def values_lost(self) -> int:
-        return sum(s.values_lost for s in self.statements)
+    def effects(self) -> dict[str, int]:
+        """What the migration does to the data: EFFECTS -> total over its statements."""
+        return {effect: sum(getattr(s, effect) for s in self.statements) for effect in EFFECTS}
 
     @property
     def failure(self) -> StatementResult | None:
@@ -139,8 +132,8 @@ class DeployPrediction:
             return f"deploy {head} at {name} statement {s.number} (line {s.line}): {s.reason}{rows}"
         if self.outcome == Outcome.CANNOT_EVALUATE:
             return f"deploy cannot be fully evaluated: {self.reason}"
-        updated = sum(m.rows_updated for m in self.migrations)
-        deleted = sum(m.rows_deleted for m in self.migrations)
+        updated = sum(m.effects["rows_updated"] for m in self.migrations)
+        deleted = sum(m.effects["rows_deleted"] for m in self.migrations)
         return f"deploy will pass: {len(self.migrations)} migrations, {updated} rows updated, {deleted} rows deleted"
 
 
@@ -1324,12 +1317,16 @@ def _predict_migration(evaluator: _Evaluator, name: str, text: str | None) -> Mi
 
 
 def session_query(conn: psycopg.Connection) -> Query:
-    """A Query on the monitored database's read-only session: each SELECT in a savepoint
-    (or its own transaction), so one failing does not abort the next."""
+    """A Query on the monitored database's read-only session. On an autocommit session (the
+    poll's) each SELECT stands alone; inside a transaction each gets a savepoint, so one
+    failing does not abort the next."""
 
     def run(sql: str) -> tuple:
-        with conn.transaction():
+        if conn.autocommit:
             row = conn.execute(sql).fetchone()
+        else:
+            with conn.transaction():
+                row = conn.execute(sql).fetchone()
         return tuple(row) if row is not None else ()
 
     return run
