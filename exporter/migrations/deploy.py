@@ -1222,10 +1222,11 @@ _OUTSIDE_TRANSACTION = re.compile(r"^\s*(VACUUM|CREATE\s+DATABASE|DROP\s+DATABAS
 def migration_warnings(statements: Sequence[_Statement]) -> list[str]:
     """Why a migration is unsafe to run the way deploy runs it (one implicit transaction)."""
     warnings = []
+    control = [f"{s.number} (line {s.line})" for s in statements if isinstance(s.node, ast.TransactionStmt)]
+    if control:
+        warnings.append(f"BEGIN/COMMIT inside the migration (statement {', '.join(control)}): a failure after a COMMIT "
+                        "leaves the statements before it applied, while deploy records the migration as failed")
     for s in statements:
-        if isinstance(s.node, ast.TransactionStmt):
-            warnings.append(f"statement {s.number} (line {s.line}) ends or opens a transaction: a failure after it "
-                            "leaves the statements before it applied, and deploy records the migration as failed")
         if isinstance(s.node, ast.IndexStmt) and s.node.concurrent and len(statements) > 1:
             warnings.append(f"statement {s.number} (line {s.line}): CREATE INDEX CONCURRENTLY cannot run inside the "
                             "transaction block deploy runs a multi-statement migration in")
