@@ -3,7 +3,7 @@
 // the CLI spawns this (PRISMA_SCHEMA_ENGINE_BINARY) and speaks its protocol, and every request
 // goes to the same Rust engine compiled to WebAssembly (@prisma/schema-engine-wasm), which
 // reaches PostgreSQL through @prisma/adapter-pg. Protocol and patches:
-// /work/shared/reference/prisma-cli-here.md (copied in tests/prisma_cli/README.md).
+// tests/prisma_cli/README.md.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
