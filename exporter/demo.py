@@ -46,7 +46,7 @@ def run_demo(config_path: str, listen: str) -> int:
     try:
         dsn = build_demo_database(cluster)
         os.environ["DATABASE_URL"] = cluster.url("venzory_demo")
-        # The migrations features too: history, drift, and the preflight of the five
+        # The migrations features too: history, drift, and the deploy prediction of the five
         # pending hardening migrations (the shadow replay runs on the demo server).
         os.environ.setdefault("PRISMA_MIGRATIONS_DIR", str(MIGRATIONS))
         os.environ.setdefault("PRISMA_SCHEMA", str(FIXTURE / "prisma" / "schema.prisma"))
