@@ -509,7 +509,7 @@ def measure_metrics(config, gets: int) -> dict:
         healthz = latency_stats(get_metrics(port, gets, "/healthz"))
         render = []
         for _ in range(200):
-            t, _body = timed(generate_latest, daemon.registry)
+            t, _body = timed(generate_latest, daemon.metrics.registry)
             render.append(t * 1000)
         rendering = {"median_ms": median(render), "p99_ms": percentile(render, 0.99)}
 

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exporter.schema.diff import SCHEMA_PRISMA, diff_schemas  # noqa: E402
-from exporter.schema.model import FOREIGN_KEY, Schema, Table  # noqa: E402
+from exporter.schema.diff import DriftSource, diff_schemas  # noqa: E402
+from exporter.schema.model import ConstraintKind, Schema, Table  # noqa: E402
 from exporter.schema.prisma import parse_prisma_schema, to_schema  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "venzory" / "prisma" / "schema.prisma"
@@ -83,7 +83,7 @@ def drifted(schema: Schema) -> Schema:
     columns["extra"] = replace(first, name="extra")
     tables[table.name] = Table(table.name, columns)
     indexes.pop(next(name for name, index in indexes.items() if not index.primary))
-    key, fk = next((k, c) for k, c in constraints.items() if c.kind == FOREIGN_KEY)
+    key, fk = next((k, c) for k, c in constraints.items() if c.kind == ConstraintKind.FOREIGN_KEY)
     constraints[key] = replace(fk, on_delete="CASCADE" if fk.on_delete != "CASCADE" else "RESTRICT")
     name, labels = next(iter(enums.items()))
     enums[name] = labels + ("ADDED",)
@@ -103,8 +103,8 @@ def measure(label: str, text: str, repeat: int) -> None:
     parse_med, parse_min, parsed = timed(lambda: parse_prisma_schema(text), repeat)
     build_med, build_min, expected = timed(lambda: to_schema(parsed), repeat)
     live = drifted(expected)
-    diff_med, diff_min, items = timed(lambda: diff_schemas(expected, live, SCHEMA_PRISMA), repeat)
-    same_med, same_min, none = timed(lambda: diff_schemas(expected, expected, SCHEMA_PRISMA), repeat)
+    diff_med, diff_min, items = timed(lambda: diff_schemas(expected, live, DriftSource.SCHEMA_PRISMA), repeat)
+    same_med, same_min, none = timed(lambda: diff_schemas(expected, expected, DriftSource.SCHEMA_PRISMA), repeat)
     assert none == [] and len(items) >= 5, items
     total_med = parse_med + build_med + diff_med
     print(

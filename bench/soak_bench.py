@@ -360,7 +360,7 @@ class BackendCpu(threading.Thread):
         reaped = self._reaped() - self.reaped_start
         gone_total = sum(self.gone.values())
         other: dict[str, float] = {}
-        for pid, (who, cpu) in {**self.final_other, **{p: v for p, v in self.last.items() if v[0] in ("other", "unknown")}}.items():
+        for pid, (_who, cpu) in {**self.final_other, **{p: v for p, v in self.last.items() if v[0] in ("other", "unknown")}}.items():
             other[self.titles.get(pid, "?")] = other.get(self.titles.get(pid, "?"), 0.0) + cpu
         return {"cpu_s": {k: round(v, 2) for k, v in sorted(by_who.items())},
                 "backends_started": self.started_pids,

@@ -4,93 +4,35 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
-from urllib.parse import quote, quote_plus, urlsplit
 
 from exporter import __version__
-from exporter.config import Config, ConfigError, load_config
-from exporter.db import dsn_password
-from exporter.logs import register_secrets, setup_logging, setup_sentry
+from exporter.config import ConfigError
+from exporter.logs import setup_logging
 from exporter.report import EXIT_CANNOT_RUN, exit_code, render_json, render_text
-
-log = logging.getLogger("exporter")
+from exporter.schema.model import Schema
+from exporter.service import load, serve, web_settings
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "venzory.yaml"
 
 
-def _load(path: str) -> Config:
-    config = load_config(path)
-    register_secrets(secrets_of(config))
-    return config
-
-
-def secrets_of(config: Config) -> list[str]:
-    """Every secret of a config, to be redacted from logs, Sentry events and verify's
-    output: DSN passwords (as written in a URL too), the events token, the Sentry key."""
-    secrets: list[str | None] = []
-    for database in config.databases:
-        for dsn in (database.dsn, database.migrations.shadow_dsn):
-            password = dsn_password(dsn) if dsn else None
-            if password:
-                secrets += [password, quote(password, safe=""), quote_plus(password)]
-    secrets.append(config.events.http.token)
-    if config.exporter.sentry_dsn:
-        parts = urlsplit(config.exporter.sentry_dsn)
-        secrets += [parts.username, parts.password]
-    return [s for s in secrets if s]
-
-
-def _web_settings(args: argparse.Namespace, config: Config):
-    """The web config of `--web.config.file`, else of exporter.web_config; None: plain
-    HTTP without authentication."""
-    from exporter.webconfig import load_web_config
-
-    # getattr: `demo` calls cmd_run with a Namespace of its own, without the flag.
-    path = getattr(args, "web_config", None) or config.exporter.web_config
-    return load_web_config(path) if path else None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from exporter.daemon import Daemon
-
-    config = _load(args.config)
-    web = _web_settings(args, config)  # validated before anything starts: exit 2 when invalid
-    setup_logging(config.exporter.log_format, config.exporter.log_level)
-    setup_sentry(config.exporter.sentry_dsn)
-    if web is not None:
-        _log_web(web)
-    # SIGHUP reads the file again, through the same checks as at start.
-    Daemon(config, args.listen, load=lambda: _load(args.config), web=web).run_forever()
-    return 0
-
-
-def _log_web(web) -> None:
-    what = [name for name, on in (("TLS", web.tls), ("basic auth", web.auth), ("rate limit", web.rate_limit)) if on]
-    log.info("web config %s: %s", web.file, ", ".join(what) or "nothing to apply")
-    for note in web.notes:
-        log.warning("web config %s: %s", web.file, note)
-    if web.auth and not web.tls:
-        log.warning("web config %s: basic auth without TLS sends passwords in clear text: "
-                    "add tls_server_config", web.file)
+    return serve(args.config, listen=args.listen, web_config=args.web_config)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from exporter.poll import Poller
 
-    config = _load(args.config)
+    config = load(args.config)
     setup_logging(config.exporter.log_format, "error")
     results = []
     for database in config.databases:
         if not args.json:
             print(f"{database.name}: {database.migrations.describe_off()}")
-        poller = Poller(config, database)
-        try:
+        with Poller(config, database) as poller:
             results.append(poller.poll(full_scan=args.full_scan))
-        finally:
-            poller.close()
     if args.json:
         print(render_json(results, allow_pending=args.allow_pending))
     else:
@@ -103,8 +45,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     schema to a file, for exporters that may not create databases (docs/migrations.md)."""
     from exporter.migrations.shadow import ShadowError, expected_schema, folder_key, read_scripts, write_snapshot
 
-    config = _load(args.config)
-    database = next((d for d in config.databases if d.name == args.database), None) if args.database else config.databases[0]
+    config = load(args.config)
+    if args.database:
+        database = next((d for d in config.databases if d.name == args.database), None)
+    else:
+        database = config.databases[0]
     if database is None:
         print(f"snapshot: no database named {args.database!r} in {args.config}", file=sys.stderr)
         return EXIT_CANNOT_RUN
@@ -128,8 +73,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    web = _web_settings(args, config)
+    config = load(args.config)
+    web = web_settings(args.web_config, config)
     print(
         f"{args.config}: ok ({len(config.databases)} databases, {len(config.checks)} checks, "
         f"{len(config.constraints)} expected constraints)"
@@ -145,7 +90,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from exporter.events import KnownNames, ingest
 
-    config = _load(args.config)
+    config = load(args.config)
     known = KnownNames.from_config(config)
     # Offline, the expected schema can only come from files: schema.prisma or a snapshot.
     # Their constraint names (foreign keys, every unique) become known label values too.
@@ -168,13 +113,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _schema_from_prisma(path: Path):
+def _schema_from_prisma(path: Path) -> Schema:
     from exporter.schema.prisma import parse_prisma_schema, to_schema
 
     return to_schema(parse_prisma_schema(path.read_text(encoding="utf-8")))
 
 
-def _schema_from_snapshot(path: Path):
+def _schema_from_snapshot(path: Path) -> Schema:
     from exporter.migrations.shadow import load_snapshot
 
     return load_snapshot(path)
@@ -241,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_CANNOT_RUN

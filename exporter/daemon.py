@@ -8,17 +8,17 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
-
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from types import FrameType
+from collections.abc import Callable
 
 from exporter import __version__
-from exporter.config import Config, ConfigError, parse_listen
+from exporter.config import Config, ConfigError, DatabaseConfig, parse_listen
 from exporter.db import ConnectionBudget, redact_dsn
 from exporter.events import EventPipeline, KnownNames
-from exporter.metrics import Store
+from exporter.metrics.endpoint import MetricsEndpoint
 from exporter.poll import Poller, PollResult
 from exporter.scheduler import PollScheduler
+from exporter.store import ResultStore
 from exporter.server import HttpServer, make_app, metrics_app
 from exporter.webconfig import WebSettings
 
@@ -37,26 +37,17 @@ class Daemon:
         self.config = config
         self._load = load  # reads the config file again (SIGHUP); None: no reload
         self.budget = ConnectionBudget(config.exporter.connection_limit)
-        self.store = Store(d.name for d in config.databases)
+        self.store = ResultStore(d.name for d in config.databases)
         self.pollers = [Poller(config, d, self.budget) for d in config.databases]
-        self.known = KnownNames.from_config(config)
+        self.known = KnownNames.from_config(config)  # the config's names; each schema adds its own
         self.events = EventPipeline(config.events, [d.name for d in config.databases], self.known)
-        # Two registries: everything (for /metrics?name[]=...), and what changes between
-        # polls, rendered per scrape next to the store's pre-rendered poll families.
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.live = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.store)
-        self.live.register(self.store.live)
-        for registry in (self.registry, self.live):
-            registry.register(self.events.collector)
-            # The exporter's own memory, CPU and file descriptors: it must be watched too.
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
+        # The event counters outlive reloads (a new pipeline keeps them): registered once.
+        self.metrics = MetricsEndpoint(self.store, self.events.collector)
         host, port = parse_listen(listen or config.exporter.listen)
         # Through self.events at each request: a reload may replace the pipeline.
         # `web`: TLS, basic auth, headers (the web config); /events keeps its own token.
         self.server = HttpServer(host, port, make_app(
-            metrics_app(self.store, self.live, self.registry), self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)),
+            metrics_app(self.metrics), self.store.ready, lambda environ, start: self.events.wsgi_app(environ, start)),
             web, events_authenticate=lambda: self.events.authenticates)
         self.scheduler = self._schedule()
         self._stopping: str | bool = False  # set by the signal handlers
@@ -74,12 +65,9 @@ class Daemon:
         # expected schema when there is one, else what the live catalog has.
         schema = result.migrations.expected if result.migrations and result.migrations.expected else result.schema
         if schema is not None:
-            known = KnownNames.from_config(self.config).with_schema(schema)
-            if known != self.known:
-                self.known = known
-                self.events.update_known(known)
+            self.events.learn(result.database, self.known.with_schema(schema))
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         self.events.start()
         self.server.start()
         self._describe_pollers()
@@ -91,6 +79,9 @@ class Daemon:
         """Read the config again and switch to it; False, with the old config still
         running, when the new one is invalid. The store, the event counters and the HTTP
         server stay: counters are not reset, /metrics is served throughout."""
+        if self._load is None:
+            log.warning("received SIGHUP, but this daemon has no config file to reload")
+            return False
         try:
             config = self._load()
         except ConfigError as e:
@@ -103,7 +94,8 @@ class Daemon:
         with self._reloading:
             restart_only = [k for k in RESTART_ONLY if getattr(config.exporter, k) != getattr(self.config.exporter, k)]
             if restart_only:
-                log.warning("reload: exporter.%s changed and takes effect at the next restart", ", exporter.".join(restart_only))
+                log.warning("reload: exporter.%s changed and takes effect at the next restart",
+                            ", exporter.".join(restart_only))
             self._stop_polls()
             old, self.config = self.config, config
             names = [d.name for d in config.databases]
@@ -134,10 +126,11 @@ class Daemon:
             )
             log.info("%s: %s", db.name, db.migrations.describe_off())
 
-    def _poller(self, config: Config, database, old: Config) -> Poller:
+    def _poller(self, config: Config, database: DatabaseConfig, old: Config) -> Poller:
         poller = Poller(config, database, self.budget)
         previous = next((p for p in self.pollers if p.name == database.name), None)
-        if previous and previous.database.config == database and old.checks_for(database) == config.checks_for(database):
+        same_checks = old.checks_for(database) == config.checks_for(database)
+        if previous and previous.database.config == database and same_checks:
             poller.last_full_scan = previous.last_full_scan  # a reload does not force full scans
         return poller
 
@@ -155,7 +148,7 @@ class Daemon:
 
     def run_forever(self) -> None:
         """Start, reload on SIGHUP, block until SIGTERM or SIGINT, stop within seconds."""
-        def on_signal(signum, frame):
+        def on_signal(signum: int, frame: FrameType | None) -> None:
             # Only flags: a handler runs between two bytecodes of the main thread, maybe
             # inside a lock it holds; the loop below does the work.
             if signum == signal.SIGHUP:
@@ -171,11 +164,8 @@ class Daemon:
                 time.sleep(0.1)
                 if self._reload_requested and not self._stopping:
                     self._reload_requested = False
-                    if self._load is None:
-                        log.warning("received SIGHUP, but this daemon has no config file to reload")
-                    else:
-                        log.info("received SIGHUP, reloading the config")
-                        self.reload()
+                    log.info("received SIGHUP, reloading the config")
+                    self.reload()
         finally:
             log.info("received %s, shutting down", self._stopping or "an error")
             self.stop()

@@ -29,9 +29,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from enum import StrEnum
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
+from psycopg.abc import RV, PQGen
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter.config import DatabaseConfig
@@ -41,15 +44,17 @@ APPLICATION_NAME = "venzory-db-exporter"
 log = logging.getLogger(__name__)
 
 
-# Why a poll found its database down: the `reason` label of venzory_db_down_reason.
-CONNECT_TIMEOUT = "connect_timeout"  # no session within connect_timeout (host or network silent)
-TOO_MANY_CONNECTIONS = "too_many_connections"  # the server refused: its connection slots are full
-CONNECT_FAILED = "connect_failed"  # any other refusal: server down, authentication, no such database
-NO_ANSWER = "no_answer"  # connected, then the server stopped answering (see Session)
-CONNECTION_LOST = "connection_lost"  # the session broke during the poll (server killed, restarted)
-EXPORTER_LIMIT = "exporter_connection_limit"  # exporter.max_connections sessions were open already
-ERROR = "error"  # an unexpected failure of the exporter itself (logged with its traceback)
-DOWN_REASONS = (CONNECT_TIMEOUT, TOO_MANY_CONNECTIONS, CONNECT_FAILED, NO_ANSWER, CONNECTION_LOST, EXPORTER_LIMIT, ERROR)
+class DownReason(StrEnum):
+    """Why a poll found its database down: the `reason` label of venzory_db_down_reason."""
+
+    CONNECT_TIMEOUT = "connect_timeout"  # no session within connect_timeout (host or network silent)
+    TOO_MANY_CONNECTIONS = "too_many_connections"  # the server refused: its connection slots are full
+    CONNECT_FAILED = "connect_failed"  # any other refusal: server down, authentication, no such database
+    NO_ANSWER = "no_answer"  # connected, then the server stopped answering (see Session)
+    CONNECTION_LOST = "connection_lost"  # the session broke during the poll (server killed, restarted)
+    EXPORTER_LIMIT = "exporter_connection_limit"  # exporter.max_connections sessions were open already
+    ERROR = "error"  # an unexpected failure of the exporter itself (logged with its traceback)
+
 
 # What the server says when its slots are full: "sorry, too many clients already",
 # "remaining connection slots are reserved for ..." (SQLSTATE 53300, which libpq does not
@@ -60,7 +65,7 @@ _SLOTS_FULL = ("too many clients", "connection slots are reserved", "too many co
 class DatabaseDown(Exception):
     """The database could not be reached (connect or connection-level failure)."""
 
-    def __init__(self, message: str, reason: str = CONNECT_FAILED):
+    def __init__(self, message: str, reason: DownReason = DownReason.CONNECT_FAILED):
         super().__init__(message)
         self.reason = reason
 
@@ -70,8 +75,16 @@ class NoAnswer(DatabaseDown):
         super().__init__(
             f"no answer from the server within {seconds:.0f}s (statement_timeout + connect_timeout): "
             "the network or a proxy is dropping the traffic, or the server hangs; session abandoned",
-            NO_ANSWER,
+            DownReason.NO_ANSWER,
         )
+
+
+def one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise psycopg.DataError("expected one row, the query returned none")
+    return row
 
 
 def redact_dsn(dsn: str) -> str:
@@ -82,19 +95,20 @@ def redact_dsn(dsn: str) -> str:
         return "<unparseable DSN>"
     if "password" in params:
         params["password"] = "***"
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def dsn_password(dsn: str) -> str | None:
     try:
-        return conninfo_to_dict(dsn).get("password") or None
+        password = conninfo_to_dict(dsn).get("password")
     except psycopg.ProgrammingError:
         return None
+    return str(password) if password else None
 
 
-def session_options(config: DatabaseConfig) -> dict[str, object]:
+def session_options(config: DatabaseConfig) -> dict[str, Any]:
     """Connection parameters that make every session safe for a production database."""
-    user_options = conninfo_to_dict(config.dsn).get("options", "")
+    user_options = str(conninfo_to_dict(config.dsn).get("options", ""))
     settings = {
         "default_transaction_read_only": "on",
         "statement_timeout": f"{int(config.statement_timeout * 1000)}",
@@ -133,17 +147,19 @@ class Session(psycopg.Connection):
     _socket: socket.socket | None = None
     _cancel: psycopg.pq.abc.PGcancel | None = None
     _answering = True  # False once the server is known not to answer: close without waiting
+    _socket_lock: threading.Lock
 
     @classmethod
-    def open(cls, config: DatabaseConfig) -> "Session":
+    def open(cls, config: DatabaseConfig) -> Session:
         try:
             session = cls.connect(config.dsn, **session_options(config))
         except psycopg.errors.ConnectionTimeout as e:
-            raise DatabaseDown(f"no connection within connect_timeout: {e}", CONNECT_TIMEOUT) from None
+            raise DatabaseDown(f"no connection within connect_timeout: {e}", DownReason.CONNECT_TIMEOUT) from None
         except psycopg.Error as e:  # refused, or a DSN libpq cannot use
             message = str(e).strip()
             slots_full = any(text in message for text in _SLOTS_FULL)
-            raise DatabaseDown(message, TOO_MANY_CONNECTIONS if slots_full else CONNECT_FAILED) from None
+            reason = DownReason.TOO_MANY_CONNECTIONS if slots_full else DownReason.CONNECT_FAILED
+            raise DatabaseDown(message, reason) from None
         session.statement_timeout, session.grace = config.statement_timeout, config.connect_timeout
         # What `interrupt` needs, taken now: another thread must not touch the connection
         # (libpq's PGconn is not thread-safe). Our own handle on the socket: shutting it
@@ -153,7 +169,7 @@ class Session(psycopg.Connection):
         session._socket_lock = threading.Lock()
         return session
 
-    def wait(self, gen, interval: float = 0.1, timeout: float | None = None):
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
         deadline = self.statement_timeout + self.grace
         try:
             return super().wait(gen, interval, timeout if timeout is not None else deadline)
@@ -272,13 +288,14 @@ class Database:
         free right now, else DatabaseDown - the caller does without."""
         with self._lock:
             if self._closed:
-                raise DatabaseDown(f"{self.name}: the exporter is stopping or reloading", ERROR)
+                raise DatabaseDown(f"{self.name}: the exporter is stopping or reloading", DownReason.ERROR)
             if extra and len(self._open) >= self.config.pool_size:
-                raise DatabaseDown(f"{self.name}: pool_size ({self.config.pool_size}) sessions open already", EXPORTER_LIMIT)
+                raise DatabaseDown(f"{self.name}: pool_size ({self.config.pool_size}) sessions open already",
+                                   DownReason.EXPORTER_LIMIT)
         # A poll waits for a slot no longer than it would wait for a connection.
         if self.budget and not self.budget.take(0 if extra else self.config.connect_timeout):
             raise DatabaseDown(
-                f"exporter.max_connections ({self.budget.limit}) sessions are open already", EXPORTER_LIMIT
+                f"exporter.max_connections ({self.budget.limit}) sessions are open already", DownReason.EXPORTER_LIMIT
             )
         try:
             session = Session.open(self.config)
@@ -306,11 +323,11 @@ class Database:
             session.interrupt()
 
 
-def down_reason(error: BaseException) -> str:
+def down_reason(error: BaseException) -> DownReason:
     """The `reason` label for a poll that failed with `error`."""
     if isinstance(error, DatabaseDown):
         return error.reason
-    return CONNECTION_LOST if is_connection_error(error) else ERROR
+    return DownReason.CONNECTION_LOST if is_connection_error(error) else DownReason.ERROR
 
 
 def is_connection_error(error: BaseException) -> bool:
@@ -365,15 +382,16 @@ class LockWatch:
         try:
             with self.database.connection(extra=True) as watcher:
                 while not done.is_set():
-                    waiting = watcher.execute(
+                    waiting = one_row(watcher.execute(
                         "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [pid]
-                    ).fetchone()[0]
+                    ))[0]
                     now = time.monotonic()
                     blocked_since = (blocked_since or now) if waiting else None
                     if blocked_since is not None and now - blocked_since >= self.patience:
                         outcome.cancelled = True
                         conn.cancel_safe(timeout=2)
-                        log.warning("cancelled a query of %s: it blocked %d session(s) for %.1fs", self.database.name, waiting, now - blocked_since)
+                        log.warning("cancelled a query of %s: it blocked %d session(s) for %.1fs",
+                                    self.database.name, waiting, now - blocked_since)
                         return
                     done.wait(self.interval)
         except Exception as e:  # noqa: BLE001 - without a watcher the statement timeout still bounds the query

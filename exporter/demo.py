@@ -14,14 +14,15 @@ from pathlib import Path
 
 import psycopg
 
-from exporter.pgcluster import NoPostgresBinaries, start_cluster
+from exporter.pgcluster import Cluster, NoPostgresBinaries, start_cluster
+from exporter.service import serve
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "venzory"
 MIGRATIONS = FIXTURE / "prisma" / "migrations"
 BEFORE_HARDENING = "20251111122948_add_practice_supplier_to_orders_items"
 
 
-def build_demo_database(cluster, name: str = "venzory_demo") -> str:
+def build_demo_database(cluster: Cluster, name: str = "venzory_demo") -> str:
     """The fixture at its pre-hardening step with the problem seed; returns the DSN."""
     from exporter.migrations.replay import apply_migrations
 
@@ -33,10 +34,9 @@ def build_demo_database(cluster, name: str = "venzory_demo") -> str:
 
 
 def run_demo(config_path: str, listen: str) -> int:
-    from exporter.cli import cmd_run
-
     if not MIGRATIONS.is_dir():
-        print(f"demo: the fixture is not here ({FIXTURE}); run the demo from a checkout of the repository", file=sys.stderr)
+        print(f"demo: the fixture is not here ({FIXTURE}); run the demo from a checkout of the repository",
+              file=sys.stderr)
         return 2
     try:
         cluster = start_cluster()
@@ -45,12 +45,11 @@ def run_demo(config_path: str, listen: str) -> int:
         return 2
     try:
         dsn = build_demo_database(cluster)
-        os.environ["DATABASE_URL"] = cluster.url("venzory_demo")
         # The migrations features too: history, drift, and the deploy prediction of the five
         # pending hardening migrations (the shadow replay runs on the demo server).
-        os.environ.setdefault("PRISMA_MIGRATIONS_DIR", str(MIGRATIONS))
-        os.environ.setdefault("PRISMA_SCHEMA", str(FIXTURE / "prisma" / "schema.prisma"))
-        os.environ.setdefault("SHADOW_DATABASE_URL", cluster.url("postgres"))
+        env = {"PRISMA_MIGRATIONS_DIR": str(MIGRATIONS), "PRISMA_SCHEMA": str(FIXTURE / "prisma" / "schema.prisma"),
+               "SHADOW_DATABASE_URL": cluster.url("postgres"), **os.environ,
+               "DATABASE_URL": cluster.url("venzory_demo")}
         host, _, port = listen.rpartition(":")
         print(
             f"demo: PostgreSQL {cluster.port} with sample problems ({dsn})\n"
@@ -58,8 +57,6 @@ def run_demo(config_path: str, listen: str) -> int:
             f"demo: try: DATABASE_URL={cluster.url('venzory_demo')} venzory-db-exporter verify --config {config_path}",
             flush=True,
         )
-        import argparse
-
-        return cmd_run(argparse.Namespace(config=config_path, listen=listen))
+        return serve(config_path, listen=listen, env=env)
     finally:
         cluster.destroy()

@@ -10,7 +10,8 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from exporter import __version__
 

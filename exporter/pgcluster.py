@@ -46,7 +46,8 @@ def find_bindir() -> Path:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Cluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
-    def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run_as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args], check=check)
 
     def stop(self, mode: str = "fast") -> None:
@@ -92,7 +93,7 @@ def _owner_prefix() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
-def _run_as_owner(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
+def _run_as_owner(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(_owner_prefix() + cmd, check=check, capture_output=True, text=True)
 
 

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, field
 
 from exporter.checks.constraints import ConstraintResult, check_constraints, expected_constraints
-from exporter.checks.run import FAILED, VIOLATED, CheckResult, run_checks
+from exporter.checks.run import CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
-from exporter.db import ERROR, ConnectionBudget, Database, LockWatch, down_reason, is_connection_error
+from exporter.db import ConnectionBudget, DownReason, Database, LockWatch, down_reason, is_connection_error
 from exporter.migrations.monitor import MigrationsMonitor, MigrationsResult
 from exporter.privileges import Privileges, WriteWarning, read_privileges
 from exporter.schema.catalog import introspect
@@ -34,7 +34,7 @@ class PollResult:
     constraints: tuple[ConstraintResult, ...] = ()
     migrations: MigrationsResult | None = None  # None when the database has no migrations feature
     schema: Schema | None = field(default=None, repr=False, compare=False)
-    down_reason: str | None = None  # why the database is down: one of exporter.db.DOWN_REASONS
+    down_reason: DownReason | None = None  # why the database is down
     privileges: Privileges | None = None  # whether the exporter's role could write (exporter.privileges)
 
     @property
@@ -48,8 +48,8 @@ class PollResult:
         """One short line per thing that is not healthy (verify's exit code and summary)."""
         if not self.up:
             return [f"database unreachable: {self.error}"]
-        found = [f"check {c.check.name}: {c.status}" for c in self.checks if c.status in (VIOLATED, FAILED)]
-        found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if not c.healthy]
+        found = [f"check {c.check.name}: {c.status}" for c in self.checks if c.is_problem]
+        found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if c.is_problem]
         if self.migrations:
             found += self.migrations.problems(allow_pending=allow_pending)
         return found
@@ -90,7 +90,7 @@ class Poller:
             reason = down_reason(e)
             if self.database.closed:
                 log.debug("poll of %s broken off (stop or reload): %s", self.name, e)
-            elif reason == ERROR and not is_connection_error(e):
+            elif reason == DownReason.ERROR and not is_connection_error(e):
                 log.exception("poll of %s failed unexpectedly", self.name)
             else:
                 log.warning("database %s is down (%s): %s", self.name, reason, str(e).strip())
@@ -108,3 +108,9 @@ class Poller:
     def close(self) -> None:
         """Stop polling: a poll in flight is broken off at once (shutdown, reload)."""
         self.database.close()
+
+    def __enter__(self) -> Poller:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+
+from exporter.db import one_row
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class Privileges:
     def can_write(self) -> bool:
         return self.superuser or self.create_on_schema or bool(self.writable_tables)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The `privileges` object of verify --json (docs/verify-json.md)."""
         return {"role": self.role, "can_write": self.can_write, "superuser": self.superuser,
                 "create_on_schema": self.create_on_schema, "writable_tables": list(self.writable_tables)}
@@ -61,7 +64,7 @@ class Privileges:
 
 
 def read_privileges(conn: psycopg.Connection, schema: str) -> Privileges:
-    role, superuser, create, tables = conn.execute(_QUERY, {"schema": schema, "write": WRITE_PRIVILEGES}).fetchone()
+    role, superuser, create, tables = one_row(conn.execute(_QUERY, {"schema": schema, "write": WRITE_PRIVILEGES}))
     return Privileges(role, bool(superuser), bool(create), tuple(tables))
 
 

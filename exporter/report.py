@@ -7,11 +7,14 @@ run (bad config, a database unreachable).
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
+from exporter.checks.constraints import ConstraintResult
+from exporter.checks.run import CheckResult, CheckStatus
 from exporter.db import redact_dsn
 from exporter.logs import redact, scrub
-from exporter.migrations.deploy import Forecast, Outcome
+from exporter.migrations.deploy import Forecast, Outcome, StatementResult
 from exporter.migrations.history import PrismaStatus
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
@@ -28,7 +31,7 @@ def exit_code(results: Iterable[PollResult], *, allow_pending: bool = False) -> 
     return EXIT_OK if all(r.healthy(allow_pending=allow_pending) for r in results) else EXIT_PROBLEMS
 
 
-def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> dict:
+def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> dict[str, Any]:
     results = list(results)
     return {
         "ok": exit_code(results, allow_pending=allow_pending) == EXIT_OK,
@@ -36,14 +39,14 @@ def to_json(results: Iterable[PollResult], *, allow_pending: bool = False) -> di
     }
 
 
-def _migrations_json(m: MigrationsResult) -> dict:
+def _migrations_json(m: MigrationsResult) -> dict[str, Any]:
     history = m.history
     return {
         "migrations": {
             "managed": history.managed if history else None,
             "states": history.counts if history else {},
             "items": [{"name": i.name, "state": i.state, "detail": i.detail}
-                      for i in (history.items if history else ()) if i.state != "applied"],
+                      for i in (history.not_applied if history else ())],
         },
         "drift": [{"source": d.source, "kind": d.kind, "object": d.object, "detail": d.detail,
                    "acknowledged": d.acknowledged} for d in m.drift],
@@ -53,14 +56,14 @@ def _migrations_json(m: MigrationsResult) -> dict:
     }
 
 
-def _statement_json(s) -> dict:
+def _statement_json(s: StatementResult) -> dict[str, Any]:
     return {"number": s.number, "line": s.line, "outcome": s.outcome.value, "table": s.table, "sql": s.text,
             "reason": s.reason, "sqlstate": s.sqlstate, "offending_rows": s.offending_rows, "inspect_sql": s.inspect_sql,
             "rows_updated": s.rows_updated, "rows_deleted": s.rows_deleted, "rows_lost": s.rows_lost,
             "values_lost": s.values_lost, "lock": s.lock, "rows_scanned": s.rows_scanned, "rewrites": s.rewrites}
 
 
-def _deploy_json(f: Forecast) -> dict:
+def _deploy_json(f: Forecast) -> dict[str, Any]:
     view, deploy = f.view, f.deploy
     failure = deploy.failure
     return {
@@ -83,7 +86,7 @@ def _deploy_json(f: Forecast) -> dict:
     }
 
 
-def _database_json(r: PollResult) -> dict:
+def _database_json(r: PollResult) -> dict[str, Any]:
     extra = _migrations_json(r.migrations) if r.migrations else {}
     return extra | {
         "name": r.database,
@@ -130,11 +133,11 @@ def render_json(results: Iterable[PollResult], *, allow_pending: bool = False) -
     return json.dumps(scrub(to_json(results, allow_pending=allow_pending)), indent=2, default=str)
 
 
-def _check_line(c) -> list[str]:
+def _check_line(c: CheckResult) -> list[str]:
     name, table = c.check.name, c.check.table
-    if c.status == "failed":
+    if c.status is CheckStatus.FAILED:
         return [f"  {FAIL} {name} ({table}): check failed [{c.reason}]: {c.error}"]
-    if c.status == "ok":
+    if c.status is CheckStatus.OK:
         how = f" - guarded by {c.guarded_by}" if c.guarded else ""
         return [f"  {TICK} {name} ({table}): no violations{how}"]
     what = f"{c.violations} rows in {c.groups} duplicate groups" if c.groups is not None else f"{c.violations} rows"
@@ -161,11 +164,7 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
             lines.extend(_check_line(c))
         if r.constraints:
             lines.append("Constraints:")
-        for c in r.constraints:
-            mark = TICK if c.healthy else CROSS
-            tag = f"{c.kind}, critical" if c.critical else c.kind
-            state = "present and valid" if c.healthy else c.detail
-            lines.append(f"  {mark} {c.table}.{c.name} ({tag}): {state}")
+        lines.extend(_constraint_line(k) for k in r.constraints)
         if r.migrations:
             lines.extend(_migration_lines(r.migrations, allow_pending))
         lines.append("")
@@ -173,26 +172,31 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
     return redact("\n".join(lines))
 
 
+def _constraint_line(c: ConstraintResult) -> str:
+    mark = CROSS if c.is_problem else TICK
+    tag = f"{c.kind}, critical" if c.critical else c.kind
+    state = c.detail if c.is_problem else "present and valid"
+    return f"  {mark} {c.table}.{c.name} ({tag}): {state}"
+
+
 def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
     lines = ["Migrations:"]
     for part, message in m.errors:
         lines.append(f"  {FAIL} {part}: {message}")
     if m.history:
-        bad = {"failed", "modified", "missing_from_folder"} | (set() if allow_pending else {"pending"})
-        mark = CROSS if any(m.history.counts.get(s) for s in bad) else TICK
+        mark = CROSS if m.history.problem_states(allow_pending=allow_pending) else TICK
         lines.append(f"  {mark} {m.history.summary}")
-        for item in m.history.items:
-            if item.state != "applied":
-                detail = f" - {item.detail}" if item.detail else ""
-                lines.append(f"      {item.state}: {item.name}{detail}")
+        for item in m.history.not_applied:
+            detail = f" - {item.detail}" if item.detail else ""
+            lines.append(f"      {item.state}: {item.name}{detail}")
     if m.forecast:
         lines.extend(_deploy_lines(m.forecast))
     if m.expected_unknown:
         lines.append(f"  {WARN} {m.expected_unknown}")
-    if m.drift or m.expected is not None or "schema_prisma" in m.parts:
+    if m.drift or m.drift_assessed:
         lines.append("Drift:" if m.drift else f"  {TICK} no schema drift")
     for d in m.drift:
-        mark = TICK if d.acknowledged else CROSS
+        mark = CROSS if d.is_problem else TICK
         note = " (acknowledged)" if d.acknowledged else ""
         lines.append(f"  {mark} [{d.source}] {d.kind} {d.object}: {d.detail}{note}")
     return lines
@@ -204,7 +208,7 @@ _EFFECT_WORDS = {"rows_updated": "rows updated", "rows_deleted": "rows deleted",
 
 def _deploy_lines(f: Forecast) -> list[str]:
     view, deploy = f.view, f.deploy
-    lines = []
+    lines: list[str] = []
     if view.status == PrismaStatus.DIVERGED:
         lines.append(f"  {CROSS} the database's history and the folder differ (as `prisma migrate status` says): "
                      f"the last common migration is {view.last_common or 'null'}")
@@ -243,12 +247,12 @@ def _deploy_lines(f: Forecast) -> list[str]:
 def _summary(results: list[PollResult], allow_pending: bool) -> str:
     down = [r.database for r in results if not r.up]
     checks = [c for r in results if r.up for c in r.checks]
-    violated = [c for c in checks if c.status == "violated"]
-    failed = [c for c in checks if c.status == "failed"]
-    constraints = [c for r in results if r.up for c in r.constraints if not c.healthy]
+    violated = [c for c in checks if c.status is CheckStatus.VIOLATED]
+    failed = [c for c in checks if c.status is CheckStatus.FAILED]
+    constraints = [c for r in results if r.up for c in r.constraints if c.is_problem]
     parts = [
         f"{len(checks) - len(violated) - len(failed)}/{len(checks)} checks healthy",
-        f"{len(violated)} violated ({sum(c.violations for c in violated)} rows)",
+        f"{len(violated)} violated ({sum(c.violations or 0 for c in violated)} rows)",
         f"{len(failed)} failed",
         f"{len(constraints)} constraints missing or not valid",
     ]

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import datetime, timedelta, UTC
+from collections.abc import Callable
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -24,7 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from exporter.poll import Poller
+from exporter.poll import Poller, PollResult
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,15 @@ _FIRST = "first:"  # job id prefix of a database's first poll
 
 
 class PollScheduler:
-    def __init__(self, pollers: list[Poller], on_result: Callable, on_skipped: Callable[[str], None], max_concurrent: int):
+    def __init__(self, pollers: list[Poller], on_result: Callable[[PollResult], None],
+                 on_skipped: Callable[[str], None], max_concurrent: int):
         self.pollers = pollers
         self._on_result = on_result
         self._on_skipped = on_skipped
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_concurrent)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            timezone=timezone.utc,
+            timezone=UTC,
         )
         self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._stopped = False
@@ -77,14 +78,14 @@ class PollScheduler:
                 self._idle.notify_all()
 
     def start(self) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         count = len(self.pollers)
         for i, poller in enumerate(self.pollers):
             interval = poller.database.config.poll_interval
             # Database i of n runs at phase i/n of the interval, from the second poll on.
             phase = timedelta(seconds=interval * (1 + i / count))
             trigger = IntervalTrigger(
-                seconds=interval, start_date=now + phase, jitter=min(interval * 0.05, 5), timezone=timezone.utc
+                seconds=interval, start_date=now + phase, jitter=min(interval * 0.05, 5), timezone=UTC
             )
             self._scheduler.add_job(self._run, trigger, args=[poller], id=poller.name, name=f"poll {poller.name}")
             self._scheduler.add_job(self._run, DateTrigger(now), args=[poller], id=_FIRST + poller.name,

@@ -22,14 +22,13 @@ import sys
 import threading
 import time
 from socketserver import ThreadingMixIn
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client import make_wsgi_app
+from prometheus_client.exposition import gzip_accepted
 
-from exporter.metrics import Store
-
+from exporter.metrics.endpoint import MetricsEndpoint
 from exporter.webconfig import WebSettings, protect
 
 log = logging.getLogger(__name__)
@@ -48,17 +47,16 @@ def _text(start_response: Callable, status: str, body: bytes, content_type: str 
     return [body]
 
 
-def metrics_app(store: Store, live: CollectorRegistry, everything: CollectorRegistry) -> WSGIApp:
-    """/metrics: the store's poll families, rendered once per poll, plus what changes
-    between polls (`live`: counters, process metrics), rendered per scrape. Anything but a
-    plain GET (a `name[]` filter, say) takes prometheus_client's own app over `everything`."""
-    library = make_wsgi_app(everything)
+def metrics_app(endpoint: MetricsEndpoint) -> WSGIApp:
+    """/metrics: the endpoint's body (poll families rendered once per poll, the rest per
+    scrape). Anything but a plain GET (a `name[]` filter, say) takes prometheus_client's
+    own app over the endpoint's registry."""
+    library = make_wsgi_app(endpoint.registry)
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("QUERY_STRING") or environ.get("REQUEST_METHOD") != "GET":
             return library(environ, start_response)
-        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT"))
-        body = store.rendered(encoder, content_type) + encoder(live)
+        content_type, body = endpoint.body(environ.get("HTTP_ACCEPT"))
         headers = [("Content-Type", content_type)]
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
             body = gzip.compress(body, compresslevel=1)  # 30 KB: level 1 is 3x faster, nearly as small
@@ -82,7 +80,8 @@ def make_app(metrics: WSGIApp, ready: Callable[[], bool], events_app: WSGIApp | 
         if path == "/readyz":
             if ready():
                 return _text(start_response, "200 OK", b"ready\n")
-            return _text(start_response, "503 Service Unavailable", b"not ready: a database has not completed its first poll\n")
+            return _text(start_response, "503 Service Unavailable",
+                         b"not ready: a database has not completed its first poll\n")
         if path == "/events" and events_app is not None:
             return events_app(environ, start_response)
         if path == "/":
@@ -205,7 +204,7 @@ class HttpServer:
     def port(self) -> int:
         return self._server.server_address[1]
 
-    def start(self) -> "HttpServer":
+    def start(self) -> HttpServer:
         self._thread.start()
         return self
 

@@ -21,7 +21,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Iterable, Iterator, Literal
+from typing import Annotated, Literal
+from collections.abc import Callable, Iterable, Iterator
 
 import bcrypt
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator, model_validator
@@ -100,7 +101,7 @@ class TLSServerConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TLSServerConfig":
+    def _consistent(self) -> TLSServerConfig:
         for what in ("cert", "key", "client_ca"):
             if getattr(self, what) and getattr(self, f"{what}_file"):
                 raise ValueError(f"{what} and {what}_file are both set: use one")

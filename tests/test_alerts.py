@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_grafana import CONTRACT_METRICS, metric_names
+from support import CONTRACT_METRICS, REPO, need
+from test_grafana import metric_names
 
-REPO = Path(__file__).resolve().parent.parent
 RULES = sorted((REPO / "alerts").glob("*.rules.yml"))
 RULE_TESTS = sorted((REPO / "alerts" / "tests").glob("*.yml"))
 ALERTMANAGER = REPO / "alerts" / "alertmanager.yml"
@@ -35,13 +35,6 @@ SEVERITY_RECEIVER = {"critical": "pager", "warning": "chat"}
 DATA_GROUPS = {"venzory-db-data", "venzory-db-schema", "venzory-db-migrations"}
 DATA_EXTRA = {"VenzoryDbCheckFailing"}
 EXPORTER_DOWN_EXTRA = {"VenzoryDbDatabaseDown", "VenzoryDbPollsStale", "VenzoryDbPollsSkipped"}
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if not path:
-        pytest.skip(f"{tool} not installed (apt-get install -y prometheus prometheus-alertmanager)")
-    return path
 
 
 def run(*cmd: str, timeout: int = 120) -> subprocess.CompletedProcess:

@@ -7,8 +7,8 @@ import psycopg
 import pytest
 
 from exporter.config import load_config
-from exporter.poll import Poller
-from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG as SHIPPED, STEP_6, build_database
+from support import poll_once
+from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG as SHIPPED, build_database
 
 
 def shipped_config(dsn: str):
@@ -17,11 +17,7 @@ def shipped_config(dsn: str):
 
 def poll(dsn: str, *, full_scan: bool | None = None):
     config = shipped_config(dsn)
-    poller = Poller(config, config.databases[0])
-    try:
-        return poller.poll(full_scan=full_scan)
-    finally:
-        poller.close()
+    return poll_once(config, full_scan=full_scan)
 
 
 def by_name(result):
@@ -102,12 +98,7 @@ def test_a_bad_check_fails_alone(pg_server, problems_dsn):
     config = shipped_config(problems_dsn)
     broken = config.checks[0].model_copy(update={"name": "broken_rule", "rule": '"noSuchColumn" > 0'})
     config = config.model_copy(update={"checks": [broken, *config.checks]})
-    poller = Poller(config, config.databases[0])
-    try:
-        result = poller.poll(full_scan=True)
-    finally:
-        poller.close()
-    checks = by_name(result)
+    checks = by_name(poll_once(config, full_scan=True))
     assert (checks["broken_rule"].status, checks["broken_rule"].reason) == ("failed", "missing_column")
     assert "noSuchColumn" in checks["broken_rule"].error
     # Same table, same pass: the others still get their exact numbers.
@@ -145,9 +136,5 @@ def test_orphans_of_a_parent_without_unique_key_do_not_multiply_other_counts(pg_
              "category": "invalid_quantity", "severity": "warning"},
         ],
     })
-    poller = Poller(config, config.databases[0])
-    try:
-        result = poller.poll(full_scan=True)
-    finally:
-        poller.close()
+    result = poll_once(config, full_scan=True)
     assert {c.check.name: c.violations for c in result.checks} == {"child_orphan": 1, "child_qty": 3}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from exporter.config import ConfigError, load_config
+from support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "config" / "venzory.yaml"
 CATEGORIES = {
     "negative_inventory", "invalid_quantity", "same_location_transfer", "status_timestamp",

@@ -12,42 +12,16 @@ import urllib.request
 
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import load_config
 from exporter.daemon import Daemon
 from exporter.db import APPLICATION_NAME, Database
 from exporter.pgcluster import start_cluster
 from exporter.poll import Poller
-from test_grafana import documented_metrics
-from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG, STEP_6, build_database
+from support import CONTRACT_METRICS, get, samples, wait_for
+from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG
 
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def samples(text: str) -> dict[tuple, float]:
-    """{(name, (label, value), ...): value} for every sample of an exposition."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            found[(s.name, *sorted(s.labels.items()))] = s.value
-    return found
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
+pytestmark = pytest.mark.db  # starts PostgreSQL clusters of its own
 
 
 def test_metrics_readiness_and_health(problems_dsn):
@@ -81,7 +55,7 @@ def test_metrics_readiness_and_health(problems_dsn):
         assert ("venzory_db_polls_skipped_total", ("database", "venzory")) in found
         assert not any(name.endswith("_created") for name, *_ in found)
         served = {name for name, *_ in found if name.startswith("venzory_db_")}
-        assert served - documented_metrics() == set(), "every metric served is documented in docs/"
+        assert served - CONTRACT_METRICS == set(), "every metric served is declared (and so documented)"
         assert get(base + "/nope")[0] == 404
 
         # Prisma error events: a CHECK violation as Prisma 7 really reports it (P2039).

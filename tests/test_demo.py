@@ -9,10 +9,13 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from exporter.pgcluster import free_port
 from venzory_fixture import PROBLEM_VIOLATIONS
 
 
+@pytest.mark.db
 def test_demo_serves_real_metrics_and_stops_on_sigterm():
     port = free_port()
     proc = subprocess.Popen(

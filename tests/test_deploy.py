@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from exporter.config.models import ExporterConfig, parse_listen
+from support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 PROMETHEUS = REPO / "deploy" / "prometheus" / "prometheus.yml"

@@ -17,14 +17,13 @@ import pytest
 
 from exporter.schema.catalog import introspect
 from exporter.schema.diff import (
-    KINDS,
-    MIGRATIONS,
-    SCHEMA_PRISMA,
     DriftItem,
+    DriftKind,
+    DriftSource,
     acknowledge,
     diff_schemas,
 )
-from exporter.schema.model import Column, Constraint, Index, Schema, Table, FOREIGN_KEY, UNIQUE
+from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, Table
 from exporter.schema.prisma import parse_prisma_schema, to_schema
 from venzory_fixture import KNOWN_DRIFT, SCHEMA_PRISMA as SCHEMA_PRISMA_FILE, STEP_10, build_database
 
@@ -202,8 +201,8 @@ TAMPERINGS = {
 def test_each_tampering_is_exactly_its_drift(case, base, prisma_expected, pg_server):
     statements, from_migrations, from_prisma = TAMPERINGS[case]
     live = tampered_copy(pg_server, "drift_" + case, statements)
-    assert kinds_and_objects(diff_schemas(base, live, MIGRATIONS)) == from_migrations
-    assert kinds_and_objects(diff_schemas(prisma_expected, live, SCHEMA_PRISMA)) == from_prisma
+    assert kinds_and_objects(diff_schemas(base, live, DriftSource.MIGRATIONS)) == from_migrations
+    assert kinds_and_objects(diff_schemas(prisma_expected, live, DriftSource.SCHEMA_PRISMA)) == from_prisma
 
 
 def test_details_say_expected_and_actual(base, pg_server):
@@ -215,7 +214,7 @@ def test_details_say_expected_and_actual(base, pg_server):
         + TAMPERINGS["add an enum value"][0]
         + TAMPERINGS["change nullability"][0],
     )
-    details = {i.object: i.detail for i in diff_schemas(base, live, MIGRATIONS)}
+    details = {i.object: i.detail for i in diff_schemas(base, live, DriftSource.MIGRATIONS)}
     assert details == {
         "Item.unit": "column Item.unit is NOT NULL, expected nullable",
         "Order.Order_supplierId_fkey": (
@@ -251,7 +250,7 @@ def test_a_failed_concurrent_index_is_invalid_drift(base, prisma_expected, pg_se
                 'CREATE UNIQUE INDEX CONCURRENTLY "Supplier_practiceId_name_key" ON "Supplier"("practiceId", "name")'
             )
         live = introspect(conn)
-    for expected, source in ((base, MIGRATIONS), (prisma_expected, SCHEMA_PRISMA)):
+    for expected, source in ((base, DriftSource.MIGRATIONS), (prisma_expected, DriftSource.SCHEMA_PRISMA)):
         items = diff_schemas(expected, live, source)
         assert kinds_and_objects(items) == [("index_definition", "Supplier_practiceId_name_key")]
         assert "INVALID" in items[0].detail
@@ -260,7 +259,7 @@ def test_a_failed_concurrent_index_is_invalid_drift(base, prisma_expected, pg_se
 def test_no_drift_between_two_introspections(base, pg_server):
     with psycopg.connect(pg_server.dsn(BASE)) as conn:
         again = introspect(conn)
-    assert diff_schemas(base, again, MIGRATIONS) == []
+    assert diff_schemas(base, again, DriftSource.MIGRATIONS) == []
 
 
 def test_prisma_bookkeeping_table_is_never_drift(base, pg_server):
@@ -269,14 +268,14 @@ def test_prisma_bookkeeping_table_is_never_drift(base, pg_server):
     with psycopg.connect(dsn) as conn:
         shadow = introspect(conn)
     assert "_prisma_migrations" in base.tables and "_prisma_migrations" not in shadow.tables
-    assert diff_schemas(shadow, base, MIGRATIONS) == []
-    assert diff_schemas(base, shadow, MIGRATIONS) == []
+    assert diff_schemas(shadow, base, DriftSource.MIGRATIONS) == []
+    assert diff_schemas(base, shadow, DriftSource.MIGRATIONS) == []
 
 
 def test_schema_prisma_finds_no_drift_on_a_fully_migrated_database(base, prisma_expected):
     """Step 11 formalized the runbook's known drift: nothing is left, and the CHECK
     constraints and partial unique indexes schema.prisma cannot say are not noise."""
-    assert diff_schemas(prisma_expected, base, SCHEMA_PRISMA) == []
+    assert diff_schemas(prisma_expected, base, DriftSource.SCHEMA_PRISMA) == []
 
 
 @dataclass(frozen=True)
@@ -288,7 +287,7 @@ class Rule:
 
 KNOWN_DRIFT_RULES = [
     Rule("LocationInventory.createdAt", "missing_column"),
-    Rule("Order_practiceId_status_createdAt_idx", "missing_index", SCHEMA_PRISMA),
+    Rule("Order_practiceId_status_createdAt_idx", "missing_index", DriftSource.SCHEMA_PRISMA),
     Rule("LocationInventory_*_idx", "missing_index"),
 ]
 
@@ -297,7 +296,7 @@ def test_schema_prisma_at_step_10_is_the_runbooks_known_drift(pg_server, prisma_
     dsn = build_database(pg_server, "drift_step_10", upto=STEP_10)
     with psycopg.connect(dsn) as conn:
         live = introspect(conn)
-    items = diff_schemas(prisma_expected, live, SCHEMA_PRISMA)
+    items = diff_schemas(prisma_expected, live, DriftSource.SCHEMA_PRISMA)
     table, column = KNOWN_DRIFT["column"]
     order_index, inventory_index = KNOWN_DRIFT["indexes"]
     assert kinds_and_objects(items) == [
@@ -312,15 +311,15 @@ def test_schema_prisma_at_step_10_is_the_runbooks_known_drift(pg_server, prisma_
 
 def test_acknowledge_matches_object_kind_and_source():
     items = [
-        DriftItem(SCHEMA_PRISMA, "missing_index", "LocationInventory_itemId_reorderPoint_quantity_idx", "d"),
-        DriftItem(MIGRATIONS, "missing_index", "LocationInventory_itemId_reorderPoint_quantity_idx", "d"),
-        DriftItem(SCHEMA_PRISMA, "missing_column", "LocationInventory.createdAt", "d"),
-        DriftItem(SCHEMA_PRISMA, "extra_column", "LocationInventory.createdAt", "d"),
-        DriftItem(SCHEMA_PRISMA, "extra_column", "Item.[x]", "d"),
-        DriftItem(SCHEMA_PRISMA, "extra_column", "Item.y", "d"),
+        DriftItem(DriftSource.SCHEMA_PRISMA, "missing_index", "LocationInventory_itemId_reorderPoint_quantity_idx", "d"),
+        DriftItem(DriftSource.MIGRATIONS, "missing_index", "LocationInventory_itemId_reorderPoint_quantity_idx", "d"),
+        DriftItem(DriftSource.SCHEMA_PRISMA, "missing_column", "LocationInventory.createdAt", "d"),
+        DriftItem(DriftSource.SCHEMA_PRISMA, "extra_column", "LocationInventory.createdAt", "d"),
+        DriftItem(DriftSource.SCHEMA_PRISMA, "extra_column", "Item.[x]", "d"),
+        DriftItem(DriftSource.SCHEMA_PRISMA, "extra_column", "Item.y", "d"),
     ]
     rules = [
-        Rule("LocationInventory_*", source=SCHEMA_PRISMA),  # glob, any kind, one source
+        Rule("LocationInventory_*", source=DriftSource.SCHEMA_PRISMA),  # glob, any kind, one source
         Rule("LocationInventory.createdAt", kind="missing_column"),  # exact, one kind, any source
         Rule("Item.[x]"),  # glob characters other than * are literal
     ]
@@ -335,10 +334,10 @@ def test_order_is_deterministic(base, pg_server):
         "make a foreign key NOT VALID", "drop a CHECK constraint", "add an enum value", "drop a table",
     ]
     live = tampered_copy(pg_server, "drift_many", [s for case in cases for s in TAMPERINGS[case][0]])
-    first = diff_schemas(base, live, MIGRATIONS)
-    assert first == diff_schemas(base, live, MIGRATIONS)
+    first = diff_schemas(base, live, DriftSource.MIGRATIONS)
+    assert first == diff_schemas(base, live, DriftSource.MIGRATIONS)
     assert len(first) > 10
-    assert all(i.kind in KINDS for i in first)
+    assert all(i.kind in DriftKind for i in first)
     sections = ["table", "column", "index", "constraint", "enum"]
     ranks = [next(n for n, word in enumerate(sections) if word in i.kind) for i in first]
     assert ranks == sorted(ranks)
@@ -350,7 +349,7 @@ def test_order_is_deterministic(base, pg_server):
 def _schema(default: str, *, unique_as_constraint: bool = False) -> Schema:
     table = Table("T", {"id": Column("id", "integer", False, default), "code": Column("code", "text", False)})
     if unique_as_constraint:
-        constraints = {("T", "T_code_key"): Constraint("T_code_key", "T", UNIQUE, ("code",), "UNIQUE (code)")}
+        constraints = {("T", "T_code_key"): Constraint("T_code_key", "T", ConstraintKind.UNIQUE, ("code",), "UNIQUE (code)")}
         return Schema({"T": table}, {}, constraints)
     return Schema({"T": table}, {"T_code_key": Index("T_code_key", "T", ("code",), True)})
 
@@ -358,31 +357,35 @@ def _schema(default: str, *, unique_as_constraint: bool = False) -> Schema:
 def test_autoincrement_compares_loosely_only_against_schema_prisma():
     expected = _schema("nextval('\"T_id_seq\"'::regclass)")
     actual = _schema("nextval('\"T_id_seq1\"'::regclass)")
-    assert diff_schemas(expected, actual, SCHEMA_PRISMA) == []
-    assert kinds_and_objects(diff_schemas(expected, actual, MIGRATIONS)) == [("column_default", "T.id")]
+    assert diff_schemas(expected, actual, DriftSource.SCHEMA_PRISMA) == []
+    assert kinds_and_objects(diff_schemas(expected, actual, DriftSource.MIGRATIONS)) == [("column_default", "T.id")]
 
 
-def test_default_spellings_of_one_value_are_equal():
-    for a, b in [("'-5'::integer", "-5"), ("2", "2.0"), ("now()", "CURRENT_TIMESTAMP"), ("'x'::text", "'x'::text")]:
-        assert diff_schemas(_schema(a), _schema(b), MIGRATIONS) == [], (a, b)
-    assert diff_schemas(_schema("'x'::text"), _schema("'y'::text"), MIGRATIONS) != []
+@pytest.mark.parametrize("a, b", [("'-5'::integer", "-5"), ("2", "2.0"), ("now()", "CURRENT_TIMESTAMP"),
+                                  ("'x'::text", "'x'::text")])
+def test_default_spellings_of_one_value_are_equal(a, b):
+    assert diff_schemas(_schema(a), _schema(b), DriftSource.MIGRATIONS) == []
+
+
+def test_different_default_values_are_drift():
+    assert diff_schemas(_schema("'x'::text"), _schema("'y'::text"), DriftSource.MIGRATIONS) != []
 
 
 def test_a_unique_constraint_alone_is_its_unique_index():
     """A Schema may hold a UNIQUE constraint without its backing index (a hand-made
     snapshot): it still equals the unique index of the same name and columns."""
-    assert diff_schemas(_schema("1", unique_as_constraint=True), _schema("1"), MIGRATIONS) == []
-    assert diff_schemas(_schema("1"), _schema("1", unique_as_constraint=True), MIGRATIONS) == []
+    assert diff_schemas(_schema("1", unique_as_constraint=True), _schema("1"), DriftSource.MIGRATIONS) == []
+    assert diff_schemas(_schema("1"), _schema("1", unique_as_constraint=True), DriftSource.MIGRATIONS) == []
 
 
 def test_constraints_are_identified_by_table_and_name():
     def schema(on_delete_b: str) -> Schema:
         tables = {n: Table(n, {"x": Column("x", "integer", True)}) for n in ("A", "B", "P")}
         constraints = {
-            (t, "fk"): Constraint("fk", t, FOREIGN_KEY, ("x",), "", True, "P", ("x",), action, "CASCADE")
+            (t, "fk"): Constraint("fk", t, ConstraintKind.FOREIGN_KEY, ("x",), "", True, "P", ("x",), action, "CASCADE")
             for t, action in (("A", "CASCADE"), ("B", on_delete_b))
         }
         return Schema(tables, {}, constraints)
 
-    items = diff_schemas(schema("CASCADE"), schema("SET NULL"), MIGRATIONS)
+    items = diff_schemas(schema("CASCADE"), schema("SET NULL"), DriftSource.MIGRATIONS)
     assert kinds_and_objects(items) == [("constraint_definition", "B.fk")]

@@ -51,12 +51,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support import REPO, need
 from test_grafana import dashboard_queries, iter_targets, load_dashboard
 from venzory_fixture import MIGRATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_6, build_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
-REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 RULES = sorted((REPO / "alerts").glob("*.rules.yml"))
 ALERTMANAGER_CONFIG = REPO / "alerts" / "alertmanager.yml"
@@ -326,13 +326,6 @@ class Stack:
         answer = json.loads(body)
         assert status == 200 and answer["status"] == "success", (expr, status, answer)
         return answer["data"]["result"]
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if not path:
-        pytest.skip(f"{tool} not installed (apt-get install -y prometheus prometheus-alertmanager)")
-    return path
 
 
 @pytest.fixture(scope="module")

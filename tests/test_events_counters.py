@@ -80,6 +80,47 @@ def test_update_known_adds_series_and_names():
     assert error_counts(pipeline.collector) == {("P2002", "unique", "Item_practiceId_name_key", "Item"): 1}
 
 
+def test_each_database_keeps_the_names_its_own_schema_knows():
+    """Two databases with different schemas: a poll of one does not replace the names the
+    other's events are classified with (last writer won before issue 11)."""
+    from exporter.schema.model import Index, Schema, Table
+
+    def schema_with(table: str, index: str) -> Schema:
+        return Schema(tables={table: Table(table)},
+                      indexes={index: Index(index, table, ("gtin",), unique=True)})
+
+    pipeline = EventPipeline(EventsConfig(), ["shop", "warehouse"], KnownNames())
+    base = KnownNames.from_config(CONFIG)
+    pipeline.learn("shop", base.with_schema(schema_with("Product", "Product_gtin_key")))
+    pipeline.learn("warehouse", base.with_schema(schema_with("Pallet", "Pallet_gtin_key")))
+    line = made_up(0).replace("made_up_constraint_0", "Product_gtin_key").replace("Model0", "Product")
+    with serving(pipeline.wsgi_app) as port:
+        for database in ("shop", "warehouse"):
+            assert post(port, line, path=f"/events?database={database}")[0] == 200
+    assert error_counts(pipeline.collector, "shop") == {("P2002", "unique", "Product_gtin_key", "Product"): 1}
+    assert error_counts(pipeline.collector, "warehouse") == {("P2002", "unique", "other", "other"): 1}
+
+
+def test_concurrent_polls_of_many_databases_lose_no_names():
+    """Each scheduler thread learns its own database's names; none overwrites another's."""
+    from exporter.schema.model import Schema, Table
+
+    databases = [f"db{i}" for i in range(8)]
+    pipeline = EventPipeline(EventsConfig(), databases, KnownNames())
+
+    def poll_results(database: str) -> None:
+        for n in range(200):
+            pipeline.learn(database, KnownNames().with_schema(Schema(tables={f"{database}_{n}": Table("t")})))
+
+    threads = [threading.Thread(target=poll_results, args=(name,)) for name in databases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {name: pipeline.sink.resolver(name).known.tables for name in databases} == {
+        name: frozenset({f"{name}_199"}) for name in databases}
+
+
 def resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,9 +23,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from exporter.config import Config
 from exporter.events import EventPipeline, KnownNames
+from support import wait_for
 from test_events_support import error_counts, post, scrape, serving
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.db]
 
 APP = Path(__file__).parent / "prisma_app"
 STYLES = {"pino": "app.log", "events": "prisma-events.log", "stdout": "stdout.log"}
@@ -88,12 +88,6 @@ def run_app(url: str, style: str, log: Path, manifest: Path) -> list[dict]:
     return json.loads(manifest.read_text())
 
 
-def wait_for(condition, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def test_real_prisma_violations_are_counted_from_files_and_over_http(prisma_app, database_url, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -109,7 +103,7 @@ def test_real_prisma_violations_are_counted_from_files_and_over_http(prisma_app,
         expected = Counter((d["code"], d["kind"], d["constraint"], d["model"]) for d in done)
         assert len(done) == 27 and expected[("P2039", "check", "check_quantity_non_negative",
                                              "LocationInventory")] == 2
-        wait_for(lambda: error_counts(follower.collector) == dict(expected))
+        wait_for(lambda: error_counts(follower.collector) == dict(expected), timeout=30)
         assert error_counts(follower.collector) == dict(expected)
     finally:
         follower.stop()

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.config import Config, ConfigError, load_config
 from exporter.daemon import Daemon
 from exporter.db import APPLICATION_NAME, Database
-from exporter.metrics import Store
 from exporter.pgcluster import start_cluster
 from exporter.poll import Poller
-from test_daemon import get, samples, wait_for
+from support import exposition, get, samples, wait_for
 from venzory_fixture import MIGRATIONS, SCHEMA_PRISMA
+
+pytestmark = pytest.mark.db  # starts PostgreSQL clusters of its own
 
 
 def config(databases: list[dict], checks: list[dict], **exporter) -> Config:
@@ -48,7 +48,7 @@ class Exporter:
         self.daemon = Daemon(cfg, "127.0.0.1:0")
         self.base = f"http://127.0.0.1:{self.daemon.server.port}"
 
-    def __enter__(self) -> "Exporter":
+    def __enter__(self) -> Exporter:
         self.daemon.start()
         return self
 
@@ -293,11 +293,10 @@ def test_a_check_with_its_own_timeout_fails_alone(pg_server):
          {"name": "slow_duplicates", "kind": "duplicate", "table": "item", "category": "test",
           "severity": "warning", "columns": ["sku"], "where": "pg_sleep(0.8) IS NOT NULL"}],
     )
-    poller = Poller(cfg, cfg.databases[0])
-    started = time.monotonic()
-    result = poller.poll(full_scan=True)
-    seconds = time.monotonic() - started
-    poller.close()
+    with Poller(cfg, cfg.databases[0]) as poller:
+        started = time.monotonic()
+        result = poller.poll(full_scan=True)
+        seconds = time.monotonic() - started
     checks = {c.check.name: c for c in result.checks}
     assert result.up
     assert (checks["too_slow"].status, checks["too_slow"].reason) == ("failed", "timeout")
@@ -308,11 +307,7 @@ def test_a_check_with_its_own_timeout_fails_alone(pg_server):
     assert seconds < 0.3 + 1.5 + 1.0 + 1.5, "each slow query ended at its own timeout"
     print(f"\nper-check timeouts: poll of 5 checks {seconds:.2f}s (0.3 s + 1.5 s + 1.0 s of timeouts and sleeps)")
 
-    store = Store(["main"])
-    store.put(result)
-    registry = CollectorRegistry()
-    registry.register(store)
-    text = generate_latest(registry).decode()
+    text = exposition(result)
     assert value(text, "venzory_db_check_success", database="main", check="too_slow") == 0
     assert value(text, "venzory_db_check_success", database="main", check="negative") == 1
     assert value(text, "venzory_db_check_success", database="main", check="slow_but_allowed") == 1
@@ -337,13 +332,8 @@ def test_server_out_of_connection_slots_is_reported_bounded_and_recovered():
         cfg = config([{"name": "main", "dsn": cluster.dsn("crowded", user="monitor")}],
                      [row_check("negative", "stock", "quantity >= 0")])
         poller = Poller(cfg, cfg.databases[0])
-        store = Store(["main"])
-        registry = CollectorRegistry()
-        registry.register(store)
-
         crowded = poller.poll()
-        store.put(crowded)
-        text = generate_latest(registry).decode()
+        text = exposition(crowded)
         assert not crowded.up and crowded.duration < 1.0, "refused at once, no waiting for a slot"
         print(f"\nout of slots: poll refused after {crowded.duration * 1000:.0f} ms")
         assert "connection slots are reserved" in crowded.error
@@ -351,8 +341,7 @@ def test_server_out_of_connection_slots_is_reported_bounded_and_recovered():
         assert value(text, "venzory_db_down_reason", database="main", reason="too_many_connections") == 1
 
         held.pop().close()
-        store.put(poller.poll())
-        text = generate_latest(registry).decode()
+        text = exposition(poller.poll())
         assert value(text, "venzory_db_up", database="main") == 1
         assert value(text, "venzory_db_check_violations", database="main", check="negative", table="stock",
                      category="test", severity="warning") == 1

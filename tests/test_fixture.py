@@ -21,7 +21,7 @@ import pytest
 from exporter.migrations.checksum import checksum, checksum_matches, legacy_format, read_migration
 from exporter.migrations.replay import MigrationError, apply_migrations, migration_names
 from exporter.schema.catalog import introspect
-from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, normalize_expression
+from exporter.schema.model import ConstraintKind, normalize_expression
 from venzory_fixture import (
     CHECK_CONSTRAINTS,
     CREATED_BY_TABLES,
@@ -280,7 +280,7 @@ def test_deploying_hardening_onto_the_problems_database_fails(pg_server):
 
 
 def test_final_schema_has_every_check_constraint(final_schema):
-    checks = {key: c for key, c in final_schema.constraints.items() if c.kind == CHECK}
+    checks = {key: c for key, c in final_schema.constraints.items() if c.kind == ConstraintKind.CHECK}
     assert set(checks) == set(CHECK_CONSTRAINTS)
     for key, rule in CHECK_CONSTRAINTS.items():
         assert checks[key].validated, key
@@ -320,14 +320,14 @@ def test_final_foreign_keys_follow_step_7(final_schema):
     for name in ("InventoryTransfer_fromLocationId_fkey", "InventoryTransfer_toLocationId_fkey"):
         fk = final_schema.constraints[("InventoryTransfer", name)]
         assert (fk.ref_table, fk.on_delete) == ("Location", "RESTRICT"), name
-    assert all(c.on_update == "CASCADE" for c in final_schema.constraints.values() if c.kind == FOREIGN_KEY)
+    assert all(c.on_update == "CASCADE" for c in final_schema.constraints.values() if c.kind == ConstraintKind.FOREIGN_KEY)
 
 
 def test_final_enums_and_tables(final_schema):
     assert dict(final_schema.enums) == ENUMS
     assert len(set(final_schema.tables) - {"_prisma_migrations"}) == 20
     pk = final_schema.constraints[("LocationInventory", "LocationInventory_pkey")]
-    assert (pk.kind, pk.columns) == (PRIMARY_KEY, ("locationId", "itemId"))
+    assert (pk.kind, pk.columns) == (ConstraintKind.PRIMARY_KEY, ("locationId", "itemId"))
 
 
 def test_known_drift_items_are_formalized_by_step_11(final_schema, step6_dsn):
@@ -359,7 +359,7 @@ def test_step_11_is_idempotent_on_a_db_push_database(pg_server):
 def test_before_hardening_state(step6_dsn):
     with psycopg.connect(step6_dsn) as conn:
         schema = introspect(conn)
-    assert not [c for c in schema.constraints.values() if c.kind == CHECK]
+    assert not [c for c in schema.constraints.values() if c.kind == ConstraintKind.CHECK]
     assert "PARTIALLY_RECEIVED" not in schema.enums["OrderStatus"]
     for name in ("GlobalSupplier_name_key", "Supplier_practiceId_name_key", "Item_practiceId_name_key",
                  "Item_practiceId_sku_key", "Location_practiceId_code_key"):
@@ -440,11 +440,11 @@ def assert_schema_prisma_matches(schema_prisma: Path, live) -> None:
     assert {(t, c.name): (c.type, c.nullable, c.default is not None)
             for t in live_tables for c in live.tables[t].columns.values()} == columns
     assert {c.table: c.columns for c in live.constraints.values()
-            if c.kind == PRIMARY_KEY and c.table in live_tables} == pkeys
+            if c.kind == ConstraintKind.PRIMARY_KEY and c.table in live_tables} == pkeys
     assert {i.name: (i.table, i.columns, i.unique) for i in live.indexes.values()
             if not i.primary and i.table in live_tables} == indexes
     assert {k: (c.columns, c.ref_table, c.ref_columns, c.on_delete)
-            for k, c in live.constraints.items() if c.kind == FOREIGN_KEY} == fks
+            for k, c in live.constraints.items() if c.kind == ConstraintKind.FOREIGN_KEY} == fks
     assert dict(live.enums) == {e["name"]: tuple(v["name"] for v in e["values"]) for e in datamodel["enums"]}
 
 

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from exporter.config import Config, ConfigError, load_config
 from exporter.config.events import EventsConfig
 from exporter.events import EventPipeline, KnownNames
-from exporter.events.classify import KINDS, ErrorFacts, Resolver
+from exporter.events.classify import ErrorFacts, Resolver
+from exporter.events.known import ErrorKind
 from exporter.events.parse import REASONS, LineParser, Rejected, outcome_of_value
 from exporter.webconfig import WebSettings, load_web_config
 from test_events_support import scrape
@@ -56,7 +57,7 @@ def check_outcome(outcome, resolver: Resolver) -> None:
         return
     assert isinstance(outcome, ErrorFacts)
     labels = resolver.classify(outcome)
-    assert labels.kind in KINDS
+    assert labels.kind in ErrorKind
     assert labels.code == "unknown" or (labels.code[0] == "P" and labels.code[1:].isdigit())
     assert labels.constraint in KNOWN.constraints | {"none", "other"}
     assert labels.model in KNOWN.tables | {"none", "other"}

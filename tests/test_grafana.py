@@ -10,7 +10,7 @@ but no JSON schema, and the npm package @grafana/schema ships TypeScript types o
   round-tripped through its typed Grafana 11.6 models: a key the model does not know is
   dropped, and the test fails on it (skipped when the package is missing);
 - every query is parsed by Prometheus' own parser (promtool check rules), may only name
-  metrics of the contract (docs/metrics.md), and must use the dashboard's variables.
+  metrics of the contract (exporter.metrics.contract), and must use the dashboard's variables.
 
 `dashboard_queries()` is the helper an end-to-end test uses to run every dashboard query
 against a real Prometheus.
@@ -28,57 +28,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from support import CONTRACT_METRICS, DATABASE_METRICS, REPO
+
 DASHBOARD = REPO / "grafana" / "venzory-db.json"
 BUILDER = REPO / "grafana" / "build_dashboard.py"
-
-# The metric contract: the only metric names the dashboard (and the alerts) may query.
-DATABASE_METRICS = {
-    "venzory_db_up",
-    "venzory_db_last_poll_timestamp_seconds",
-    "venzory_db_poll_duration_seconds",
-    "venzory_db_polls_skipped_total",
-    "venzory_db_check_violations",
-    "venzory_db_duplicate_groups",
-    "venzory_db_check_success",
-    "venzory_db_check_duration_seconds",
-    "venzory_db_check_guarded",
-    "venzory_db_constraint_present",
-    "venzory_db_constraint_valid",
-    "venzory_db_migrations",
-    "venzory_db_migration_info",
-    "venzory_db_last_migration_finished_timestamp_seconds",
-    "venzory_db_deploy_prediction",
-    "venzory_db_deploy_failing_rows",
-    "venzory_db_deploy_rows",
-    "venzory_db_deploy_lock_rows",
-    "venzory_db_prisma_status",
-    "venzory_db_migration_baseline_unresolved",
-    "venzory_db_schema_drift_items",
-    "venzory_db_schema_drift_item",
-    "venzory_db_prisma_errors_total",
-    "venzory_db_poll_full_scan",
-    "venzory_db_migrations_part_success",
-    "venzory_db_role_can_write",
-}
-OTHER_METRICS = {  # no database label
-    "venzory_db_exporter_build_info",
-    "venzory_db_events_received_total",
-    "venzory_db_events_rejected_total",
-    "venzory_db_events_ignored_total",
-}
-CONTRACT_METRICS = DATABASE_METRICS | OTHER_METRICS
-DOCS = [REPO / "docs" / name for name in ("metrics.md", "migrations.md", "events.md")]
-
-
-def documented_metrics() -> set[str]:
-    """Every venzory_db_ metric name the docs list (the contract's source of truth)."""
-    text = "".join(p.read_text(encoding="utf-8") for p in DOCS if p.exists())
-    return set(re.findall(r"`(venzory_db_[a-z_]+)", text))
-
-
-def test_the_contract_is_documented():
-    assert CONTRACT_METRICS <= documented_metrics()
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # Grafana's global variables that may appear in queries and fields.

@@ -73,9 +73,6 @@ def test_next_poll_after_the_migration_succeeds(slow_table_dsn):
     migrate_while_polling(slow_table_dsn, "ALTER TABLE stock ADD CONSTRAINT c CHECK (quantity >= 0)")
     with psycopg.connect(slow_table_dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM stock WHERE id > 10")
-    poller = slow_poller(slow_table_dsn)
-    try:
+    with slow_poller(slow_table_dsn) as poller:
         check = poller.poll(full_scan=True).checks[0]
-    finally:
-        poller.close()
     assert (check.status, check.violations) == ("ok", 0)

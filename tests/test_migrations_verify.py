@@ -11,15 +11,12 @@ import sys
 
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import load_config
-from exporter.metrics import Store
-from exporter.poll import Poller
-from test_grafana import documented_metrics
+import support
+from support import exposition, poll_once
 from venzory_fixture import (
-    MIGRATIONS, PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_6, STEP_7, STEP_9,
+    MIGRATIONS, PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_7, STEP_9,
     STEP_10, build_database,
 )
 
@@ -37,11 +34,7 @@ def verify(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 def poll(env: dict):
     config = load_config(SHIPPED_CONFIG, env=env)
-    poller = Poller(config, config.databases[0])
-    try:
-        return poller.poll(full_scan=True)
-    finally:
-        poller.close()
+    return poll_once(config, full_scan=True)
 
 
 @pytest.fixture
@@ -180,15 +173,10 @@ def test_drift_items_and_their_metrics(pg_server):
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute('DROP INDEX "Order_practiceId_status_createdAt_idx"')  # acknowledged
         conn.execute('ALTER TABLE "Item" ADD COLUMN "legacyCode" text')
-    store = Store(["venzory"])
-    store.put(poll(env_for(pg_server, dsn)))
-    registry = CollectorRegistry()
-    registry.register(store)
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+    text = exposition(poll(env_for(pg_server, dsn)))
 
     def value(name, **labels):
-        return samples.get((name, tuple(sorted(dict(database="venzory", **labels).items()))))
+        return support.value(text, name, database="venzory", **labels)
 
     assert value("venzory_db_schema_drift_item", source="migrations", kind="extra_column",
                  object="Item.legacyCode", acknowledged="false") == 1
@@ -200,8 +188,8 @@ def test_drift_items_and_their_metrics(pg_server):
     assert value("venzory_db_migrations", state="failed") == 0
     assert value("venzory_db_migrations_part_success", part="expected_schema") == 1
     assert value("venzory_db_last_migration_finished_timestamp_seconds") > 1.7e9
-    served = {name for name, _ in samples if name.startswith("venzory_db_")}
-    assert served - documented_metrics() == set(), "every metric served is documented in docs/"
+    served = {name for name, *_ in support.samples(text) if name.startswith("venzory_db_")}
+    assert served - support.CONTRACT_METRICS == set(), "every metric served is declared (and so documented)"
 
 
 def test_unreadable_inputs_are_reported_and_the_rest_still_answers(pg_server, tmp_path):

@@ -11,11 +11,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from exporter.pgcluster import free_port
-from test_daemon import get, samples, wait_for
+from support import get, samples, wait_for
 from test_faults import active_sleeps, one_row_table
 
 CHECKS = """\

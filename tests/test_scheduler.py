@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from exporter.config import Config
-from exporter.metrics import Store
 from exporter.poll import Poller
 from exporter.scheduler import PollScheduler
+from exporter.store import ResultStore
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def config_for(dsn: str, interval: float, sleep: float) -> Config:
 
 def test_overrunning_polls_are_skipped_and_never_overlap(slow_dsn):
     config = config_for(slow_dsn, interval=0.2, sleep=1.0)
-    store = Store(["slow"])
+    store = ResultStore(["slow"])
     running, overlaps, done = [], [], []
     lock = threading.Lock()
 
@@ -65,8 +65,7 @@ def test_overrunning_polls_are_skipped_and_never_overlap(slow_dsn):
     assert len(done) >= 2
     assert done[0] < 2.0  # the first poll started at once (1 s of sleep in it)
     assert overlaps == []
-    skipped = {s.labels["database"]: s.value for f in store.collect() if f.name == "venzory_db_polls_skipped" for s in f.samples}
-    assert skipped["slow"] >= 2
+    assert store.skipped()["slow"] >= 2
     assert store.latest("slow").checks[0].violations == 0
 
 

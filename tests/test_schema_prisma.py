@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from exporter.schema.catalog import introspect
 from exporter.schema.diff import FULL_SCOPE, diff_schemas
-from exporter.schema.model import FOREIGN_KEY, PRIMARY_KEY
+from exporter.schema.model import ConstraintKind
 from exporter.schema.prisma import (
     Call,
     ParseError,
@@ -514,7 +514,7 @@ model Child {
 }
 """
     constraints = to_schema(parse_prisma_schema(text)).constraints
-    actions = {name: (c.on_delete, c.on_update) for (_, name), c in constraints.items() if c.kind == FOREIGN_KEY}
+    actions = {name: (c.on_delete, c.on_update) for (_, name), c in constraints.items() if c.kind == ConstraintKind.FOREIGN_KEY}
     assert actions == {
         "Child_requiredId_fkey": ("RESTRICT", "CASCADE"),
         "Child_optionalId_fkey": ("SET NULL", "CASCADE"),
@@ -541,7 +541,7 @@ model B {
 }
 """
     schema = to_schema(parse_prisma_schema(text))
-    assert [c.kind for c in schema.constraints.values()] == [PRIMARY_KEY, PRIMARY_KEY]
+    assert [c.kind for c in schema.constraints.values()] == [ConstraintKind.PRIMARY_KEY, ConstraintKind.PRIMARY_KEY]
 
 
 @pytest.mark.parametrize(

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from psycopg.conninfo import make_conninfo
 
 from exporter.config import Config
-from exporter.metrics import Store
 from exporter.pgcluster import NoPostgresBinaries, find_bindir
 from exporter.poll import Poller
+from support import exposition
 from venzory_fixture import SHIPPED_CONFIG
+
+pytestmark = pytest.mark.db  # starts PostgreSQL clusters of its own
 
 ROLE_SQL = Path(__file__).resolve().parent.parent / "deploy" / "sql" / "monitoring-role.sql"
 MONITOR_PASSWORD = "monitor-pw-for-tests"
@@ -111,19 +112,12 @@ def test_tables_created_later_by_the_app_owner_are_readable(scratch):
 
 def poll_once(dsn: str) -> tuple:
     config = Config.model_validate({"databases": [{"name": "scratch", "dsn": dsn}]})
-    poller = Poller(config, config.databases[0])
-    try:
+    with Poller(config, config.databases[0]) as poller:
         return poller, poller.poll()
-    finally:
-        poller.close()
 
 
 def can_write_metric(result) -> str:
-    registry = CollectorRegistry()
-    store = Store(["scratch"])
-    store.put(result)
-    registry.register(store)
-    return next(line for line in generate_latest(registry).decode().splitlines()
+    return next(line for line in exposition(result).splitlines()
                 if line.startswith("venzory_db_role_can_write{"))
 
 

@@ -20,7 +20,7 @@ import pytest
 import sentry_sdk
 from psycopg.conninfo import conninfo_to_dict
 
-from exporter import cli, logs
+from exporter import logs, service
 from exporter.config import ConfigError, load_config
 from exporter.pgcluster import free_port
 from exporter.poll import Poller
@@ -125,7 +125,7 @@ events:
   http:
     token: {TOKEN}
 """), env={})
-    secrets = cli.secrets_of(config)
+    secrets = service.secrets_of(config)
     assert {PLANTED, quote(PLANTED, safe=""), "shadow-pw-77", TOKEN, "sentrykey0123"} <= set(secrets)
 
 
@@ -232,15 +232,14 @@ def test_sentry_events_and_breadcrumbs_never_show_the_password(clean_dsn, tmp_pa
     url = url_with_password(clean_dsn, free_port())
     path = minimal_config(tmp_path, f"databases:\n  - name: down\n    dsn: ${{file:{secret_file(tmp_path, 'u', url)}}}\n"
                                     "    connect_timeout: 1s\n")
-    config = cli._load(str(path))  # what `run` does: load, register the secrets
+    config = service.load(str(path))  # what `run` does: load, register the secrets
     assert logs.setup_sentry("https://public@sentry.invalid/1")
     transport = CapturingTransport()
     sentry_sdk.get_client().transport = transport
     try:
         logs.setup_logging("plain", "debug")
-        poller = Poller(config, config.databases[0])
-        assert not poller.poll().up  # logs the connection failure: a breadcrumb
-        poller.close()
+        with Poller(config, config.databases[0]) as poller:
+            assert not poller.poll().up  # logs the connection failure: a breadcrumb
         logging.getLogger("exporter.test").error("could not use %s", url)  # an error event
         try:
             raise RuntimeError(f"connect to {config.databases[0].dsn} failed")

@@ -44,9 +44,9 @@ class CA:
     cert_file: Path
 
     @classmethod
-    def create(cls, folder: Path, name: str) -> "CA":
+    def create(cls, folder: Path, name: str) -> CA:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
@@ -63,7 +63,7 @@ class CA:
     def issue(self, folder: Path, name: str, sans: list[x509.GeneralName], server: bool) -> tuple[Path, Path]:
         """A leaf certificate signed by this CA -> (cert file, key file)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         usage = x509.ExtendedKeyUsageOID.SERVER_AUTH if server else x509.ExtendedKeyUsageOID.CLIENT_AUTH
         cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(self.cert.subject)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -90,7 +90,7 @@ class Pki:
     rogue_client: tuple[Path, Path]
 
     @classmethod
-    def create(cls, folder: Path) -> "Pki":
+    def create(cls, folder: Path) -> Pki:
         ca, rogue = CA.create(folder, "test-ca"), CA.create(folder, "rogue-ca")
         server = ca.issue(folder, "server", [x509.DNSName("localhost"),
                                              x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], server=True)

@@ -382,7 +382,7 @@ def test_run_and_check_config_exit_2_on_an_invalid_web_config(tmp_path):
 
 def test_the_daemon_serves_tls_and_basic_auth(pki, clean_dsn, tmp_path):
     """`run --web.config.file` end to end: the real daemon process on a real database."""
-    from test_daemon import wait_for
+    from support import wait_for
     from venzory_fixture import SHIPPED_CONFIG
 
     from exporter.pgcluster import free_port

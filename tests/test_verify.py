@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 
-import pytest
 
-from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG, STEP_6, build_database
+from venzory_fixture import PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SHIPPED_CONFIG
 
 
 def verify(dsn: str, *args: str) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from exporter.checks.shape import TablePass, ident
 from exporter.config import OrphanCheck
-from exporter.schema.model import FOREIGN_KEY, Constraint, Index, Schema
+from exporter.schema.model import Constraint, ConstraintKind, Index, Schema
 
 
 def probe(check: OrphanCheck, alias: str, schema: Schema) -> TablePass:
@@ -44,7 +44,7 @@ def guard(check: OrphanCheck, schema: Schema) -> str | None:
 def counts_same_rows(check: OrphanCheck, rule: Constraint | Index) -> bool:
     """The rows this foreign key would reject are exactly the check's orphans."""
     return (
-        isinstance(rule, Constraint) and rule.kind == FOREIGN_KEY and rule.table == check.table
+        isinstance(rule, Constraint) and rule.kind == ConstraintKind.FOREIGN_KEY and rule.table == check.table
         and rule.columns == (check.column,)
         and rule.ref_table == check.references.table and rule.ref_columns == (check.references.column,)
     )

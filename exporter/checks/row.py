@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from exporter.checks.shape import TablePass, ident
 from exporter.config import RowCheck
-from exporter.schema.model import CHECK, Constraint, Index, Schema, normalize_expression
+from exporter.schema.model import Constraint, ConstraintKind, Index, Schema, normalize_expression
 
 
 def probe(check: RowCheck) -> TablePass:
@@ -27,7 +27,7 @@ def guard(check: RowCheck, schema: Schema) -> str | None:
 def counts_same_rows(check: RowCheck, rule: Constraint | Index) -> bool:
     """The rows violating this CHECK constraint are exactly the check's violations."""
     return (
-        isinstance(rule, Constraint) and rule.kind == CHECK and rule.table == check.table
+        isinstance(rule, Constraint) and rule.kind == ConstraintKind.CHECK and rule.table == check.table
         and normalize_expression(rule.definition) == normalize_expression(check.rule)
     )
 

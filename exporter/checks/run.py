@@ -12,31 +12,67 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any, Protocol
 
 import psycopg
 
 from exporter.checks import duplicate, orphan, row
-from exporter.checks.shape import OwnQuery, TablePass, ident
-from exporter.config import Check, DuplicateCheck, OrphanCheck
-from exporter.db import LockWatch, is_connection_error, statement_timeout
-from exporter.schema.model import Schema
+from exporter.checks.shape import OwnQuery, ident
+from exporter.config import Check, DuplicateCheck, OrphanCheck, RowCheck
+from exporter.db import LockWatch, is_connection_error, one_row, statement_timeout
+from exporter.schema.model import Constraint, Index, Schema
 
-KINDS = {"row": row, "orphan": orphan, "duplicate": duplicate}
 
-OK, VIOLATED, FAILED = "ok", "violated", "failed"
+
+class KindModule(Protocol):
+    """What each check kind's module (row, orphan, duplicate) answers about its checks."""
+
+    def guard(self, check: Any, schema: Schema) -> str | None: ...
+    def counts_same_rows(self, check: Any, rule: Constraint | Index) -> bool: ...
+    def inspect_sql(self, check: Any) -> str: ...
+
+
+# Each check kind of the config -> the module that writes its SQL and finds its guard.
+KIND_MODULES: dict[str, KindModule] = {"row": row, "orphan": orphan, "duplicate": duplicate}
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    VIOLATED = "violated"
+    FAILED = "failed"
+
+
+class FailureReason(StrEnum):
+    """Why a check failed (verify's `reason`)."""
+
+    TIMEOUT = "timeout"
+    LOCK_TIMEOUT = "lock_timeout"
+    YIELDED_TO_LOCK = "yielded_to_lock"
+    MISSING_TABLE = "missing_table"
+    MISSING_COLUMN = "missing_column"
+    SQL_ERROR = "sql_error"
+
+
+# Failures a retry check by check would only repeat, multiplying the wait.
+_SLOW_FAILURES = (FailureReason.TIMEOUT, FailureReason.LOCK_TIMEOUT, FailureReason.YIELDED_TO_LOCK)
 
 
 @dataclass(frozen=True)
 class CheckResult:
     check: Check
-    status: str  # OK | VIOLATED | FAILED
+    status: CheckStatus
     violations: int | None = None  # rows; None when the check failed
     groups: int | None = None  # duplicate checks only
     guarded_by: str | None = None  # the live constraint that answered it
-    reason: str | None = None  # failed: timeout | lock_timeout | yielded_to_lock | missing_table | missing_column | sql_error
+    reason: FailureReason | None = None  # failed: why
     error: str | None = None  # failed: the database's message
     duration: float = 0.0  # seconds of the query that answered it (shared by a table pass)
+
+    @property
+    def is_problem(self) -> bool:
+        return self.status is not CheckStatus.OK
 
     @property
     def guarded(self) -> bool:
@@ -44,31 +80,34 @@ class CheckResult:
 
     @property
     def inspect_sql(self) -> str:
-        return KINDS[self.check.kind].inspect_sql(self.check)
+        return KIND_MODULES[self.check.kind].inspect_sql(self.check)
 
 
 def _counted(check: Check, violations: int, groups: int | None, duration: float) -> CheckResult:
-    return CheckResult(check, VIOLATED if violations else OK, violations, groups, duration=duration)
+    status = CheckStatus.VIOLATED if violations else CheckStatus.OK
+    return CheckResult(check, status, violations, groups, duration=duration)
 
 
-def _failed(check: Check, reason: str, error: str, duration: float = 0.0) -> CheckResult:
-    return CheckResult(check, FAILED, reason=reason, error=error, duration=duration)
+def _failed(check: Check, reason: FailureReason, error: str, duration: float = 0.0) -> CheckResult:
+    return CheckResult(check, CheckStatus.FAILED, reason=reason, error=error, duration=duration)
 
 
 def _missing(check: Check, schema: Schema) -> CheckResult | None:
     """An older database without the table or a column the check names: failed, not queried."""
     if not schema.has_table(check.table):
-        return _failed(check, "missing_table", f'table "{check.table}" does not exist')
-    columns = {OrphanCheck: lambda c: [c.column], DuplicateCheck: lambda c: c.columns}
-    for column in columns.get(type(check), lambda c: [])(check):
+        return _failed(check, FailureReason.MISSING_TABLE, f'table "{check.table}" does not exist')
+    columns = [check.column] if isinstance(check, OrphanCheck) else []
+    columns += check.columns if isinstance(check, DuplicateCheck) else []
+    for column in columns:
         if not schema.has_column(check.table, column):
-            return _failed(check, "missing_column", f'column "{check.table}"."{column}" does not exist')
+            return _failed(check, FailureReason.MISSING_COLUMN, f'column "{check.table}"."{column}" does not exist')
     if isinstance(check, OrphanCheck):
         ref = check.references
         if not schema.has_table(ref.table):
-            return _failed(check, "missing_table", f'referenced table "{ref.table}" does not exist')
+            return _failed(check, FailureReason.MISSING_TABLE, f'referenced table "{ref.table}" does not exist')
         if not schema.has_column(ref.table, ref.column):
-            return _failed(check, "missing_column", f'referenced column "{ref.table}"."{ref.column}" does not exist')
+            missing = f'referenced column "{ref.table}"."{ref.column}" does not exist'
+            return _failed(check, FailureReason.MISSING_COLUMN, missing)
     return None
 
 
@@ -79,18 +118,18 @@ class YieldedToLock(Exception):
         return "gave way to a session waiting for its lock (a migration?); retried on the next poll"
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: Exception) -> FailureReason:
     if isinstance(error, YieldedToLock):
-        return "yielded_to_lock"
+        return FailureReason.YIELDED_TO_LOCK
     if isinstance(error, psycopg.errors.QueryCanceled):
-        return "timeout"
+        return FailureReason.TIMEOUT
     if isinstance(error, psycopg.errors.LockNotAvailable):
-        return "lock_timeout"
+        return FailureReason.LOCK_TIMEOUT
     if isinstance(error, psycopg.errors.UndefinedTable):
-        return "missing_table"
+        return FailureReason.MISSING_TABLE
     if isinstance(error, psycopg.errors.UndefinedColumn):
-        return "missing_column"
-    return "sql_error"
+        return FailureReason.MISSING_COLUMN
+    return FailureReason.SQL_ERROR
 
 
 def _message(error: Exception) -> str:
@@ -98,17 +137,19 @@ def _message(error: Exception) -> str:
     return (diag and diag.message_primary) or str(error).strip() or type(error).__name__
 
 
-def _query(conn: psycopg.Connection, sql: str, watch: LockWatch | None, timeout: float | None = None) -> tuple[tuple, float]:
+def _query(
+    conn: psycopg.Connection, sql: str, watch: LockWatch | None, timeout: float | None = None
+) -> tuple[tuple[Any, ...], float]:
     started = time.monotonic()
     if timeout is not None:
         with statement_timeout(conn, timeout):
             return _query(conn, sql, watch)[0], time.monotonic() - started
     if watch is None:
-        row_ = conn.execute(sql).fetchone()
+        row_ = one_row(conn.execute(sql))
     else:
         with watch.watching(conn) as outcome:
             try:
-                row_ = conn.execute(sql).fetchone()
+                row_ = one_row(conn.execute(sql))
             except psycopg.errors.QueryCanceled:
                 if outcome.cancelled:
                     raise YieldedToLock() from None
@@ -120,7 +161,12 @@ def table_pass_sql(table: str, checks: list[Check], schema: Schema) -> str:
     """One pass over `table` with one filtered count per check."""
     counts, joins = [], []
     for i, check in enumerate(checks):
-        probe = orphan.probe(check, f"p{i}", schema) if isinstance(check, OrphanCheck) else KINDS[check.kind].probe(check)
+        if isinstance(check, OrphanCheck):
+            probe = orphan.probe(check, f"p{i}", schema)
+        elif isinstance(check, RowCheck):
+            probe = row.probe(check)
+        else:
+            raise ValueError(f"{check.name}: a {check.kind} check has a query of its own")
         counts.append(f"count(*) FILTER (WHERE {probe.condition})")
         if probe.join:
             joins.append(probe.join)
@@ -135,8 +181,7 @@ def _run_table(conn: psycopg.Connection, table: str, checks: list[Check], schema
         if is_connection_error(e):
             raise
         reason = _reason(e)
-        if len(checks) == 1 or reason in ("timeout", "lock_timeout", "yielded_to_lock"):
-            # Retrying one by one would only multiply the wait on a slow or locked table.
+        if len(checks) == 1 or reason in _SLOW_FAILURES:
             return [_failed(c, reason, _message(e)) for c in checks]
         return [r for c in checks for r in _run_table(conn, table, [c], schema, watch)]
     return [_counted(c, n, None, duration) for c, n in zip(checks, counts)]
@@ -168,16 +213,17 @@ def run_checks(
     own: list[tuple[Check, OwnQuery]] = []
     ordered = list(checks)
     for check in ordered:
-        kind = KINDS[check.kind]
+        kind = KIND_MODULES[check.kind]
         missing = _missing(check, schema)
         if missing:
             results[check.name] = missing
             continue
         guarded_by = kind.guard(check, schema) if use_guards else None
         if guarded_by:
-            results[check.name] = CheckResult(check, OK, 0, 0 if check.kind == "duplicate" else None, guarded_by)
-        elif check.kind == "duplicate":
-            own.append((check, kind.probe(check)))
+            groups = 0 if check.kind == "duplicate" else None
+            results[check.name] = CheckResult(check, CheckStatus.OK, 0, groups, guarded_by)
+        elif isinstance(check, DuplicateCheck):
+            own.append((check, duplicate.probe(check)))
         elif check.timeout is not None:
             alone.append(check)
         else:

@@ -6,11 +6,14 @@ exporter that monitors one database can receive events with no events config at 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from exporter.config.types import ByteSize, Duration, Identifier, Strict
+
+if TYPE_CHECKING:
+    from exporter.config.models import Config
 
 
 class HttpEventsConfig(Strict):
@@ -72,7 +75,7 @@ class EventsConfig(Strict):
         return value or None  # `${EVENTS_STATE_FILE:-}` unset: no state file
 
 
-def validate_events(config) -> None:
+def validate_events(config: Config) -> None:
     """Cross-checks between `events` and `databases` (the lead calls this after loading).
 
     Raises ValueError("events.files[0].database: ...") when an event source names a
@@ -101,3 +104,16 @@ def default_database(events: EventsConfig, databases: list[str]) -> str | None:
     if events.database:
         return events.database
     return databases[0] if len(databases) == 1 else None
+
+
+def file_sources(events: EventsConfig, databases: list[str]) -> list[tuple[str, str]]:
+    """(path glob, database) of each file source. validate_events has made sure each one
+    has a database; an EventsConfig built without it (not from a Config) raises here."""
+    default = default_database(events, databases)
+    sources = []
+    for i, source in enumerate(events.files):
+        database = source.database or default
+        if database is None:
+            raise ValueError(f"events.files[{i}].database: required when several databases are configured")
+        sources.append((source.path, database))
+    return sources

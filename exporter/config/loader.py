@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -27,12 +28,12 @@ class _Expander:
     """Expands the variables of one config file. Remembers every value it read from a
     file (`${file:...}`, `VAR_FILE`): those are secrets, never shown in an error."""
 
-    def __init__(self, env: os._Environ | dict[str, str]):
+    def __init__(self, env: Mapping[str, str]):
         self.env = env
         self.secrets: list[str] = []
 
     def expand(self, text: str, path: str) -> str:
-        def substitute(match: re.Match) -> str:
+        def substitute(match: re.Match[str]) -> str:
             if match.group(0) == "$$":
                 return "$"
             if match.group(1) is not None:
@@ -95,7 +96,7 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _line_index(node: yaml.Node, path: str = "", index: dict | None = None) -> dict[str, int]:
+def _line_index(node: yaml.Node, path: str = "", index: dict[str, int] | None = None) -> dict[str, int]:
     """Key path -> 1-based line, so errors can point into the file."""
     index = {} if index is None else index
     index.setdefault(path, node.start_mark.line + 1)
@@ -127,7 +128,7 @@ def problem_at(file: str, lines: dict[str, int], path: str, problem: str) -> Con
     return ConfigError(f"{_where(file, lines, path)}: {problem}")
 
 
-def _loc_path(loc: tuple, data: Any) -> str:
+def _loc_path(loc: tuple[str | int, ...], data: Any) -> str:
     """pydantic's error location -> 'checks[3].rule' (dropping union tags like 'row')."""
     path, node = "", data
     for part in loc:
@@ -168,7 +169,7 @@ def read_yaml(file: str) -> tuple[Any, dict[str, int]]:
 
 
 def validation_error(file: str, lines: dict[str, int], data: Any, error: ValidationError,
-                     hide: list[str] = ()) -> ConfigError:
+                     hide: Sequence[str] = ()) -> ConfigError:
     """pydantic's errors as one "file:line: key.path: problem" line each; the `hide`
     values (secrets read from files) are replaced by *** should a message quote them."""
     problems = []

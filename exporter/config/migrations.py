@@ -89,7 +89,7 @@ class MigrationsConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_expected_source(self) -> "MigrationsConfig":
+    def _one_expected_source(self) -> MigrationsConfig:
         if self.shadow_dsn and self.snapshot:
             raise ValueError(
                 "set either shadow_dsn (replay the folder) or snapshot (a file written by "

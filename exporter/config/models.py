@@ -6,13 +6,14 @@ references) are validated here, once, so no other module re-checks config.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from exporter.config.events import EventsConfig, validate_events
 from exporter.config.migrations import MigrationsConfig
 from exporter.config.types import Duration, Identifier, Strict
+from exporter.schema.model import ConstraintKind
 
 Severity = Literal["critical", "warning"]
 
@@ -61,15 +62,24 @@ class DuplicateCheck(_CheckBase):
     where: str | None = None
 
 
-Check = Annotated[Union[RowCheck, OrphanCheck, DuplicateCheck], Field(discriminator="kind")]
+Check = Annotated[RowCheck | OrphanCheck | DuplicateCheck, Field(discriminator="kind")]
 
-ConstraintKind = Literal["unique", "check", "foreign_key", "primary_key", "index"]
+# The kinds an expected constraint may have (exclusion constraints are not checked).
+EXPECTED_KINDS = (ConstraintKind.UNIQUE, ConstraintKind.CHECK, ConstraintKind.FOREIGN_KEY,
+                  ConstraintKind.PRIMARY_KEY, ConstraintKind.INDEX)
+
+
+def _expected_kind(value: object) -> ConstraintKind:
+    if not isinstance(value, str) or value not in EXPECTED_KINDS:
+        names = [f"'{kind}'" for kind in EXPECTED_KINDS]
+        raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]}")
+    return ConstraintKind(value)
 
 
 class ExpectedConstraint(Strict):
     table: str
     name: str
-    kind: ConstraintKind
+    kind: Annotated[ConstraintKind, BeforeValidator(_expected_kind)]
     critical: bool = False
 
 
@@ -113,7 +123,7 @@ class ExporterConfig(Strict):
         return self.max_connections or 2 * self.max_concurrent_polls
 
     @model_validator(mode="after")
-    def _a_session_per_poll(self) -> "ExporterConfig":
+    def _a_session_per_poll(self) -> ExporterConfig:
         if self.connection_limit < self.max_concurrent_polls:
             raise ValueError(
                 f"max_connections ({self.max_connections}) must be at least max_concurrent_polls "
@@ -148,7 +158,7 @@ class Config(Strict):
     events: EventsConfig = EventsConfig()
 
     @model_validator(mode="after")
-    def _names_resolve(self) -> "Config":
+    def _names_resolve(self) -> Config:
         _unique("databases", [d.name for d in self.databases])
         _unique("checks", [c.name for c in self.checks])
         _unique("constraints", [(c.table, c.name) for c in self.constraints])
@@ -167,7 +177,7 @@ class Config(Strict):
         return [c for c in self.checks if c.name in wanted]
 
 
-def _unique(what: str, keys: list) -> None:
+def _unique(what: str, keys: list[Any]) -> None:
     seen = set()
     for key in keys:
         if key in seen:

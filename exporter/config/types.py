@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SECONDS: dict[str | None, float] = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _BYTES = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_BYTE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2, "GB": 1000**3, "GiB": 1024**3}
+_BYTE_UNITS: dict[str | None, float] = {
+    None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2, "GB": 1000**3, "GiB": 1024**3,
+}
 
 
-def _quantity(value: object, pattern: re.Pattern, units: dict, number: type, what: str, example: str):
+def _quantity(value: object, pattern: re.Pattern[str], units: Mapping[str | None, float],
+              number: Callable[[float], float], what: str, example: str) -> float:
     """A positive number, given bare or as a string with a unit ("30s", "8MiB")."""
     if isinstance(value, bool):
         raise ValueError(f"expected a {what} like {example}")

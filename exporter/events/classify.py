@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Mapping
 
-from exporter.events.known import KnownNames
+from exporter.events.known import ErrorKind, KnownNames
 
 # Label values used when the event says nothing (NONE) or names something not known (OTHER).
 NONE = "none"
 OTHER = "other"
 UNKNOWN_CODE = "unknown"
 
-KINDS = ("unique", "foreign_key", "check", "not_null", "write_conflict", "record_not_found", "relation", "other")
 
 _PRISMA_CODE = re.compile(r"P\d{4}")
 
@@ -30,39 +30,39 @@ _PRISMA_CODE = re.compile(r"P\d{4}")
 # failed) and P2039 (unmapped database error) say nothing of the kind: their kind
 # comes from the SQLSTATE or the text.
 _CODE_KINDS = {
-    "P2002": "unique",
-    "P2003": "foreign_key",
-    "P2011": "not_null",
-    "P2012": "not_null",
-    "P2034": "write_conflict",
-    "P2001": "record_not_found",
-    "P2025": "record_not_found",
-    "P2014": "relation",
-    "P2015": "relation",
-    "P2017": "relation",
-    "P2018": "relation",
+    "P2002": ErrorKind.UNIQUE,
+    "P2003": ErrorKind.FOREIGN_KEY,
+    "P2011": ErrorKind.NOT_NULL,
+    "P2012": ErrorKind.NOT_NULL,
+    "P2034": ErrorKind.WRITE_CONFLICT,
+    "P2001": ErrorKind.RECORD_NOT_FOUND,
+    "P2025": ErrorKind.RECORD_NOT_FOUND,
+    "P2014": ErrorKind.RELATION,
+    "P2015": ErrorKind.RELATION,
+    "P2017": ErrorKind.RELATION,
+    "P2018": ErrorKind.RELATION,
 }
 
 _SQLSTATE_KINDS = {
-    "23505": "unique",
-    "23503": "foreign_key",
-    "23001": "foreign_key",  # restrict_violation: PostgreSQL 18 for ON DELETE RESTRICT
-    "23502": "not_null",
-    "23514": "check",
-    "40001": "write_conflict",
-    "40P01": "write_conflict",
+    "23505": ErrorKind.UNIQUE,
+    "23503": ErrorKind.FOREIGN_KEY,
+    "23001": ErrorKind.FOREIGN_KEY,  # restrict_violation: PostgreSQL 18 for ON DELETE RESTRICT
+    "23502": ErrorKind.NOT_NULL,
+    "23514": ErrorKind.CHECK,
+    "40001": ErrorKind.WRITE_CONFLICT,
+    "40P01": ErrorKind.WRITE_CONFLICT,
 }
 
 # Database and Prisma message texts -> kind, tried in order.
 _TEXT_KINDS = (
-    ("check", re.compile(r"check constraint", re.I)),
-    ("foreign_key", re.compile(r"foreign key constraint", re.I)),
-    ("unique", re.compile(r"unique constraint|duplicate key value", re.I)),
-    ("not_null", re.compile(r"not-null constraint|null constraint violation", re.I)),
-    ("write_conflict", re.compile(r"deadlock detected|could not serialize access|write conflict", re.I)),
-    ("record_not_found", re.compile(
+    (ErrorKind.CHECK, re.compile(r"check constraint", re.I)),
+    (ErrorKind.FOREIGN_KEY, re.compile(r"foreign key constraint", re.I)),
+    (ErrorKind.UNIQUE, re.compile(r"unique constraint|duplicate key value", re.I)),
+    (ErrorKind.NOT_NULL, re.compile(r"not-null constraint|null constraint violation", re.I)),
+    (ErrorKind.WRITE_CONFLICT, re.compile(r"deadlock detected|could not serialize access|write conflict", re.I)),
+    (ErrorKind.RECORD_NOT_FOUND, re.compile(
         r"record to \w+ (?:not found|does not exist)|no record was found|required but not found", re.I)),
-    ("relation", re.compile(r"violate the required relation", re.I)),
+    (ErrorKind.RELATION, re.compile(r"violate the required relation", re.I)),
 )
 
 # "Code: `23514`" (Prisma 7), `code: "23514"` / `code: SqlState(E23514)` (Prisma 5 debug text).
@@ -105,12 +105,12 @@ class ErrorFacts(NamedTuple):
 
 class Labels(NamedTuple):
     code: str
-    kind: str
+    kind: ErrorKind
     constraint: str
     model: str
 
 
-_EMPTY: Mapping = {}
+_EMPTY: Mapping[str, Any] = {}
 
 
 # -- reading an error object (runs for every line: plain dict look-ups, no regex) -------------
@@ -149,7 +149,7 @@ def facts_from_text(message: str, target: str | None = None) -> ErrorFacts:
                       first_line(message))
 
 
-def _constraint_from_meta(meta: Mapping, cause: Mapping) -> tuple[str | None, tuple[str, ...]]:
+def _constraint_from_meta(meta: Mapping[str, Any], cause: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
     adapter = cause.get("constraint")
     if type(adapter) is dict:
         if name := _str(adapter.get("index")):
@@ -218,7 +218,8 @@ def complete(facts: ErrorFacts) -> ErrorFacts:
     SQLSTATE moved over, then SQLSTATE, constraint and model read from the text."""
     code, sqlstate = facts.code, facts.sqlstate
     if code is not None and not _PRISMA_CODE.fullmatch(code):
-        code, sqlstate = None, sqlstate or (code if _SQLSTATE.fullmatch(code) else None)
+        moved = code if _SQLSTATE.fullmatch(code) else None
+        code, sqlstate = None, sqlstate or moved
     if sqlstate is not None and not _SQLSTATE.fullmatch(sqlstate):
         sqlstate = None
     constraint, columns = facts.constraint, facts.columns
@@ -231,7 +232,7 @@ def complete(facts: ErrorFacts) -> ErrorFacts:
 
 # -- deciding the labels -----------------------------------------------------------------------
 
-def kind_of(facts: ErrorFacts) -> str:
+def kind_of(facts: ErrorFacts) -> ErrorKind:
     if kind := _CODE_KINDS.get(facts.code or ""):
         return kind
     if kind := _SQLSTATE_KINDS.get(facts.sqlstate or ""):
@@ -240,7 +241,7 @@ def kind_of(facts: ErrorFacts) -> str:
         if pattern.search(facts.text):
             return kind
     # P2004 is Prisma's "a constraint failed on the database"; the runbook reads it as CHECK.
-    return "check" if facts.code == "P2004" else "other"
+    return ErrorKind.CHECK if facts.code == "P2004" else ErrorKind.OTHER
 
 
 class Resolver:
@@ -279,16 +280,17 @@ class Resolver:
             return model
         return self._tables_by_lower.get(model.lower())
 
-    def constraint(self, facts: ErrorFacts, kind: str, table: str | None) -> str:
+    def constraint(self, facts: ErrorFacts, kind: ErrorKind, table: str | None) -> str:
         name = facts.constraint
         if name is not None:
             return name if name in self.known.constraints else OTHER
-        if not facts.columns or kind not in ("unique", "foreign_key"):
+        if not facts.columns or kind not in (ErrorKind.UNIQUE, ErrorKind.FOREIGN_KEY):
             return NONE  # a NOT NULL violation names columns, not a constraint
         if table is None:
             return OTHER
-        if kind == "unique" and (mapped := self.known.unique_columns.get((table, facts.columns))):
+        if kind == ErrorKind.UNIQUE and (mapped := self.known.unique_columns.get((table, facts.columns))):
             return mapped
         # Prisma's default names: {table}_{columns}_key / _fkey.
-        default = f"{table}_{'_'.join(facts.columns)}_{'key' if kind == 'unique' else 'fkey'}"
+        suffix = "key" if kind is ErrorKind.UNIQUE else "fkey"
+        default = f"{table}_{'_'.join(facts.columns)}_{suffix}"
         return default if default in self.known.constraints else OTHER

@@ -9,38 +9,46 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import Metric
 
 from exporter.events.classify import NONE, OTHER, UNKNOWN_CODE, ErrorFacts, Labels, Resolver
-from exporter.events.known import KnownNames
+from exporter.events.known import ErrorKind, KnownNames
 from exporter.events.parse import REASONS, Outcome, Rejected
+from exporter.metrics.contract import EVENTS_IGNORED, EVENTS_RECEIVED, EVENTS_REJECTED, PRISMA_ERRORS, Family
 
 # Codes whose series exist at 0 from the start, with the kind each one has.
-MAIN_CODES = (("P2002", "unique"), ("P2003", "foreign_key"), ("P2004", "check"), ("P2011", "not_null"),
-              ("P2025", "record_not_found"), ("P2034", "write_conflict"), ("P2039", "check"))
+MAIN_CODES = (("P2002", ErrorKind.UNIQUE), ("P2003", ErrorKind.FOREIGN_KEY), ("P2004", ErrorKind.CHECK),
+              ("P2011", ErrorKind.NOT_NULL), ("P2025", ErrorKind.RECORD_NOT_FOUND),
+              ("P2034", ErrorKind.WRITE_CONFLICT), ("P2039", ErrorKind.CHECK))
 # How each kind of expected constraint arrives: a CHECK violation as P2039 (Prisma 7.9+),
 # P2010 (raw queries), P2004 (the runbook's assumption) or with no code (Prisma 5/6).
-CODES_BY_KIND = {"check": ("P2039", "P2010", "P2004", UNKNOWN_CODE), "unique": ("P2002",),
-                 "foreign_key": ("P2003",)}
-
-ERRORS = "venzory_db_prisma_errors"
-RECEIVED = "venzory_db_events_received"
-REJECTED = "venzory_db_events_rejected"
-IGNORED = "venzory_db_events_ignored"
-
-_HELP = {
-    ERRORS: "Prisma errors reported by the application (log events), by what they really are: "
-            "kind from the Prisma code, else the SQLSTATE, else the message. constraint and model "
-            "are known names, 'none' when the error names none, 'other' when not known.",
-    RECEIVED: "Event records (log lines, JSON objects, refused requests) received from a source.",
-    REJECTED: "Event records or requests refused, by reason (not counted as errors).",
-    IGNORED: "Event records that were not Prisma errors (ordinary application logs).",
+CODES_BY_KIND: dict[str, tuple[str, ...]] = {
+    ErrorKind.CHECK: ("P2039", "P2010", "P2004", UNKNOWN_CODE), ErrorKind.UNIQUE: ("P2002",),
+    ErrorKind.FOREIGN_KEY: ("P2003",),
 }
 
+class EventTotals:
+    """The accounting of event records: each one received is a Prisma error (accepted),
+    ignored, or rejected (docs/events.md)."""
 
-class Tally:
+    __slots__ = ()
+    errors: Mapping[Any, int]
+    ignored: int
+    rejected: Mapping[str, int]
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def received(self) -> int:
+        return self.accepted + self.ignored + sum(self.rejected.values())
+
+
+class Tally(EventTotals):
     """Outcomes of one batch (an HTTP body, a chunk of a file), counted without a lock."""
 
     __slots__ = ("errors", "ignored", "rejected")
@@ -53,7 +61,7 @@ class Tally:
     def add(self, outcome: Outcome) -> None:
         if outcome is None:
             self.ignored += 1
-        elif type(outcome) is Rejected:
+        elif isinstance(outcome, Rejected):
             self.rejected[outcome.reason] += 1
         else:
             self.errors[outcome] += 1
@@ -61,20 +69,12 @@ class Tally:
     def __bool__(self) -> bool:
         return bool(self.errors or self.ignored or self.rejected)
 
-    def take(self) -> "Tally":
+    def take(self) -> Tally:
         """What was counted so far, leaving this tally empty (its `add` stays bound)."""
         taken = Tally()
         taken.errors, taken.ignored, taken.rejected = self.errors, self.ignored, self.rejected
         self.errors, self.ignored, self.rejected = Counter(), 0, Counter()
         return taken
-
-    @property
-    def accepted(self) -> int:
-        return sum(self.errors.values())
-
-    @property
-    def received(self) -> int:
-        return self.accepted + self.ignored + sum(self.rejected.values())
 
 
 class EventCounters:
@@ -118,7 +118,7 @@ class EventCounters:
     def precreate(self, sources: Iterable[str], databases: Iterable[str], known: KnownNames) -> None:
         """Series at 0 from the start, so `increase()` sees the first event: each source,
         the main codes, and every critical constraint with each code it may arrive with."""
-        keys = []
+        keys: list[tuple[str, str, str, str, str]] = []
         for database in databases:
             keys += [(database, code, kind, NONE, NONE) for code, kind in MAIN_CODES]
             for table, name, kind in sorted(known.expected):
@@ -139,10 +139,10 @@ class EventCounters:
             return dict(self._errors)
 
     # -- prometheus_client Collector protocol ---------------------------------------------------
-    def describe(self) -> list[CounterMetricFamily]:
+    def describe(self) -> Iterable[Metric]:
         return self._families()
 
-    def collect(self) -> list[CounterMetricFamily]:
+    def collect(self) -> Iterable[Metric]:
         with self._lock:
             errors, received = dict(self._errors), dict(self._received)
             ignored, rejected = dict(self._ignored), dict(self._rejected)
@@ -159,11 +159,6 @@ class EventCounters:
         return families
 
     @staticmethod
-    def _families() -> list[CounterMetricFamily]:
-        return [
-            CounterMetricFamily(ERRORS, _HELP[ERRORS], labels=["database", "code", "kind", "constraint", "model"]),
-            CounterMetricFamily(RECEIVED, _HELP[RECEIVED], labels=["source"]),
-            CounterMetricFamily(REJECTED, _HELP[REJECTED], labels=["source", "reason"]),
-            CounterMetricFamily(IGNORED, _HELP[IGNORED], labels=["source"]),
-        ]
+    def _families() -> list[Family]:
+        return [spec.family() for spec in (PRISMA_ERRORS, EVENTS_RECEIVED, EVENTS_REJECTED, EVENTS_IGNORED)]
 

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 import zlib
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import parse_qs
 
 from exporter.config.events import HttpEventsConfig
@@ -168,7 +168,7 @@ class EventsApp:
             records = _json_records(body)
             if records is not None:
                 try:
-                    for position, value in enumerate(records, 1):
+                    for position, value in enumerate(records, 1):  # noqa: B007 - emit() reads it
                         emit(outcome_of_value(value))
                 except (ValueError, RecursionError):  # a large array broken part-way: the rest is lost
                     position += 1
@@ -178,7 +178,7 @@ class EventsApp:
         # in a followed file: plain text lines are ignored there, not rejected.
         parser = LineParser(emit, json_only=media_type != _TEXT)
         limit = self.max_line_bytes
-        for position, line in enumerate(io.BytesIO(body), 1):  # lazily: no list of all lines
+        for position, line in enumerate(io.BytesIO(body), 1):  # noqa: B007 - emit() reads it; lazily
             if len(line) > limit and len(line.rstrip(b"\r\n")) > limit:
                 parser.flush()
                 emit(Rejected(LINE_TOO_LONG))

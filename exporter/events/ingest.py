@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from exporter.config.events import EventsConfig
 from exporter.events.classify import Labels, Resolver
-from exporter.events.counters import Tally
+from exporter.events.counters import EventTotals, Tally
 from exporter.events.known import KnownNames
 from exporter.events.parse import LINE_TOO_LONG, LineParser, Rejected
 
@@ -15,31 +16,23 @@ DEFAULT_MAX_LINE_BYTES = EventsConfig().max_line_bytes
 
 
 @dataclass(frozen=True)
-class IngestSummary:
+class IngestSummary(EventTotals):
     """What the exporter would count for these lines. str() is the printable report."""
 
     errors: dict[Labels, int] = field(default_factory=dict)  # (code, kind, constraint, model) -> count
     ignored: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
 
-    @property
-    def accepted(self) -> int:
-        return sum(self.errors.values())
-
-    @property
-    def received(self) -> int:
-        return self.accepted + self.ignored + sum(self.rejected.values())
-
     def counts(self) -> dict[tuple[str, str, str, str], int]:
         """(code, kind, constraint, model) -> count, as plain tuples."""
-        return {(l.code, l.kind, l.constraint, l.model): n for l, n in self.errors.items()}
+        return {(e.code, e.kind, e.constraint, e.model): n for e, n in self.errors.items()}
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "records": self.received, "prisma_errors": self.accepted, "ignored": self.ignored,
             "rejected": dict(self.rejected),
-            "errors": [{"code": l.code, "kind": l.kind, "constraint": l.constraint, "model": l.model, "count": n}
-                       for l, n in self._sorted()],
+            "errors": [{"code": e.code, "kind": e.kind, "constraint": e.constraint, "model": e.model, "count": n}
+                       for e, n in self._sorted()],
         }
 
     def _sorted(self) -> list[tuple[Labels, int]]:
@@ -52,7 +45,7 @@ class IngestSummary:
                  f"({self.ignored} ignored, {rejected} rejected)"]
         if self.errors:
             rows = [("count", "code", "kind", "constraint", "model")]
-            rows += [(str(n), l.code, l.kind, l.constraint, l.model) for l, n in self._sorted()]
+            rows += [(str(n), e.code, e.kind, e.constraint, e.model) for e, n in self._sorted()]
             widths = [max(len(row[i]) for row in rows) for i in range(5)]
             for row in rows:
                 cells = [row[0].rjust(widths[0])] + [cell.ljust(w) for cell, w in zip(row[1:], widths[1:])]

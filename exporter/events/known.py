@@ -7,10 +7,32 @@ made-up constraint or table names cannot grow the number of series.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING
+from collections.abc import Mapping
+
+from exporter.schema.model import ConstraintKind, Schema
+
+if TYPE_CHECKING:
+    from exporter.config import Config
+
+
+class ErrorKind(StrEnum):
+    """What a Prisma error really is: the `kind` label of venzory_db_prisma_errors."""
+
+    UNIQUE = "unique"
+    FOREIGN_KEY = "foreign_key"
+    CHECK = "check"
+    NOT_NULL = "not_null"
+    WRITE_CONFLICT = "write_conflict"
+    RECORD_NOT_FOUND = "record_not_found"
+    RELATION = "relation"
+    OTHER = "other"
+
 
 # Constraint kinds of the config / Schema that Prisma reports as errors, -> event kind.
-_EVENT_KIND = {"unique": "unique", "primary_key": "unique", "foreign_key": "foreign_key", "check": "check"}
+_EVENT_KIND = {ConstraintKind.UNIQUE: ErrorKind.UNIQUE, ConstraintKind.PRIMARY_KEY: ErrorKind.UNIQUE,
+               ConstraintKind.FOREIGN_KEY: ErrorKind.FOREIGN_KEY, ConstraintKind.CHECK: ErrorKind.CHECK}
 
 
 @dataclass(frozen=True)
@@ -26,7 +48,7 @@ class KnownNames:
     expected: frozenset[tuple[str, str, str]] = frozenset()
 
     @classmethod
-    def from_config(cls, config) -> "KnownNames":
+    def from_config(cls, config: Config) -> KnownNames:
         """From config.constraints, the duplicate checks' guarding constraints, the
         checks' tables and events.known_constraints."""
         expected = frozenset(
@@ -47,14 +69,14 @@ class KnownNames:
             expected=expected,
         )
 
-    def with_schema(self, schema) -> "KnownNames":
+    def with_schema(self, schema: Schema) -> KnownNames:
         """These names plus an (expected) `exporter.schema.model.Schema`'s tables,
         constraints, unique indexes and their columns."""
         unique_columns = dict(self.unique_columns)
         names = set(self.constraints)
         for constraint in schema.constraints.values():
             names.add(constraint.name)
-            if constraint.kind in ("unique", "primary_key") and constraint.columns:
+            if constraint.kind in (ConstraintKind.UNIQUE, ConstraintKind.PRIMARY_KEY) and constraint.columns:
                 unique_columns.setdefault((constraint.table, tuple(constraint.columns)), constraint.name)
         for index in schema.indexes.values():
             if index.unique:

@@ -17,10 +17,12 @@ the following text lines until it finds the database text.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 from exporter.events.classify import ErrorFacts, _PRISMA_CODE, _TEXT_KINDS, facts_from_error, facts_from_text
 
+_fast_loads: Callable[[bytes | str], Any] | None
 try:  # orjson parses a pino line with a stack 3-5x faster than the standard library
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - the standard parser gives the same answers
@@ -62,7 +64,7 @@ IGNORED = None  # a record that is not a Prisma error (an ordinary app log line)
 Outcome = ErrorFacts | Rejected | None
 
 
-def facts_from_record(record: dict) -> ErrorFacts | None:
+def facts_from_record(record: dict[str, Any]) -> ErrorFacts | None:
     """One JSON object -> the facts of the Prisma error it carries, or None."""
     for key in _ERROR_KEYS:  # pino's `err` first: the most common shape
         value = record.get(key)
@@ -101,7 +103,7 @@ def _is_prisma_code(value: Any) -> bool:
     return type(value) is str and _PRISMA_CODE.fullmatch(value) is not None
 
 
-def _is_prisma_error(value: dict) -> bool:
+def _is_prisma_error(value: dict[str, Any]) -> bool:
     if _is_prisma_code(value.get("code")) or "clientVersion" in value:
         return True
     for key in ("name", "type", "error"):
@@ -111,14 +113,15 @@ def _is_prisma_error(value: dict) -> bool:
     return _is_prisma_code(value.get("errorCode"))  # PrismaClientInitializationError
 
 
-def _prisma_in(error: dict) -> dict | None:
+def _prisma_in(error: dict[str, Any]) -> dict[str, Any] | None:
     """The error or, for an app error wrapping one, its `cause` chain (pino serializes it)."""
     for _ in range(_CAUSE_DEPTH):
         if _is_prisma_error(error):
             return error
-        error = error.get("cause")
-        if type(error) is not dict:
+        cause = error.get("cause")
+        if type(cause) is not dict:
             return None
+        error = cause
     return None
 
 
@@ -164,20 +167,27 @@ class LineParser:
         marker = stripped.find(_MARKER_BYTES)
         if marker >= 0:
             self.flush()
-            text = _decode(stripped[marker + len(_MARKER_BYTES):])
-            if text is None:
-                self.emit(_REJECTED[INVALID_UTF8])
-            elif text.strip():
-                self.emit(facts_from_text(text))
-            else:
-                self._open = []
-            return
-        if self._open is not None:
-            self._continue(stripped)
-            return
+            self._prisma_error(stripped[marker + len(_MARKER_BYTES):])
+        elif self._open is not None:
+            self._continue(self._open, stripped)
+        else:
+            self._plain(stripped)
+
+    def _prisma_error(self, rest: bytes) -> None:
+        """A `prisma:error` line: the message, or the first line of a multi-line one."""
+        text = _decode(rest)
+        if text is None:
+            self.emit(_REJECTED[INVALID_UTF8])
+        elif text.strip():
+            self.emit(facts_from_text(text))
+        else:
+            self._open = []
+
+    def _plain(self, line: bytes) -> None:
+        """Neither JSON nor part of a Prisma message: an ordinary log line."""
         if self.json_only:
-            self.emit(_REJECTED[INVALID_JSON if _decode(stripped) is not None else INVALID_UTF8])
-        elif _decode(stripped) is None:
+            self.emit(_REJECTED[INVALID_JSON if _decode(line) is not None else INVALID_UTF8])
+        elif _decode(line) is None:
             self.emit(_REJECTED[INVALID_UTF8])
         else:
             self.emit(IGNORED)
@@ -188,19 +198,19 @@ class LineParser:
             lines, self._open = self._open, None
             self.emit(facts_from_text("\n".join(lines)))
 
-    def _continue(self, line: bytes) -> None:
+    def _continue(self, message: list[str], line: bytes) -> None:
         text = _decode(line)
         if text is None:
             self.flush()
             self.emit(_REJECTED[INVALID_UTF8])
             return
-        self._open.append(text[:_KEPT_CHARS])  # bounded: 40 lines of up to max_line_bytes
+        message.append(text[:_KEPT_CHARS])  # bounded: 40 lines of up to max_line_bytes
         self.emit(IGNORED)
         # The database text ends the message; a code-frame line ("  52 ...") is the
         # app's own source, so it is not taken for it.
         is_code_frame = text[:1] in ("→", "") or text.lstrip()[:1].isdigit()
         if (not is_code_frame and any(p.search(text) for _, p in _TEXT_KINDS)) \
-                or len(self._open) >= self._MAX_CONTINUATION:
+                or len(message) >= self._MAX_CONTINUATION:
             self.flush()
 
 

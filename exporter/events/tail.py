@@ -26,10 +26,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from stat import S_ISREG
+from typing import TYPE_CHECKING
 
 from exporter.events.counters import Tally
 from exporter.events.parse import LINE_TOO_LONG, PARTIAL_LINE, LineParser, Rejected
 from exporter.events.state import HEAD_BYTES, FileState, head_digest
+
+if TYPE_CHECKING:
+    from exporter.events.pipeline import Sink
 from exporter.events import state as state_file
 
 log = logging.getLogger(__name__)
@@ -81,7 +85,7 @@ class FollowedFile:
 class FileSource:
     """Every file matching one glob, counted into `sink` under one source label."""
 
-    def __init__(self, spec: SourceSpec, sink, max_line_bytes: int, rotate_wait: float):
+    def __init__(self, spec: SourceSpec, sink: Sink, max_line_bytes: int, rotate_wait: float):
         self.spec = spec
         self.sink = sink
         self.max_line_bytes = max_line_bytes
@@ -112,9 +116,9 @@ class FileSource:
             else:
                 followed.unmatched_since = None
         for path, st in found:
-            followed = self.files.get((st.st_dev, st.st_ino))
-            if followed is not None:
-                followed.path = path  # renamed to another matching name: same file, same offset
+            known = self.files.get((st.st_dev, st.st_ino))
+            if known is not None:
+                known.path = path  # renamed to another matching name: same file, same offset
                 continue
             opened = self._open(path, st, now, saved, start_at_end)
             if opened is not None:
@@ -149,7 +153,8 @@ class FileSource:
         for original in self.files.values():
             # copytruncate leaves the original where it was: one rotated away or deleted
             # is not copied (a new file with its content is a new file).
-            if original.unmatched_since is None and _is_copy(followed, st.st_size, original.head, original.offset, original.tail):
+            copied = _is_copy(followed, st.st_size, original.head, original.offset, original.tail)
+            if original.unmatched_since is None and copied:
                 followed.copy_of = original.identity
                 return original.offset
         for head, offset, tail in reversed(self._truncated):  # the original was truncated already
@@ -307,7 +312,7 @@ class Followers:
 
     SAVE_EVERY = 1.0
 
-    def __init__(self, specs: list[SourceSpec], sink, *, max_line_bytes: int, poll_interval: float,
+    def __init__(self, specs: list[SourceSpec], sink: Sink, *, max_line_bytes: int, poll_interval: float,
                  rotate_wait: float, state_path: str | None, start_at_end: bool):
         self.sources = [FileSource(spec, sink, max_line_bytes, rotate_wait) for spec in specs]
         self.poll_interval = poll_interval

@@ -40,7 +40,9 @@ from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
-from exporter.migrations.history import FolderEntry, MigrationRow, PrismaView, baseline_commands, prisma_view
+from exporter.migrations.history import (
+    FolderEntry, MigrationRow, PrismaStatus, PrismaView, baseline_commands, prisma_view,
+)
 from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Constraint, Index, Schema
 
 
@@ -1347,6 +1349,19 @@ class Forecast:
     view: PrismaView
     deploy: DeployPrediction
     commands: tuple[str, ...]  # `prisma migrate resolve` commands that fix the history
+
+    def problems(self) -> list[str]:
+        """One line per thing that makes verify fail."""
+        found = []
+        # A failure after an unevaluable statement counts too: deploy fails there unless that
+        # statement fails first (or happens to fix the rows).
+        if self.deploy.outcome in (Outcome.FAILS, Outcome.REFUSED) or self.deploy.failure:
+            found.append(self.deploy.summary())
+        if self.view.status == PrismaStatus.DIVERGED:
+            found.append(f"history diverged from the folder (last common migration: {self.view.last_common or 'null'})")
+        if self.view.baseline_unresolved:
+            found.append("baseline not resolved: the schema exists but no migration of the folder is recorded")
+        return found
 
 
 def forecast(

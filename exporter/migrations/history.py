@@ -25,29 +25,37 @@ applied: the rolled-back row is only an audit trail. Likewise a failed try resol
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import psycopg
 from psycopg import sql
 
 from exporter.migrations.checksum import checksum_matches, read_migration
 
-APPLIED = "applied"
-PENDING = "pending"
-FAILED = "failed"
-ROLLED_BACK = "rolled_back"
-MODIFIED = "modified"
-MISSING_FROM_FOLDER = "missing_from_folder"
-STATES = (APPLIED, PENDING, FAILED, ROLLED_BACK, MODIFIED, MISSING_FROM_FOLDER)
+class MigrationState(StrEnum):
+    """Where one migration stands (module docstring)."""
+
+    APPLIED = "applied"
+    PENDING = "pending"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    MODIFIED = "modified"
+    MISSING_FROM_FOLDER = "missing_from_folder"
+
 
 # States only a readable folder can tell; unknown while the folder cannot be read.
-FOLDER_STATES = (PENDING, MODIFIED, MISSING_FROM_FOLDER)
+FOLDER_STATES = (MigrationState.PENDING, MigrationState.MODIFIED, MigrationState.MISSING_FROM_FOLDER)
+# States that make a deploy fail or that someone must look at; PENDING too unless
+# pending migrations are allowed (verify --allow-pending). In the order they are reported.
+PROBLEM_STATES = (MigrationState.FAILED, MigrationState.MODIFIED, MigrationState.MISSING_FROM_FOLDER)
 
 MIGRATION_FILE = "migration.sql"
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class FolderEntry:
 @dataclass(frozen=True)
 class MigrationItem:
     name: str
-    state: str  # one of STATES
+    state: MigrationState
     finished_at: datetime | None = None  # of the row that counts; None when not applied
     detail: str = ""  # e.g. the first line of a failed row's logs
     in_folder: bool = False  # a readable folder holds this migration
@@ -94,13 +102,12 @@ class MigrationHistory:
         return self.folder_problem is None
 
     @property
-    def counts(self) -> dict[str, int | None]:
+    def counts(self) -> dict[MigrationState, int | None]:
         """Migrations per state, all six states present. A state that needs the folder is
         None (unknown, not 0) while the folder cannot be read: 0 would claim "nothing
         pending" when we cannot know."""
-        counts: dict[str, int | None] = {state: 0 for state in STATES}
-        for item in self.items:
-            counts[item.state] += 1
+        tally = Counter(item.state for item in self.items)
+        counts: dict[MigrationState, int | None] = {state: tally[state] for state in MigrationState}
         if not self.folder_read:
             counts.update({state: None for state in FOLDER_STATES})
         return counts
@@ -110,11 +117,22 @@ class MigrationHistory:
         """The migrations `prisma migrate deploy` still has to apply, in its order: pending
         folders, rolled-back migrations whose folder is still there, and a failed one (deploy
         retries it once it is resolved as rolled back) - what the preflight checks."""
-        unapplied = (PENDING, ROLLED_BACK, FAILED)
+        unapplied = (MigrationState.PENDING, MigrationState.ROLLED_BACK, MigrationState.FAILED)
         return tuple(i.name for i in self.items if i.state in unapplied and i.in_folder)
 
-    def by_state(self, state: str) -> tuple[MigrationItem, ...]:
+    @property
+    def not_applied(self) -> tuple[MigrationItem, ...]:
+        """The migrations that are not plainly applied: what is listed one by one."""
+        return tuple(i for i in self.items if i.state != MigrationState.APPLIED)
+
+    def by_state(self, state: MigrationState) -> tuple[MigrationItem, ...]:
         return tuple(i for i in self.items if i.state == state)
+
+    def problem_states(self, *, allow_pending: bool = False) -> tuple[MigrationState, ...]:
+        """The problem states (PROBLEM_STATES) some migration of this history is in."""
+        states = PROBLEM_STATES + (() if allow_pending else (MigrationState.PENDING,))
+        counts = self.counts
+        return tuple(state for state in states if counts.get(state))
 
     @property
     def summary(self) -> str:
@@ -150,20 +168,22 @@ def _classify_one(name: str, rows: list[MigrationRow], entries: Mapping[str, Fol
     failed = [r for r in live if r.finished_at is None]
     if failed:
         detail = _failure_detail(failed[-1].logs)
-        return MigrationItem(name, FAILED, None, detail, in_folder)
+        return MigrationItem(name, MigrationState.FAILED, None, detail, in_folder)
     if live:
-        row = max(live, key=lambda r: r.finished_at)
+        row = max(live, key=lambda r: r.finished_at or _NEVER)  # none is None: none failed
         if entries is None:
             detail = "checksum not verified: folder unreadable"
         elif entry is None:
-            return MigrationItem(name, MISSING_FROM_FOLDER, row.finished_at, "applied, but no folder of this name")
+            return MigrationItem(name, MigrationState.MISSING_FROM_FOLDER, row.finished_at,
+                                 "applied, but no folder of this name")
         elif entry.sql is None:
             detail = f"checksum not verified: {entry.problem}"
         elif not checksum_matches(row.checksum, entry.sql):
-            return MigrationItem(name, MODIFIED, row.finished_at, f"{MIGRATION_FILE} changed after it was applied", True)
+            return MigrationItem(name, MigrationState.MODIFIED, row.finished_at,
+                                 f"{MIGRATION_FILE} changed after it was applied", True)
         else:
             detail = ""
-        return MigrationItem(name, APPLIED, row.finished_at, detail, in_folder)
+        return MigrationItem(name, MigrationState.APPLIED, row.finished_at, detail, in_folder)
     if rows:  # every row rolled back: Prisma ignores them
         if entries is None:
             detail = "rolled back"
@@ -171,8 +191,8 @@ def _classify_one(name: str, rows: list[MigrationRow], entries: Mapping[str, Fol
             detail = "rolled back; pending again"
         else:
             detail = "rolled back; folder removed, nothing to re-apply"
-        return MigrationItem(name, ROLLED_BACK, None, detail, in_folder)
-    return MigrationItem(name, PENDING, None, entry.problem or "", True)
+        return MigrationItem(name, MigrationState.ROLLED_BACK, None, detail, in_folder)
+    return MigrationItem(name, MigrationState.PENDING, None, (entry.problem or "") if entry else "", True)
 
 
 def _failure_detail(logs: str | None) -> str:
@@ -228,7 +248,8 @@ def read_history(conn: psycopg.Connection, folder: Path | None, schema: str = "p
     """The database's migration history against the folder (None: no folder configured).
     Read-only: one SELECT on the database, the folder read from disk."""
     rows = read_rows(conn, schema)
-    entries, folder_problem = None, "no migrations folder configured"
+    entries: list[FolderEntry] | None = None
+    folder_problem: str | None = "no migrations folder configured"
     if folder is not None:
         try:
             entries, folder_problem = read_folder(folder), None

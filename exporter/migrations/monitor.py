@@ -1,5 +1,5 @@
 """What one poll learns about a database's Prisma migrations: history, expected schema,
-drift, and the pending-migration preflight.
+drift, and the deploy prediction.
 
 Each part fails on its own: an unreachable shadow server or a half-copied schema.prisma
 is reported as that part's error while the other parts still answer. Expensive inputs
@@ -12,26 +12,35 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import psycopg
 
-from exporter.checks.run import KINDS, CheckResult
+from exporter.checks.run import KIND_MODULES, CheckResult
 from exporter.config import DatabaseConfig
 from exporter.db import is_connection_error
 from exporter.migrations import shadow
-from exporter.migrations.deploy import Forecast, Outcome, forecast, session_query
-from exporter.migrations.history import APPLIED, MODIFIED, MigrationHistory, PrismaStatus, read_folder, read_history
-from exporter.schema.diff import MIGRATIONS, SCHEMA_PRISMA, DriftItem, acknowledge, diff_schemas
-from exporter.schema.model import Schema
+from exporter.migrations.deploy import Forecast, Known, forecast, session_query
+from exporter.migrations.history import MigrationHistory, MigrationState, read_folder, read_history
+from exporter.schema.diff import DriftItem, DriftSource, acknowledge, diff_schemas
+from exporter.schema.model import Constraint, Index, Schema
 from exporter.schema.prisma import parse_prisma_schema, to_schema
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# Parts of the assessment, as reported in errors (and the `part` label of its metric).
-HISTORY, EXPECTED_SCHEMA, SCHEMA_PRISMA_PART, PREFLIGHT = "history", "expected_schema", "schema_prisma", "preflight"
-PARTS = (HISTORY, EXPECTED_SCHEMA, SCHEMA_PRISMA_PART, PREFLIGHT)
+
+
+class Part(StrEnum):
+    """Parts of the assessment, as reported in errors (and the `part` label of its metric)."""
+
+    HISTORY = "history"
+    EXPECTED_SCHEMA = "expected_schema"
+    SCHEMA_PRISMA = "schema_prisma"
+    PREFLIGHT = "preflight"
 
 
 @dataclass(frozen=True)
@@ -41,50 +50,67 @@ class MigrationsResult:
     drift: tuple[DriftItem, ...] = ()
     forecast: Forecast | None = None  # `prisma migrate status` and `deploy`, predicted
     expected_unknown: str = ""  # why there is no expected schema to compare with (drift not computed)
-    errors: tuple[tuple[str, str], ...] = ()  # (part, message)
-    parts: tuple[str, ...] = ()  # parts this database has switched on
+    errors: tuple[tuple[Part, str], ...] = ()  # (part, message)
+    parts: tuple[Part, ...] = ()  # parts this database has switched on
     max_drift_series: int = 200  # cap on per-item drift series (config drift.max_item_series)
 
+    @property
+    def drift_assessed(self) -> bool:
+        """Drift was looked for (an expected schema, or schema.prisma switched on): "no
+        drift" and the drift counts at 0 mean something."""
+        return self.expected is not None or Part.SCHEMA_PRISMA in self.parts
+
     def problems(self, *, allow_pending: bool = False) -> list[str]:
+        """One short line per thing that is not healthy."""
         found = [f"migrations {part}: {message}" for part, message in self.errors]
         if self.history:
-            counts = self.history.counts
-            for state in ("failed", "modified", "missing_from_folder") + (() if allow_pending else ("pending",)):
-                if counts.get(state):
-                    names = ", ".join(i.name for i in self.history.by_state(state))
-                    found.append(f"migrations {state}: {names}")
-        found += [f"drift {d.source} {d.kind} {d.object}" for d in self.drift if not d.acknowledged]
+            for state in self.history.problem_states(allow_pending=allow_pending):
+                names = ", ".join(i.name for i in self.history.by_state(state))
+                found.append(f"migrations {state}: {names}")
+        found += [f"drift {d.source} {d.kind} {d.object}" for d in self.drift if d.is_problem]
         if self.forecast:
-            view, deploy = self.forecast.view, self.forecast.deploy
-            # A failure after an unevaluable statement counts too: deploy fails there unless that
-            # statement fails first (or happens to fix the rows).
-            if deploy.outcome in (Outcome.FAILS, Outcome.REFUSED) or deploy.failure:
-                found.append(deploy.summary())
-            if view.status == PrismaStatus.DIVERGED:
-                found.append(f"history diverged from the folder (last common migration: {view.last_common or 'null'})")
-            if view.baseline_unresolved:
-                found.append("baseline not resolved: the schema exists but no migration of the folder is recorded")
+            found += self.forecast.problems()
         return found
 
 
-class _ContentCache:
+class _ContentCache(Generic[T]):
     """The last value derived from a file, recomputed when the file's bytes change."""
 
-    def __init__(self, derive):
+    def __init__(self, derive: Callable[[bytes], T]):
         self._derive = derive
         self._key: str | None = None
-        self._value = None
+        self._value: T | None = None
 
-    def get(self, path: Path):
+    def get(self, path: Path) -> T:
         data = path.read_bytes()
         key = hashlib.sha256(data).hexdigest()
-        if key != self._key:
+        if self._value is None or key != self._key:
             self._value, self._key = self._derive(data), key
         return self._value
 
 
 def _prisma_schema(data: bytes) -> Schema:
     return to_schema(parse_prisma_schema(data.decode("utf-8")))
+
+
+class _Attempts:
+    """Runs each part of an assessment, keeping a part's failure as its error so that
+    one part failing does not hide the others."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self.errors: list[tuple[Part, str]] = []
+
+    def __call__(self, part: Part, work: Callable[[], T]) -> T | None:
+        try:
+            return work()
+        except Exception as e:  # noqa: BLE001 - one part failing must not hide the others
+            if is_connection_error(e) and part in (Part.HISTORY, Part.PREFLIGHT):
+                raise  # the monitored database itself is gone: the poll reports it down
+            if not isinstance(e, (OSError, ValueError, shadow.ShadowError, psycopg.Error)):
+                log.exception("migrations %s of %s failed unexpectedly", part, self.database)
+            self.errors.append((part, _describe(e)))
+            return None
 
 
 class MigrationsMonitor:
@@ -99,81 +125,86 @@ class MigrationsMonitor:
         f = self.features
         return f.history or f.shadow or f.snapshot or f.schema_prisma
 
-    def parts(self) -> tuple[str, ...]:
+    def parts(self) -> tuple[Part, ...]:
         f = self.features
-        on = {HISTORY: f.history, EXPECTED_SCHEMA: f.shadow or f.snapshot,
-              SCHEMA_PRISMA_PART: f.schema_prisma, PREFLIGHT: f.preflight}
-        return tuple(p for p in PARTS if on[p])
+        on = {Part.HISTORY: f.history, Part.EXPECTED_SCHEMA: f.shadow or f.snapshot,
+              Part.SCHEMA_PRISMA: f.schema_prisma, Part.PREFLIGHT: f.preflight}
+        return tuple(p for p in Part if on[p])
 
     def assess(self, conn: psycopg.Connection, live: Schema, checks: Sequence[CheckResult] = ()) -> MigrationsResult:
-        errors: list[tuple[str, str]] = []
-
-        def attempt(part: str, work):
-            try:
-                return work()
-            except Exception as e:  # noqa: BLE001 - one part failing must not hide the others
-                if is_connection_error(e) and part in (HISTORY, PREFLIGHT):
-                    raise  # the monitored database itself is gone: the poll reports it down
-                if not isinstance(e, (OSError, ValueError, shadow.ShadowError, psycopg.Error)):
-                    log.exception("migrations %s of %s failed unexpectedly", part, self.database.name)
-                errors.append((part, _describe(e)))
-                return None
-
+        attempt = _Attempts(self.database.name)
+        errors = attempt.errors
         f, schema_name = self.features, self.database.db_schema
-        history = attempt(HISTORY, lambda: read_history(conn, self.config.dir, schema_name)) if f.history else None
+        cfg = self.config
+        history = attempt(Part.HISTORY, lambda: read_history(conn, cfg.dir, schema_name)) if f.history else None
         if history is not None and history.folder_problem:
             # The rows are still classified, but pending/modified/missing are unknown.
-            errors.append((HISTORY, history.folder_problem))
-        steps = attempt(EXPECTED_SCHEMA, self._steps) if f.shadow else None
+            errors.append((Part.HISTORY, history.folder_problem))
+        steps = None
+        if cfg.dir is not None and cfg.shadow_dsn is not None:  # features.shadow
+            folder, shadow_dsn = cfg.dir, cfg.shadow_dsn
+            steps = attempt(Part.EXPECTED_SCHEMA, lambda: self._steps(folder, shadow_dsn))
         expected, expected_unknown = None, ""
         if steps is not None:
             expected = _applied_state(steps, history)
             if expected is None:
                 expected_unknown = ("the expected schema is unknown: no migration of the folder is recorded as "
                                     "applied, so drift is not computed (resolve the baseline first)")
-        elif f.snapshot:
-            expected = attempt(EXPECTED_SCHEMA, lambda: shadow.load_snapshot(self.config.snapshot))
+        elif (snapshot := cfg.snapshot) is not None:  # features.snapshot
+            expected = attempt(Part.EXPECTED_SCHEMA, lambda: shadow.load_snapshot(snapshot))
 
-        drift: list[DriftItem] = []
-        if expected is not None:
-            drift += diff_schemas(expected, live, MIGRATIONS)
-        if f.schema_prisma:
-            prisma = attempt(SCHEMA_PRISMA_PART, lambda: self._prisma.get(self.config.schema_prisma))
-            if prisma is not None:
-                drift += diff_schemas(prisma, live, SCHEMA_PRISMA)
-        drift = acknowledge(drift, self.config.drift.acknowledge)
-
+        drift = self._drift(live, expected, attempt)
         predicted = None
         if f.preflight and history is not None and history.folder is not None:
-            predicted = attempt(PREFLIGHT, lambda: self._forecast(conn, history, live, checks))
+            known_history = history
+            predicted = attempt(Part.PREFLIGHT, lambda: self._forecast(conn, known_history, live, checks))
         return MigrationsResult(
             history, expected, tuple(drift), predicted, expected_unknown, tuple(errors), self.parts(),
             self.config.drift.max_item_series,
         )
 
-    def _forecast(self, conn, history: MigrationHistory, live: Schema, checks: Sequence[CheckResult]) -> Forecast:
-        def known(rule):
-            # The runbook's constraints are the checks' own questions: where a check of this
-            # poll counted exactly the rows a pending rule rejects, the table is not scanned again.
-            for result in checks:
-                if result.violations is not None and not result.guarded \
-                        and KINDS[result.check.kind].counts_same_rows(result.check, rule):
-                    return result.violations, result.groups
-            return None
+    def _drift(self, live: Schema, expected: Schema | None, attempt: _Attempts) -> list[DriftItem]:
+        drift: list[DriftItem] = []
+        if expected is not None:
+            drift += diff_schemas(expected, live, DriftSource.MIGRATIONS)
+        if (path := self.config.schema_prisma) is not None:  # features.schema_prisma
+            prisma = attempt(Part.SCHEMA_PRISMA, lambda: self._prisma.get(path))
+            if prisma is not None:
+                drift += diff_schemas(prisma, live, DriftSource.SCHEMA_PRISMA)
+        return acknowledge(drift, self.config.drift.acknowledge)
 
-        result = forecast(history.rows if history.managed else None, history.folder, live, session_query(conn),
-                          schema=self.database.db_schema, known=known)
+    def _forecast(self, conn: psycopg.Connection, history: MigrationHistory, live: Schema,
+                  checks: Sequence[CheckResult]) -> Forecast:
+        folder = history.folder or ()
+        result = forecast(history.rows if history.managed else None, folder, live, session_query(conn),
+                          schema=self.database.db_schema, known=_known_from(checks))
         # A deploy copying files while we read: the prediction is of a folder that no longer is.
-        now = read_folder(self.config.dir)
-        if [(e.name, e.sql) for e in now] != [(e.name, e.sql) for e in history.folder]:
-            raise ValueError(f"migrations folder {self.config.dir} changed while it was read; predicted again next poll")
+        if self.config.dir is not None:
+            now = read_folder(self.config.dir)
+            if [(e.name, e.sql) for e in now] != [(e.name, e.sql) for e in folder]:
+                raise ValueError(f"migrations folder {self.config.dir} changed while it was read; "
+                                 "predicted again next poll")
         return result
 
-    def _steps(self) -> shadow.ExpectedSteps:
+    def _steps(self, folder: Path, shadow_dsn: str) -> shadow.ExpectedSteps:
         return shadow.expected_steps(
-            self.config.dir, self.config.shadow_dsn,
+            folder, shadow_dsn,
             shadow_database=self.config.shadow_database, connect_timeout=self.database.connect_timeout,
         )
+
+
+def _known_from(checks: Sequence[CheckResult]) -> Known:
+    """The runbook's constraints are the checks' own questions: where a check of this poll
+    counted exactly the rows a pending rule rejects, the table is not scanned again."""
+
+    def known(rule: Constraint | Index) -> tuple[int, int | None] | None:
+        for result in checks:
+            kind = KIND_MODULES[result.check.kind]
+            if result.violations is not None and not result.guarded and kind.counts_same_rows(result.check, rule):
+                return result.violations, result.groups
+        return None
+
+    return known
 
 
 def _applied_state(steps: shadow.ExpectedSteps, history: MigrationHistory | None) -> Schema | None:
@@ -184,7 +215,7 @@ def _applied_state(steps: shadow.ExpectedSteps, history: MigrationHistory | None
     reporting its whole schema as drift would be noise."""
     if history is None or not history.managed:
         return steps.final
-    applied = {i.name for i in history.items if i.state in (APPLIED, MODIFIED)}
+    applied = {i.name for i in history.items if i.state in (MigrationState.APPLIED, MigrationState.MODIFIED)}
     done = [i for i, name in enumerate(steps.names) if name in applied]
     if done:
         return steps.steps[max(done)].schema

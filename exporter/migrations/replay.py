@@ -27,11 +27,12 @@ import uuid
 from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from exporter.db import one_row
 from exporter.migrations.checksum import checksum, read_migration
 
 MIGRATIONS_TABLE = "_prisma_migrations"
@@ -108,7 +109,7 @@ def apply_migrations(
 
 def _pending(conn: psycopg.Connection, names: list[str]) -> list[str]:
     """Create the history table if needed; refuse on a failed migration; drop applied names."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (MIGRATIONS_TABLE,)).fetchone()[0]
+    exists = one_row(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (MIGRATIONS_TABLE,)))[0]
     if not exists:
         conn.execute(CREATE_MIGRATIONS_TABLE)
         return names

@@ -27,7 +27,8 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterator, Mapping
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -39,6 +40,7 @@ from exporter.schema.model import Schema
 
 SCRATCH_PREFIX = "venzory_exporter_shadow_"
 SNAPSHOT_FORMAT = 1
+T = TypeVar("T")
 _CACHE_SIZE = 4  # folder versions kept; a folder changes rarely
 
 
@@ -113,7 +115,7 @@ class _Cache:
         self._lock = threading.Lock()  # concurrent polls of several databases share one replay
         self.replays = 0  # how many replays ran (tests and the bench read it)
 
-    def get(self, key: tuple[str, str], build: Callable[[], object]) -> Any:
+    def get(self, key: tuple[str, str], build: Callable[[], T]) -> T:
         with self._lock:
             if key not in self._entries:
                 self.replays += 1
@@ -126,7 +128,7 @@ class _Cache:
             value = self._entries[key]
         if isinstance(value, BrokenFolder):
             raise value
-        return value
+        return cast(T, value)  # a key's kind ("final", "steps") decides its value's type
 
     def clear(self) -> None:
         with self._lock:
@@ -171,7 +173,7 @@ def expected_steps(
             for name, script in scripts:
                 # apply_migrations(record=False) replays a whole prefix of the folder; one
                 # script at a time is the same thing with the schema read in between.
-                _apply(conn, lambda: _run_script(conn, name, script))
+                _apply(conn, lambda: _run_script(conn, name, script))  # noqa: B023 - called at once
                 steps.append(Step(name, introspect(conn)))
         return ExpectedSteps(key, tuple(steps))
 

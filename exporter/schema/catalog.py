@@ -8,18 +8,7 @@ from __future__ import annotations
 
 import psycopg
 
-from exporter.schema.model import (
-    CHECK,
-    EXCLUSION,
-    FOREIGN_KEY,
-    PRIMARY_KEY,
-    UNIQUE,
-    Column,
-    Constraint,
-    Index,
-    Schema,
-    Table,
-)
+from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, Table
 
 _COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
@@ -74,7 +63,8 @@ WHERE n.nspname = %(schema)s
 GROUP BY t.typname
 """
 
-_KINDS = {"p": PRIMARY_KEY, "u": UNIQUE, "c": CHECK, "f": FOREIGN_KEY, "x": EXCLUSION}
+_KINDS = {"p": ConstraintKind.PRIMARY_KEY, "u": ConstraintKind.UNIQUE, "c": ConstraintKind.CHECK,
+          "f": ConstraintKind.FOREIGN_KEY, "x": ConstraintKind.EXCLUSION}
 _ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 

@@ -29,50 +29,50 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Iterable, Protocol
+from enum import StrEnum
+from typing import Protocol
+from collections.abc import Iterable, Iterator
 
-from exporter.schema.model import (
-    CHECK,
-    EXCLUSION,
-    FOREIGN_KEY,
-    PRIMARY_KEY,
-    UNIQUE,
-    Constraint,
-    Index,
-    Schema,
-    normalize_expression,
-)
+from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, normalize_expression
 
-MIGRATIONS = "migrations"
-SCHEMA_PRISMA = "schema_prisma"
+class DriftSource(StrEnum):
+    """Where the expected side of a drift item comes from."""
+
+    MIGRATIONS = "migrations"
+    SCHEMA_PRISMA = "schema_prisma"
+
 
 IGNORED_TABLES = frozenset({"_prisma_migrations"})  # Prisma's bookkeeping, never drift
 
-KINDS = (
-    "missing_table",
-    "extra_table",
-    "missing_column",
-    "extra_column",
-    "column_type",
-    "column_nullability",
-    "column_default",
-    "missing_index",
-    "extra_index",
-    "index_definition",
-    "missing_constraint",
-    "extra_constraint",
-    "constraint_definition",
-    "enum_values",
-)
+
+class DriftKind(StrEnum):
+    MISSING_TABLE = "missing_table"
+    EXTRA_TABLE = "extra_table"
+    MISSING_COLUMN = "missing_column"
+    EXTRA_COLUMN = "extra_column"
+    COLUMN_TYPE = "column_type"
+    COLUMN_NULLABILITY = "column_nullability"
+    COLUMN_DEFAULT = "column_default"
+    MISSING_INDEX = "missing_index"
+    EXTRA_INDEX = "extra_index"
+    INDEX_DEFINITION = "index_definition"
+    MISSING_CONSTRAINT = "missing_constraint"
+    EXTRA_CONSTRAINT = "extra_constraint"
+    CONSTRAINT_DEFINITION = "constraint_definition"
+    ENUM_VALUES = "enum_values"
 
 
 @dataclass(frozen=True)
 class DriftItem:
-    source: str  # MIGRATIONS or SCHEMA_PRISMA
-    kind: str  # one of KINDS
+    source: DriftSource
+    kind: DriftKind
     object: str  # "Table", "Table.column", an index name, "Table.constraint", an enum name
     detail: str  # one sentence, expected vs actual
     acknowledged: bool = False
+
+    @property
+    def is_problem(self) -> bool:
+        return not self.acknowledged
 
 
 @dataclass(frozen=True)
@@ -90,14 +90,16 @@ FULL_SCOPE = Scope()
 PRISMA_SCOPE = Scope(
     check_constraints=False, index_predicates=False, validation=False, sequence_names=False, enum_order=False
 )
-_SCOPES = {MIGRATIONS: FULL_SCOPE, SCHEMA_PRISMA: PRISMA_SCOPE}
+_SCOPES = {DriftSource.MIGRATIONS: FULL_SCOPE, DriftSource.SCHEMA_PRISMA: PRISMA_SCOPE}
 
 
-def diff_schemas(expected: Schema, actual: Schema, source: str, *, scope: Scope | None = None) -> list[DriftItem]:
+def diff_schemas(
+    expected: Schema, actual: Schema, source: DriftSource, *, scope: Scope | None = None
+) -> list[DriftItem]:
     """What differs between the expected and the actual Schema, in a deterministic order:
     tables, columns, indexes, constraints, enums; each sorted by object name."""
     scope = scope or _SCOPES.get(source, FULL_SCOPE)
-    items: list[tuple[str, str, str]] = []  # (kind, object, detail)
+    items: list[tuple[DriftKind, str, str]] = []  # (kind, object, detail)
     items += _tables(expected, actual)
     items += _columns(expected, actual, scope)
     items += _indexes(expected, actual, scope)
@@ -139,38 +141,40 @@ def _common_tables(expected: Schema, actual: Schema) -> list[str]:
     return sorted(_table_names(expected) & _table_names(actual))
 
 
-def _tables(expected: Schema, actual: Schema):
+def _tables(expected: Schema, actual: Schema) -> Iterator[tuple[DriftKind, str, str]]:
     for name in sorted(_table_names(expected) - _table_names(actual)):
-        yield "missing_table", name, f"table {name} is expected but does not exist"
+        yield DriftKind.MISSING_TABLE, name, f"table {name} is expected but does not exist"
     for name in sorted(_table_names(actual) - _table_names(expected)):
-        yield "extra_table", name, f"table {name} exists but is not expected"
+        yield DriftKind.EXTRA_TABLE, name, f"table {name} exists but is not expected"
 
 
-def _columns(expected: Schema, actual: Schema, scope: Scope):
+def _columns(expected: Schema, actual: Schema, scope: Scope) -> Iterator[tuple[DriftKind, str, str]]:
     for table in _common_tables(expected, actual):
         want, have = expected.tables[table].columns, actual.tables[table].columns
         for name in sorted(set(want) | set(have)):
             obj = f"{table}.{name}"
             if name not in have:
-                yield "missing_column", obj, f"column {obj} ({_column_text(want[name])}) is expected but does not exist"
+                text = _column_text(want[name])
+                yield DriftKind.MISSING_COLUMN, obj, f"column {obj} ({text}) is expected but does not exist"
                 continue
             if name not in want:
-                yield "extra_column", obj, f"column {obj} ({_column_text(have[name])}) exists but is not expected"
+                text = _column_text(have[name])
+                yield DriftKind.EXTRA_COLUMN, obj, f"column {obj} ({text}) exists but is not expected"
                 continue
             w, h = want[name], have[name]
             if w.type != h.type:
-                yield "column_type", obj, f"column {obj} is {h.type}, expected {w.type}"
+                yield DriftKind.COLUMN_TYPE, obj, f"column {obj} is {h.type}, expected {w.type}"
             if w.nullable != h.nullable:
-                yield "column_nullability", obj, (
+                yield DriftKind.COLUMN_NULLABILITY, obj, (
                     f"column {obj} is {_nullability(h.nullable)}, expected {_nullability(w.nullable)}"
                 )
             if _default_key(w.default, scope) != _default_key(h.default, scope):
-                yield "column_default", obj, (
+                yield DriftKind.COLUMN_DEFAULT, obj, (
                     f"column {obj} has default {_default_text(h.default)}, expected {_default_text(w.default)}"
                 )
 
 
-def _column_text(column) -> str:
+def _column_text(column: Column) -> str:
     text = f"{column.type} {_nullability(column.nullable)}"
     return text + (f" default {column.default}" if column.default else "")
 
@@ -209,7 +213,8 @@ def _indexes_compared(schema: Schema, tables: set[str]) -> dict[str, Index]:
     """The indexes drift compares: unique constraints folded in as unique indexes, minus the
     indexes behind a primary key or exclusion constraint (compared as constraints)."""
     behind_constraints = {
-        (c.table, c.name) for c in schema.constraints.values() if c.kind in (PRIMARY_KEY, EXCLUSION)
+        (c.table, c.name) for c in schema.constraints.values()
+        if c.kind in (ConstraintKind.PRIMARY_KEY, ConstraintKind.EXCLUSION)
     }
     indexes = {
         name: index
@@ -217,7 +222,7 @@ def _indexes_compared(schema: Schema, tables: set[str]) -> dict[str, Index]:
         if index.table in tables and not index.primary and (index.table, name) not in behind_constraints
     }
     for c in schema.constraints.values():
-        if c.kind == UNIQUE and c.table in tables and c.name not in indexes:
+        if c.kind == ConstraintKind.UNIQUE and c.table in tables and c.name not in indexes:
             indexes[c.name] = Index(c.name, c.table, c.columns, unique=True)
     return indexes
 
@@ -228,20 +233,20 @@ def _inexpressible(index: Index) -> bool:
     return index.predicate is not None or any("(" in column for column in index.columns)
 
 
-def _indexes(expected: Schema, actual: Schema, scope: Scope):
+def _indexes(expected: Schema, actual: Schema, scope: Scope) -> Iterator[tuple[DriftKind, str, str]]:
     tables = set(_common_tables(expected, actual))
     want = _indexes_compared(expected, tables)
     have = _indexes_compared(actual, tables)
     for name in sorted(set(want) | set(have)):
         if name not in have:
-            yield "missing_index", name, f"{_index_text(want[name])} is expected but does not exist"
+            yield DriftKind.MISSING_INDEX, name, f"{_index_text(want[name])} is expected but does not exist"
         elif name not in want:
             if scope.index_predicates or not _inexpressible(have[name]):
-                yield "extra_index", name, f"{_index_text(have[name])} exists but is not expected"
+                yield DriftKind.EXTRA_INDEX, name, f"{_index_text(have[name])} exists but is not expected"
         else:
             detail = _index_difference(want[name], have[name], scope)
             if detail:
-                yield "index_definition", name, f"index {name} {detail}"
+                yield DriftKind.INDEX_DEFINITION, name, f"index {name} {detail}"
 
 
 def _index_text(index: Index) -> str:
@@ -281,45 +286,49 @@ def _predicate_text(predicate: str | None) -> str:
 # -- constraints --------------------------------------------------------------------------------
 
 _KIND_TEXT = {
-    PRIMARY_KEY: "PRIMARY KEY",
-    FOREIGN_KEY: "FOREIGN KEY",
-    CHECK: "CHECK",
-    EXCLUSION: "EXCLUDE",
-    UNIQUE: "UNIQUE",
+    ConstraintKind.PRIMARY_KEY: "PRIMARY KEY",
+    ConstraintKind.FOREIGN_KEY: "FOREIGN KEY",
+    ConstraintKind.CHECK: "CHECK",
+    ConstraintKind.EXCLUSION: "EXCLUDE",
+    ConstraintKind.UNIQUE: "UNIQUE",
 }
 
 
 def _constraints_compared(schema: Schema, tables: set[str], scope: Scope) -> dict[tuple[str, str], Constraint]:
-    skipped = {UNIQUE} if scope.check_constraints else {UNIQUE, CHECK, EXCLUSION}
+    skipped = {ConstraintKind.UNIQUE}
+    if not scope.check_constraints:
+        skipped |= {ConstraintKind.CHECK, ConstraintKind.EXCLUSION}
     return {key: c for key, c in schema.constraints.items() if c.table in tables and c.kind not in skipped}
 
 
-def _constraints(expected: Schema, actual: Schema, scope: Scope):
+def _constraints(expected: Schema, actual: Schema, scope: Scope) -> Iterator[tuple[DriftKind, str, str]]:
     tables = set(_common_tables(expected, actual))
     want = _constraints_compared(expected, tables, scope)
     have = _constraints_compared(actual, tables, scope)
     for key in sorted(set(want) | set(have)):
         obj = f"{key[0]}.{key[1]}"
         if key not in have:
-            yield "missing_constraint", obj, f"constraint {obj} ({want[key].definition}) is expected but does not exist"
+            definition = want[key].definition
+            yield DriftKind.MISSING_CONSTRAINT, obj, f"constraint {obj} ({definition}) is expected but does not exist"
         elif key not in want:
-            yield "extra_constraint", obj, f"constraint {obj} ({have[key].definition}) exists but is not expected"
+            definition = have[key].definition
+            yield DriftKind.EXTRA_CONSTRAINT, obj, f"constraint {obj} ({definition}) exists but is not expected"
         else:
             detail = _constraint_difference(want[key], have[key], scope)
             if detail:
-                yield "constraint_definition", obj, f"constraint {obj} {detail}"
+                yield DriftKind.CONSTRAINT_DEFINITION, obj, f"constraint {obj} {detail}"
 
 
 def _constraint_difference(want: Constraint, have: Constraint, scope: Scope) -> str:
     if want.kind != have.kind:
         return f"is a {_KIND_TEXT[have.kind]} constraint, expected {_KIND_TEXT[want.kind]}"
     parts = []
-    if want.kind in (CHECK, EXCLUSION):
+    if want.kind in (ConstraintKind.CHECK, ConstraintKind.EXCLUSION):
         if normalize_expression(want.definition) != normalize_expression(have.definition):
             parts.append(f"is {_strip_not_valid(have.definition)}, expected {_strip_not_valid(want.definition)}")
     elif want.columns != have.columns:
         parts.append(f"is on ({', '.join(have.columns)}), expected ({', '.join(want.columns)})")
-    if want.kind == FOREIGN_KEY:
+    if want.kind == ConstraintKind.FOREIGN_KEY:
         if (want.ref_table, want.ref_columns) != (have.ref_table, have.ref_columns):
             parts.append(
                 f"references {have.ref_table}({', '.join(have.ref_columns)}), "
@@ -341,13 +350,13 @@ def _strip_not_valid(definition: str) -> str:
 # -- enums --------------------------------------------------------------------------------------
 
 
-def _enums(expected: Schema, actual: Schema, scope: Scope):
+def _enums(expected: Schema, actual: Schema, scope: Scope) -> Iterator[tuple[DriftKind, str, str]]:
     for name in sorted(set(expected.enums) | set(actual.enums)):
         want, have = expected.enums.get(name), actual.enums.get(name)
         if have is None:
-            yield "enum_values", name, f"enum {name} ({', '.join(want)}) is expected but does not exist"
+            yield DriftKind.ENUM_VALUES, name, f"enum {name} ({', '.join(want or ())}) is expected but does not exist"
         elif want is None:
-            yield "enum_values", name, f"enum {name} ({', '.join(have)}) exists but is not expected"
+            yield DriftKind.ENUM_VALUES, name, f"enum {name} ({', '.join(have)}) exists but is not expected"
         elif (want != have) if scope.enum_order else (set(want) != set(have)):
             missing = [v for v in want if v not in have]
             extra = [v for v in have if v not in want]
@@ -358,4 +367,4 @@ def _enums(expected: Schema, actual: Schema, scope: Scope):
                 detail += f"; not expected {', '.join(extra)}"
             if not missing and not extra:
                 detail += "; same values in another order"
-            yield "enum_values", name, detail
+            yield DriftKind.ENUM_VALUES, name, detail

@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, asdict
-from typing import Any, Iterable, Mapping
+from enum import StrEnum
+from typing import Any
+from collections.abc import Iterable, Mapping
 
-# Constraint kinds, as in the metric label `kind` of venzory_db_constraint_present.
-PRIMARY_KEY = "primary_key"
-UNIQUE = "unique"
-CHECK = "check"
-FOREIGN_KEY = "foreign_key"
-EXCLUSION = "exclusion"
-INDEX = "index"  # a plain (non-unique) index, only used by the constraint-presence report
+
+
+class ConstraintKind(StrEnum):
+    """Constraint kinds, as in the metric label `kind` of venzory_db_constraint_present."""
+
+    PRIMARY_KEY = "primary_key"
+    UNIQUE = "unique"
+    CHECK = "check"
+    FOREIGN_KEY = "foreign_key"
+    EXCLUSION = "exclusion"
+    INDEX = "index"  # a plain (non-unique) index, only used by the constraint-presence report
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class Index:
 class Constraint:
     name: str
     table: str
-    kind: str  # PRIMARY_KEY | UNIQUE | CHECK | FOREIGN_KEY | EXCLUSION
+    kind: ConstraintKind  # not INDEX
     columns: tuple[str, ...] = ()
     definition: str = ""  # pg_get_constraintdef() text
     validated: bool = True  # false for NOT VALID constraints
@@ -100,7 +106,7 @@ class Schema:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Schema":
+    def from_json(cls, data: Mapping[str, Any]) -> Schema:
         tables = {
             name: Table(name, {c["name"]: Column(**c) for c in spec["columns"]})
             for name, spec in data["tables"].items()

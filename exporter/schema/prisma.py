@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple, Union
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
-from exporter.schema.model import FOREIGN_KEY, PRIMARY_KEY, Column, Constraint, Index, Schema, Table
+from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, Table
 
 
 class ParseError(ValueError):
@@ -50,12 +51,12 @@ class Call:
     """`name(args)`: a function such as now() or env("X"), or a field with options: a(sort: Desc)."""
 
     name: str
-    args: tuple["Arg", ...] = ()
+    args: tuple[Arg, ...] = ()
 
 
 # A value is a quoted string, a bare word (identifier, number, true/false, enum value),
 # a call, or a list (tuple) of values.
-Value = Union[Str, str, Call, tuple]
+Value = Str | str | Call | tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def _tokenize(text: str) -> list[_Token]:
     """Tokens with line numbers; comments and blanks dropped, line ends kept (they end a field)."""
     tokens, line = [], 1
     for match in _TOKEN.finditer(text):
-        kind, value = match.lastgroup, match.group(match.lastgroup)
+        kind = match.lastgroup or "error"  # every alternative of _TOKEN is a named group
+        value = match.group(kind)
         if kind == "error":
             if value == '"':
                 raise ParseError("unterminated string", line)
@@ -273,7 +275,7 @@ class _Parser:
 
     # grammar
     def schema(self) -> PrismaSchema:
-        parts: dict[str, list] = {k: [] for k in ("model", "view", "type", "enum", "config")}
+        parts: dict[str, list[Any]] = {k: [] for k in ("model", "view", "type", "enum", "config")}
         self.skip_newlines()
         while self.tok.kind != "end":
             keyword = self.tok
@@ -617,10 +619,10 @@ def _native_type(attribute: Attribute) -> str:
     if name not in _NATIVE_TYPES:
         raise ParseError(f"unknown native type @{attribute.name}", attribute.line)
     plain, template = _NATIVE_TYPES[name]
-    numbers = [a.value for a in attribute.args]
-    if not numbers:
+    numbers = [a.value for a in attribute.args if isinstance(a.value, str)]
+    if not attribute.args:
         return plain
-    if template is None or not all(isinstance(n, str) and n.isdigit() for n in numbers):
+    if template is None or len(numbers) != len(attribute.args) or not all(n.isdigit() for n in numbers):
         raise ParseError(f"@{attribute.name}: unexpected arguments", attribute.line)
     if name == "Decimal" and len(numbers) == 1:
         numbers.append("0")  # numeric(p) is numeric(p,0)
@@ -693,7 +695,8 @@ def _scalar_default(ctx: _Context, field: Field, value: Value, pg_type: str, lin
     raise ParseError(f"@default: unsupported value {value!r}", line)
 
 
-def _fk_definition(columns, ref_table, ref_columns, on_delete, on_update) -> str:
+def _fk_definition(columns: tuple[str, ...], ref_table: str, ref_columns: tuple[str, ...],
+                   on_delete: str, on_update: str) -> str:
     """pg_get_constraintdef() text of a foreign key (NO ACTION is not printed)."""
     text = "FOREIGN KEY ({}) REFERENCES {}({})".format(
         ", ".join(map(quote_ident, columns)), quote_ident(ref_table), ", ".join(map(quote_ident, ref_columns))
@@ -705,12 +708,12 @@ def _fk_definition(columns, ref_table, ref_columns, on_delete, on_update) -> str
     return text
 
 
-def _primary_key(table: str, columns: tuple[str, ...], name: str | None):
+def _primary_key(table: str, columns: tuple[str, ...], name: str | None) -> tuple[Index, Constraint]:
     name = name or prisma_constraint_name(table, (), "pkey")
     definition = f"PRIMARY KEY ({', '.join(map(quote_ident, columns))})"
     return (
         Index(name, table, columns, unique=True, primary=True),
-        Constraint(name, table, PRIMARY_KEY, columns, definition),
+        Constraint(name, table, ConstraintKind.PRIMARY_KEY, columns, definition),
     )
 
 
@@ -729,76 +732,95 @@ def to_schema(parsed: PrismaSchema, namespace: str = "public") -> Schema:
     Raises ParseError when the schema refers to things it does not define.
     """
     ctx = _Context(parsed)
-    tables: dict[str, Table] = {}
-    indexes: dict[str, Index] = {}
-    constraints: dict[tuple[str, str], Constraint] = {}
-
-    def add_index(index: Index, line: int) -> None:
-        if index.name in indexes:
-            raise ParseError(f"index name {index.name!r} is used twice", line)
-        indexes[index.name] = index
-
+    built = _Built()
     models = [m for m in parsed.models if _in_namespace(m, namespace)]
     for model in models:
         table = ctx.table_name(model)
-        columns = {}
-        for field in model.fields:
-            if field.type in ctx.models:
-                continue  # a relation field: its scalar fields hold the data
-            name = ctx.column_name(field)
-            pg_type = ctx.column_type(field)
-            # Prisma creates scalar list columns without NOT NULL.
-            nullable = field.optional or field.list
-            columns[name] = Column(name, pg_type, nullable, _default(ctx, table, name, field, pg_type))
-            if field.attribute("id"):
-                pk_index, pk = _primary_key(table, (name,), _string_arg(field.attribute("id"), "map", None))
-                add_index(pk_index, field.line)
-                constraints[(table, pk.name)] = pk
-            unique = field.attribute("unique")
-            if unique:
-                index_name = _string_arg(unique, "map", None) or prisma_constraint_name(table, (name,), "key")
-                add_index(Index(index_name, table, (name,), unique=True), unique.line)
-        tables[table] = Table(table, columns)
-
-        for attribute in model.attributes:
-            if attribute.name not in ("id", "unique", "index"):
-                continue
-            cols = ctx.columns(model, _name_list(attribute, "fields"), attribute.line)
-            if not cols:
-                raise ParseError(f"@@{attribute.name} needs a list of fields", attribute.line)
-            map_name = _string_arg(attribute, "map", None)
-            if attribute.name == "id":
-                pk_index, pk = _primary_key(table, cols, map_name)
-                add_index(pk_index, attribute.line)
-                constraints[(table, pk.name)] = pk
-                continue
-            unique = attribute.name == "unique"
-            name = map_name or prisma_constraint_name(table, cols, "key" if unique else "idx")
-            method = attribute.arg("type")
-            if method is not None and method not in _INDEX_METHODS:
-                raise ParseError(f"@@index: unknown type {method!r}", attribute.line)
-            add_index(Index(name, table, cols, unique, method=_INDEX_METHODS.get(method, "btree")), attribute.line)
-
+        built.tables[table] = Table(table, _columns(ctx, model, table, built))
+        _block_attributes(ctx, model, table, built)
         if ctx.foreign_keys:
             for field in model.fields:
                 foreign_key = _foreign_key(ctx, model, table, field)
                 if foreign_key is not None:
-                    constraints[(table, foreign_key.name)] = foreign_key
+                    built.add_constraint(foreign_key)
 
     for join_table, join_indexes, join_constraints, line in _implicit_many_to_many(ctx, models):
-        tables[join_table.name] = join_table
+        built.tables[join_table.name] = join_table
         for index in join_indexes:
-            add_index(index, line)
+            built.add_index(index, line)
         for constraint in join_constraints:
-            constraints[(constraint.table, constraint.name)] = constraint
+            built.add_constraint(constraint)
 
     enums = {
         ctx.enum_name(e): tuple(ctx.enum_value(v) for v in e.values)
         for e in parsed.enums
         if _in_namespace(e, namespace)
     }
-    return Schema(tables, indexes, constraints, enums)
+    return Schema(built.tables, built.indexes, built.constraints, enums)
 
+
+
+class _Built:
+    """The tables, indexes and constraints of a schema being built; index names are unique."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, Table] = {}
+        self.indexes: dict[str, Index] = {}
+        self.constraints: dict[tuple[str, str], Constraint] = {}
+
+    def add_index(self, index: Index, line: int) -> None:
+        if index.name in self.indexes:
+            raise ParseError(f"index name {index.name!r} is used twice", line)
+        self.indexes[index.name] = index
+
+    def add_constraint(self, constraint: Constraint) -> None:
+        self.constraints[(constraint.table, constraint.name)] = constraint
+
+    def add_primary_key(self, table: str, columns: tuple[str, ...], name: str | None, line: int) -> None:
+        index, constraint = _primary_key(table, columns, name)
+        self.add_index(index, line)
+        self.add_constraint(constraint)
+
+
+def _columns(ctx: _Context, model: Model, table: str, built: _Built) -> dict[str, Column]:
+    """The model's scalar fields as columns, with the indexes of their @id and @unique."""
+    columns = {}
+    for field in model.fields:
+        if field.type in ctx.models:
+            continue  # a relation field: its scalar fields hold the data
+        name = ctx.column_name(field)
+        pg_type = ctx.column_type(field)
+        # Prisma creates scalar list columns without NOT NULL.
+        nullable = field.optional or field.list
+        columns[name] = Column(name, pg_type, nullable, _default(ctx, table, name, field, pg_type))
+        if field.attribute("id"):
+            built.add_primary_key(table, (name,), _string_arg(field.attribute("id"), "map", None), field.line)
+        unique = field.attribute("unique")
+        if unique:
+            index_name = _string_arg(unique, "map", None) or prisma_constraint_name(table, (name,), "key")
+            built.add_index(Index(index_name, table, (name,), unique=True), unique.line)
+    return columns
+
+
+def _block_attributes(ctx: _Context, model: Model, table: str, built: _Built) -> None:
+    """@@id, @@unique and @@index of a model."""
+    for attribute in model.attributes:
+        if attribute.name not in ("id", "unique", "index"):
+            continue
+        cols = ctx.columns(model, _name_list(attribute, "fields"), attribute.line)
+        if not cols:
+            raise ParseError(f"@@{attribute.name} needs a list of fields", attribute.line)
+        map_name = _string_arg(attribute, "map", None)
+        if attribute.name == "id":
+            built.add_primary_key(table, cols, map_name, attribute.line)
+            continue
+        unique = attribute.name == "unique"
+        name = map_name or prisma_constraint_name(table, cols, "key" if unique else "idx")
+        method = attribute.arg("type")
+        if method is not None and method not in _INDEX_METHODS:
+            raise ParseError(f"@@index: unknown type {method!r}", attribute.line)
+        access = _INDEX_METHODS[method] if isinstance(method, str) else "btree"
+        built.add_index(Index(name, table, cols, unique, method=access), attribute.line)
 
 def _foreign_key(ctx: _Context, model: Model, table: str, field: Field) -> Constraint | None:
     """The foreign key of a relation field that holds `fields:` / `references:`."""
@@ -823,7 +845,7 @@ def _foreign_key(ctx: _Context, model: Model, table: str, field: Field) -> Const
     return Constraint(
         name=name,
         table=table,
-        kind=FOREIGN_KEY,
+        kind=ConstraintKind.FOREIGN_KEY,
         columns=columns,
         definition=_fk_definition(columns, ref_table, ref_columns, on_delete, on_update),
         ref_table=ref_table,
@@ -840,7 +862,12 @@ def _relation_name(field: Field, model: Model) -> str:
     return explicit or f"{first}To{second}"
 
 
-def _implicit_many_to_many(ctx: _Context, models: list[Model]):
+JoinTable = tuple[Table, list[Index], list[Constraint]]
+
+
+def _implicit_many_to_many(
+    ctx: _Context, models: list[Model]
+) -> Iterator[tuple[Table, list[Index], list[Constraint], int]]:
     """Join tables of implicit many-to-many relations (both sides are lists, no `fields:`).
 
     Prisma 6+ layout: table `_{relation}` with columns "A" (the model whose name sorts
@@ -865,9 +892,10 @@ def _implicit_many_to_many(ctx: _Context, models: list[Model]):
             yield *_join_table(ctx, relation, *sorted((model, other), key=lambda m: m.name)), field.line
 
 
-def _join_table(ctx: _Context, relation: str, model_a: Model, model_b: Model):
+def _join_table(ctx: _Context, relation: str, model_a: Model, model_b: Model) -> JoinTable:
     name = f"_{relation}"
-    columns, constraints = {}, []
+    columns: dict[str, Column] = {}
+    constraints: list[Constraint] = []
     for column, model in (("A", model_a), ("B", model_b)):
         id_field = next((f for f in model.fields if f.attribute("id")), None)
         if id_field is None:
@@ -879,7 +907,7 @@ def _join_table(ctx: _Context, relation: str, model_a: Model, model_b: Model):
             Constraint(
                 name=f"{name}_{column}_fkey",
                 table=name,
-                kind=FOREIGN_KEY,
+                kind=ConstraintKind.FOREIGN_KEY,
                 columns=(column,),
                 definition=_fk_definition((column,), ref_table, (id_column,), "CASCADE", "CASCADE"),
                 ref_table=ref_table,

@@ -1,0 +1,186 @@
+"""The renderers of a PollResult - /metrics families and verify's JSON, text and exit
+code - from literal results: no database, no poll."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, UTC
+
+import pytest
+
+from exporter.checks.constraints import ConstraintResult
+from exporter.checks.run import CheckResult, CheckStatus, FailureReason
+from exporter.config import Config
+from exporter.db import DownReason
+from exporter.metrics.contract import METRICS
+from exporter.metrics.render import families_for
+from exporter.migrations.history import MigrationHistory, MigrationItem, MigrationState
+from exporter.migrations.monitor import MigrationsResult, Part
+from exporter.migrations.preflight import PreflightItem, PreflightKind, PreflightStatus
+from exporter.poll import PollResult
+from exporter.privileges import Privileges
+from exporter.report import EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, exit_code, render_json, render_text
+from exporter.schema.diff import DriftItem, DriftKind, DriftSource
+from exporter.schema.model import Schema
+from support import exposition, samples, value
+
+CONFIG = Config.model_validate({
+    "databases": [{"name": "shop", "dsn": "postgresql://monitor:secret@localhost/shop"}],
+    "checks": [
+        {"name": "stock_non_negative", "kind": "row", "table": "Stock", "rule": "quantity >= 0",
+         "category": "negative_inventory", "severity": "critical"},
+        {"name": "item_names", "kind": "duplicate", "table": "Item", "columns": ["name"],
+         "category": "duplicate", "severity": "warning"},
+        {"name": "order_sent_at", "kind": "row", "table": "Order", "rule": "\"sentAt\" IS NOT NULL",
+         "category": "status_timestamp", "severity": "warning"},
+    ],
+})
+NEGATIVE, NAMES, SENT_AT = CONFIG.checks
+T0 = 1_700_000_000.0
+FINISHED = datetime(2025, 11, 5, 17, 14, tzinfo=UTC)
+
+CHECKS = (
+    CheckResult(NEGATIVE, CheckStatus.VIOLATED, 3, duration=0.25),
+    CheckResult(NAMES, CheckStatus.OK, 0, 0, guarded_by="Item_name_key"),
+    CheckResult(SENT_AT, CheckStatus.FAILED, reason=FailureReason.TIMEOUT, error="canceling statement", duration=1.0),
+)
+CONSTRAINTS = (
+    ConstraintResult("Stock", "check_quantity", "check", True, True, True),
+    ConstraintResult("Item", "Item_name_key", "unique", False, True, False, "index is invalid"),
+)
+HISTORY = MigrationHistory(True, None, (
+    MigrationItem("1_init", MigrationState.APPLIED, FINISHED),
+    MigrationItem("2_harden", MigrationState.PENDING, None, "", True),
+), FINISHED)
+PREFLIGHT = (
+    PreflightItem("2_harden", "Stock", "check_quantity", PreflightKind.CHECK, PreflightStatus.BLOCKED, 3,
+                  'SELECT * FROM "Stock"'),
+    PreflightItem("2_harden", "Order", "Order_sentAt", PreflightKind.NOT_NULL, PreflightStatus.CANNOT_EVALUATE,
+                  None, "", "column not there yet"),
+)
+DRIFT = (
+    DriftItem(DriftSource.MIGRATIONS, DriftKind.EXTRA_COLUMN, "Item.legacy", "column Item.legacy exists"),
+    DriftItem(DriftSource.SCHEMA_PRISMA, DriftKind.MISSING_INDEX, "Item_sku_idx", "index missing", True),
+)
+MIGRATIONS = MigrationsResult(HISTORY, Schema(), DRIFT, PREFLIGHT, (), tuple(Part), max_drift_series=1)
+UP = PollResult("shop", True, T0, 2.5, True, None, CHECKS, CONSTRAINTS, MIGRATIONS,
+                privileges=Privileges("monitor", False, False, ()))
+HEALTHY = PollResult("shop", True, T0, 0.5, False, None, CHECKS[1:2], CONSTRAINTS[:1],
+                     privileges=Privileges("monitor", False, False, ()))
+DOWN = PollResult("shop", False, T0, 5.0, False, "connection refused", down_reason=DownReason.CONNECT_FAILED)
+
+
+# -- /metrics --------------------------------------------------------------------------------------
+
+def test_every_family_is_built_as_declared():
+    declared = {spec.name: spec for spec in METRICS}
+    families = families_for(UP)
+    for family in families:
+        spec = declared[family.name]
+        assert (family.type, family.documentation) == (spec.type, spec.documentation)
+        assert all(set(s.labels) == set(spec.labels) for s in family.samples), family.name
+    poll_metrics = {spec.name for spec in METRICS if spec.from_poll} - {"venzory_db_down_reason"}
+    assert {f.name for f in families} == poll_metrics, "a full result renders every poll metric"
+
+
+def test_a_full_result_renders_its_numbers():
+    text = exposition(UP)
+    db = {"database": "shop"}
+    assert value(text, "venzory_db_up", **db) == 1
+    assert value(text, "venzory_db_last_poll_timestamp_seconds", **db) == T0 + 2.5
+    assert value(text, "venzory_db_check_violations", **db, check="stock_non_negative", table="Stock",
+                 category="negative_inventory", severity="critical") == 3
+    assert value(text, "venzory_db_check_violations", **db, check="order_sent_at", table="Order",
+                 category="status_timestamp", severity="warning") is None, "a failed check has no count"
+    assert value(text, "venzory_db_check_success", **db, check="order_sent_at") == 0
+    assert value(text, "venzory_db_check_guarded", **db, check="item_names") == 1
+    assert value(text, "venzory_db_duplicate_groups", **db, check="item_names", table="Item") == 0
+    assert value(text, "venzory_db_constraint_valid", **db, table="Item", constraint="Item_name_key",
+                 kind="unique", severity="warning") == 0
+    assert value(text, "venzory_db_role_can_write", **db) == 0
+    assert value(text, "venzory_db_migrations", **db, state="pending") == 1
+    assert value(text, "venzory_db_migration_info", **db, migration="2_harden", state="pending") == 1
+    assert value(text, "venzory_db_migration_info", **db, migration="1_init", state="applied") is None
+    assert value(text, "venzory_db_last_migration_finished_timestamp_seconds", **db) == FINISHED.timestamp()
+    assert value(text, "venzory_db_migration_blocked_rows", **db, migration="2_harden", table="Stock",
+                 constraint="check_quantity") == 3
+    assert value(text, "venzory_db_migration_preflight_unevaluable", **db, migration="2_harden", table="Order",
+                 constraint="Order_sentAt") == 1
+    assert value(text, "venzory_db_migrations_part_success", **db, part="preflight") == 1
+
+
+def test_drift_counts_are_complete_and_item_series_capped():
+    text = exposition(UP)
+
+    def series(name: str, *labels: str) -> dict[tuple[str, ...], float]:
+        return {tuple(dict(found)[label] for label in labels): v
+                for (n, *found), v in samples(text).items() if n == name}
+
+    counts = series("venzory_db_schema_drift_items", "source", "kind", "acknowledged")
+    assert len(counts) == len(DriftSource) * len(DriftKind) * 2, "every source x kind x acknowledged, 0 included"
+    assert counts[("migrations", "extra_column", "false")] == 1
+    assert counts[("schema_prisma", "missing_index", "true")] == 1
+    assert sum(counts.values()) == 2
+    items = series("venzory_db_schema_drift_item", "source", "kind", "object", "acknowledged")
+    assert list(items) == [("migrations", "extra_column", "Item.legacy", "false")], "capped at max_drift_series=1"
+
+
+def test_a_down_database_has_its_reason_and_no_stale_series():
+    text = exposition(DOWN)
+    assert value(text, "venzory_db_up", database="shop") == 0
+    assert value(text, "venzory_db_down_reason", database="shop", reason="connect_failed") == 1
+    assert {f.name for f in families_for(DOWN)} == {
+        "venzory_db_up", "venzory_db_last_poll_timestamp_seconds", "venzory_db_poll_duration_seconds",
+        "venzory_db_poll_full_scan", "venzory_db_down_reason"}
+
+
+def test_two_databases_share_one_family_per_metric():
+    text = exposition(UP, replace(DOWN, database="warehouse"))
+    assert text.count("# TYPE venzory_db_up gauge") == 1
+    assert value(text, "venzory_db_up", database="shop") == 1
+    assert value(text, "venzory_db_up", database="warehouse") == 0
+
+
+# -- verify ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("results, allow_pending, code", [
+    ([HEALTHY], False, EXIT_OK),
+    ([UP], False, EXIT_PROBLEMS),
+    ([HEALTHY, DOWN], False, EXIT_CANNOT_RUN),
+    ([replace(HEALTHY, migrations=MigrationsResult(HISTORY, parts=(Part.HISTORY,)))], False, EXIT_PROBLEMS),
+    ([replace(HEALTHY, migrations=MigrationsResult(HISTORY, parts=(Part.HISTORY,)))], True, EXIT_OK),
+], ids=["healthy", "problems", "unreachable", "pending", "pending allowed"])
+def test_exit_code(results, allow_pending, code):
+    assert exit_code(results, allow_pending=allow_pending) == code
+    assert json.loads(render_json(results, allow_pending=allow_pending))["ok"] is (code == EXIT_OK)
+
+
+def test_verify_json_follows_the_contract():
+    (db,) = json.loads(render_json([UP]))["databases"]
+    assert {c["name"]: (c["status"], c["violations"], c["reason"]) for c in db["checks"]} == {
+        "stock_non_negative": ("violated", 3, None), "item_names": ("ok", 0, None),
+        "order_sent_at": ("failed", None, "timeout")}
+    assert db["migrations"] == {"managed": True, "states": {
+        "applied": 1, "pending": 1, "failed": 0, "rolled_back": 0, "modified": 0, "missing_from_folder": 0},
+        "items": [{"name": "2_harden", "state": "pending", "detail": ""}]}
+    assert [(d["source"], d["kind"], d["acknowledged"]) for d in db["drift"]] == [
+        ("migrations", "extra_column", False), ("schema_prisma", "missing_index", True)]
+    assert [(p["status"], p["blocked_rows"]) for p in db["preflight"]] == [("blocked", 3), ("cannot_evaluate", None)]
+    assert db["privileges"]["can_write"] is False and db["duration_seconds"] == 2.5
+
+
+def test_verify_text_says_what_is_wrong_and_hides_the_password():
+    text = render_text([UP, DOWN], {"shop": CONFIG.databases[0].dsn})
+    assert "secret" not in text
+    lines = text.splitlines()
+    assert "  ✘ stock_non_negative (Stock): 3 rows [negative_inventory, critical]" in lines
+    assert "  ✔ item_names (Item): no violations - guarded by Item_name_key" in lines
+    assert "  ! order_sent_at (Order): check failed [timeout]: canceling statement" in lines
+    assert "  ✘ Item.Item_name_key (unique): index is invalid" in lines
+    assert "      pending: 2_harden" in lines
+    assert "  ✘ 2_harden will fail: check check_quantity on Stock blocked by 3 rows" in lines
+    assert "  ✔ [schema_prisma] missing_index Item_sku_idx: index missing (acknowledged)" in lines
+    assert "  ! cannot connect: connection refused" in lines
+    assert lines[-1] == ("✘ Summary: 1/3 checks healthy, 1 violated (3 rows), 1 failed, "
+                         "1 constraints missing or not valid, 3 migration/drift problems, unreachable: shop")
