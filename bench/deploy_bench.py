@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from core_bench import CONFIG, MIGRATIONS, STEP_6, VID_FUNCTION, load_sql, server_settings  # noqa: E402
-from exporter.checks.run import KINDS  # noqa: E402
+from exporter.checks.run import KIND_MODULES  # noqa: E402
 from exporter.config import load_config  # noqa: E402
 from exporter.migrations.deploy import forecast, session_query  # noqa: E402
 from exporter.migrations.history import read_folder, read_rows  # noqa: E402
@@ -109,7 +109,7 @@ def main() -> int:
 
         def known(rule):
             for r in checks:
-                if r.violations is not None and not r.guarded and KINDS[r.check.kind].counts_same_rows(r.check, rule):
+                if r.violations is not None and not r.guarded and KIND_MODULES[r.check.kind].counts_same_rows(r.check, rule):
                     return r.violations, r.groups
             return None
 

@@ -104,9 +104,7 @@ def main() -> None:
         with psycopg.connect(dsn, autocommit=True, options="-c default_transaction_read_only=on") as conn:
             first_steps = once_ms(lambda: shadow.expected_steps(MIGRATIONS, admin))
             first_final = once_ms(lambda: shadow.expected_schema(MIGRATIONS, admin))
-            history = read_history(conn, MIGRATIONS)
             live = introspect(conn)
-            steps = shadow.expected_steps(MIGRATIONS, admin)
 
             def predict():
                 return forecast(read_rows(conn), read_folder(MIGRATIONS), live, session_query(conn))

@@ -14,7 +14,7 @@ from exporter.checks.constraints import ConstraintResult
 from exporter.checks.run import CheckResult, CheckStatus
 from exporter.db import redact_dsn
 from exporter.logs import redact, scrub
-from exporter.migrations.deploy import Forecast, Outcome, StatementResult
+from exporter.migrations.deploy import Forecast, MigrationPrediction, Outcome, StatementResult
 from exporter.migrations.history import PrismaStatus
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
@@ -58,7 +58,8 @@ def _migrations_json(m: MigrationsResult) -> dict[str, Any]:
 
 def _statement_json(s: StatementResult) -> dict[str, Any]:
     return {"number": s.number, "line": s.line, "outcome": s.outcome.value, "table": s.table, "sql": s.text,
-            "reason": s.reason, "sqlstate": s.sqlstate, "offending_rows": s.offending_rows, "inspect_sql": s.inspect_sql,
+            "reason": s.reason, "sqlstate": s.sqlstate, "offending_rows": s.offending_rows,
+            "inspect_sql": s.inspect_sql,
             "rows_updated": s.rows_updated, "rows_deleted": s.rows_deleted, "rows_lost": s.rows_lost,
             "values_lost": s.values_lost, "lock": s.lock, "rows_scanned": s.rows_scanned, "rewrites": s.rewrites}
 
@@ -207,18 +208,8 @@ _EFFECT_WORDS = {"rows_updated": "rows updated", "rows_deleted": "rows deleted",
 
 
 def _deploy_lines(f: Forecast) -> list[str]:
-    view, deploy = f.view, f.deploy
-    lines: list[str] = []
-    if view.status == PrismaStatus.DIVERGED:
-        lines.append(f"  {CROSS} the database's history and the folder differ (as `prisma migrate status` says): "
-                     f"the last common migration is {view.last_common or 'null'}")
-        if view.not_in_folder:
-            lines.append(f"      applied, not in the folder: {', '.join(view.not_in_folder)}")
-    if view.baseline_unresolved:
-        lines.append(f"  {CROSS} the schema exists but no migration of the folder is recorded as applied "
-                     "(a baseline never resolved): deploy would run it again")
-    for command in f.commands:
-        lines.append(f"      fix: {command}")
+    deploy = f.deploy
+    lines = _history_lines(f)
     if not deploy.migrations and deploy.outcome != Outcome.REFUSED:
         return lines
     mark = {Outcome.PASSES: TICK, Outcome.CANNOT_EVALUATE: WARN}.get(deploy.outcome, CROSS)
@@ -230,17 +221,37 @@ def _deploy_lines(f: Forecast) -> list[str]:
         if s.inspect_sql:
             lines.append(f"      inspect: {s.inspect_sql}")
     for m in deploy.migrations:
-        effects = [f"{n} {_EFFECT_WORDS[effect]}" for effect, n in m.effects.items() if n]
-        detail = f" - {', '.join(effects)}" if effects else ""
-        reason = f" - {m.reason}" if m.reason and m.outcome != Outcome.FAILS else ""
-        lines.append(f"      {m.outcome.value}: {m.name}{detail}{reason}")
-        for warning in m.warnings:
-            lines.append(f"        {WARN} {warning}")
-        for s in m.statements:
-            if s.lock and s.rows_scanned:
-                how = "rewrites" if s.rewrites else "scans"
-                lines.append(f"        statement {s.number} (line {s.line}): {s.lock} lock on \"{s.table}\", "
-                             f"{how} {s.rows_scanned} rows")
+        lines += _migration_prediction_lines(m)
+    return lines
+
+
+def _history_lines(f: Forecast) -> list[str]:
+    view = f.view
+    lines: list[str] = []
+    if view.status == PrismaStatus.DIVERGED:
+        lines.append(f"  {CROSS} the database's history and the folder differ (as `prisma migrate status` says): "
+                     f"the last common migration is {view.last_common or 'null'}")
+        if view.not_in_folder:
+            lines.append(f"      applied, not in the folder: {', '.join(view.not_in_folder)}")
+    if view.baseline_unresolved:
+        lines.append(f"  {CROSS} the schema exists but no migration of the folder is recorded as applied "
+                     "(a baseline never resolved): deploy would run it again")
+    for command in f.commands:
+        lines.append(f"      fix: {command}")
+    return lines
+
+
+def _migration_prediction_lines(m: MigrationPrediction) -> list[str]:
+    effects = [f"{n} {_EFFECT_WORDS[effect]}" for effect, n in m.effects.items() if n]
+    detail = f" - {', '.join(effects)}" if effects else ""
+    reason = f" - {m.reason}" if m.reason and m.outcome != Outcome.FAILS else ""
+    lines = [f"      {m.outcome.value}: {m.name}{detail}{reason}"]
+    lines += [f"        {WARN} {warning}" for warning in m.warnings]
+    for s in m.statements:
+        if s.lock and s.rows_scanned:
+            how = "rewrites" if s.rewrites else "scans"
+            lines.append(f"        statement {s.number} (line {s.line}): {s.lock} lock on \"{s.table}\", "
+                         f"{how} {s.rows_scanned} rows")
     return lines
 
 

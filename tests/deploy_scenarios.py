@@ -436,46 +436,49 @@ class Lab:
                                "rolled_back_at IS NULL ORDER BY started_at DESC LIMIT 1").fetchone()
         return Observed(Outcome.FAILS.value, row[0] if row else None, status=verdict, detail=_last_error(deploy.output))
 
-    def _stepwise(self, dsn: str, folder: Path, names, real: Observed) -> None:
+    def _stepwise(self, dsn: str, folder: Path, names: tuple[str, ...], real: Observed) -> None:
         """Run the statements one by one for the failing statement and the rows each
         UPDATE/DELETE touched, as PostgreSQL reports them: one transaction per migration, as
         deploy runs them (a label added by one migration is usable by the next)."""
-        updated = deleted = 0
+        touched = {"updated": 0, "deleted": 0}
         with psycopg.connect(dsn) as conn:
-            conn.execute("SELECT 1")  # opens the transaction: each statement below is a savepoint in it
             for name in names:
-                text = (folder / name / "migration.sql").read_text()
-                try:
-                    statements = split_statements(text)
-                except ParseError:
-                    if real.failing_migration == name:
-                        real.failing_statement = 0
-                    break
-                failed = False
-                for s in statements:
-                    if isinstance(s.node, ast.TransactionStmt):
-                        continue
-                    if isinstance(s.node, ast.IndexStmt) and s.node.concurrent and len(statements) == 1:
-                        continue  # alone it runs outside a transaction, as deploy sends it
-                    try:
-                        with conn.transaction():
-                            cur = conn.execute(s.text)
-                    except psycopg.Error as e:
-                        if real.failing_migration == name:
-                            real.failing_statement = s.number
-                        real.detail = real.detail or f"{e.sqlstate} {str(e).splitlines()[0]}"
-                        failed = True
-                        break
-                    if isinstance(s.node, ast.UpdateStmt):
-                        updated += max(cur.rowcount, 0)
-                    elif isinstance(s.node, ast.DeleteStmt):
-                        deleted += max(cur.rowcount, 0)
-                if failed:
-                    break
-                conn.commit()
-                conn.execute("SELECT 1")
+                conn.execute("SELECT 1")  # opens the migration's transaction: each statement is a savepoint in it
+                failed_at = _run_migration(conn, (folder / name / "migration.sql").read_text(), touched)
+                if failed_at is None:
+                    conn.commit()
+                    continue
+                number, error = failed_at
+                if real.failing_migration == name:
+                    real.failing_statement = number
+                real.detail = real.detail or error
+                break
             conn.rollback()
-        real.rows_updated, real.rows_deleted = updated, deleted
+        real.rows_updated, real.rows_deleted = touched["updated"], touched["deleted"]
+
+
+def _run_migration(conn: psycopg.Connection, text: str, touched: dict[str, int]) -> tuple[int, str] | None:
+    """(statement number, error) of the first statement that fails (0: the script does not
+    parse), or None; UPDATE/DELETE row counts added to `touched`."""
+    try:
+        statements = split_statements(text)
+    except ParseError as e:
+        return 0, str(e)
+    for s in statements:
+        if isinstance(s.node, ast.TransactionStmt):
+            continue
+        if isinstance(s.node, ast.IndexStmt) and s.node.concurrent and len(statements) == 1:
+            continue  # alone it runs outside a transaction, as deploy sends it
+        try:
+            with conn.transaction():
+                cur = conn.execute(s.text)
+        except psycopg.Error as e:
+            return s.number, f"{e.sqlstate} {str(e).splitlines()[0]}"
+        if isinstance(s.node, ast.UpdateStmt):
+            touched["updated"] += max(cur.rowcount, 0)
+        elif isinstance(s.node, ast.DeleteStmt):
+            touched["deleted"] += max(cur.rowcount, 0)
+    return None
 
 
 def _status_verdict(exit_code: int, output: str) -> str:
@@ -494,7 +497,7 @@ def _last_error(output: str) -> str:
     for line in output.splitlines():
         if line.startswith(("Error querying the database", "Error: P", "ERROR")) or "Database error" in line:
             return line.strip()[:200]
-    lines = [l for l in output.splitlines() if l.strip()]
+    lines = [line for line in output.splitlines() if line.strip()]
     return lines[-1][:200] if lines else ""
 
 

@@ -16,8 +16,7 @@ from exporter.config import load_config
 import support
 from support import exposition, poll_once
 from venzory_fixture import (
-    MIGRATIONS, PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_7, STEP_9,
-    STEP_10, build_database,
+    MIGRATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_7, STEP_10, build_database,
 )
 
 

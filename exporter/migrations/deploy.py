@@ -32,7 +32,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import psycopg
 from pglast import ast, parse_sql
@@ -43,7 +44,10 @@ from pglast.stream import RawStream
 from exporter.migrations.history import (
     FolderEntry, MigrationRow, PrismaStatus, PrismaView, baseline_commands, prisma_view,
 )
-from exporter.schema.model import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, Constraint, Index, Schema
+from exporter.schema.model import Constraint, ConstraintKind, Index, Schema
+
+CHECK, FOREIGN_KEY = ConstraintKind.CHECK, ConstraintKind.FOREIGN_KEY
+PRIMARY_KEY, UNIQUE = ConstraintKind.PRIMARY_KEY, ConstraintKind.UNIQUE
 
 
 class Outcome(StrEnum):
@@ -130,7 +134,8 @@ class DeployPrediction:
         if failure:
             name, s = failure
             rows = f", {s.offending_rows} rows" if s.offending_rows else ""
-            head = "will fail" if self.outcome == Outcome.FAILS else "will fail unless an earlier unevaluable statement fails first:"
+            head = "will fail" if self.outcome == Outcome.FAILS else \
+                "will fail unless an earlier unevaluable statement fails first:"
             return f"deploy {head} at {name} statement {s.number} (line {s.line}): {s.reason}{rows}"
         if self.outcome == Outcome.CANNOT_EVALUATE:
             return f"deploy cannot be fully evaluated: {self.reason}"
@@ -164,7 +169,7 @@ class _Table:
 class _Constraint:
     name: str
     table: str
-    kind: str  # PRIMARY_KEY | UNIQUE | CHECK | FOREIGN_KEY | other
+    kind: ConstraintKind
     columns: tuple[str, ...] = ()
     expression: str = ""  # CHECK expression
     ref_table: str = ""
@@ -254,7 +259,7 @@ def split_statements(script: str) -> list[_Statement]:
     return result
 
 
-def _walk(node, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
+def _walk(node: object, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
     if isinstance(node, (list, tuple)):
         for item in node:
             yield from _walk(item, into_subqueries=into_subqueries)
@@ -263,7 +268,7 @@ def _walk(node, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
         if isinstance(node, ast.SubLink) and not into_subqueries:
             yield from _walk(node.testexpr, into_subqueries=False)
             return
-        for attr in type(node).__slots__:
+        for attr in getattr(type(node), "__slots__", ()):
             yield from _walk(getattr(node, attr, None), into_subqueries=into_subqueries)
 
 
@@ -275,13 +280,14 @@ def _aliased(source: str, alias: str) -> str:
     return _TRAILING_ALIAS.sub(f" AS {_ident(alias)}", source)
 
 
-def _sql(node) -> str:
+def _sql(node: object) -> str:
     return RawStream()(node)
 
 
-def _names(names) -> str:
+def _names(names: Sequence[object] | None) -> str:
     """Last component of a qualified name list (String nodes)."""
-    return names[-1].sval if names else ""
+    last = names[-1] if names else None
+    return (last.sval or "") if isinstance(last, ast.String) else ""
 
 
 def _type_sql(type_name: ast.TypeName) -> tuple[str, str]:
@@ -300,12 +306,12 @@ class _Unknown(Exception):
 
 # -- the evaluator ----------------------------------------------------------------------------
 
-Query = Callable[[str], tuple]
+Query = Callable[[str], tuple[Any, ...]]
 # What a check of the same poll already counted for a rule on a live table: (rows, groups) or None.
-Known = Callable[[Constraint | Index], "tuple[int, int | None] | None"]
+Known = Callable[[Constraint | Index], tuple[int, int | None] | None]
 
 
-def _no_known(rule) -> None:
+def _no_known(rule: Constraint | Index) -> None:
     return None
 
 
@@ -322,7 +328,7 @@ class _Evaluator:
         # Each migration.sql is one transaction: a label it adds cannot be used before it commits.
         self.added_labels = {}
 
-    def unsafe_label(self, node) -> None:
+    def unsafe_label(self, node: ast.Node) -> None:
         """PostgreSQL refuses to use an enum label added in the same transaction (55P04)."""
         if not self.added_labels:
             return
@@ -336,18 +342,21 @@ class _Evaluator:
                                      "committed before it is used: move this statement to a later migration)", "55P04")
 
     # helpers ------------------------------------------------------------------------------
-    def table(self, name: str, *, missing_ok: bool = False) -> _Table | None:
+    def table(self, name: str) -> _Table:
         t = self.state.tables.get(name)
-        if t is None and not missing_ok:
+        if t is None:
             self.missing(f'relation "{name}" does not exist', "42P01")
         return t
 
-    def missing(self, reason: str, sqlstate: str):
+    def table_if_exists(self, name: str, missing_ok: bool) -> _Table | None:
+        return self.state.tables.get(name) if missing_ok else self.table(name)
+
+    def missing(self, reason: str, sqlstate: str) -> NoReturn:
         if self.state.catalog_unknown:
             raise _Unknown(f"{reason}, unless {self.state.catalog_unknown} created it")
         raise _Fails(reason, sqlstate)
 
-    def exists_already(self, reason: str, sqlstate: str):
+    def exists_already(self, reason: str, sqlstate: str) -> NoReturn:
         if self.state.catalog_unknown:
             raise _Unknown(f"{reason}, unless {self.state.catalog_unknown} changed it")
         raise _Fails(reason, sqlstate)
@@ -388,20 +397,15 @@ class _Evaluator:
         self._counts[t.source] = int(total)
         return int(hit), int(total)
 
-    def expression(self, t: _Table, node, alias: str | None = None) -> str:
+    def expression(self, t: _Table, node: object, alias: str | None = None) -> str:
         """SQL of an expression over the table's virtual row: columns must exist, casts to
         enums that are no longer the live ones become casts to text (so are their columns).
         A sub-query may read only tables no earlier statement changed: it reads them live."""
         for n in _walk(node, into_subqueries=False):
             if isinstance(n, ast.SubLink):
-                for rv in _walk(n.subselect):
-                    if isinstance(rv, ast.RangeVar):
-                        other = self.state.tables.get(rv.relname)
-                        if other is None or other.changed or other.tainted or other.source is None:
-                            raise _Unknown(f'a sub-query reads "{rv.relname}" as an earlier statement left it: '
-                                           "not modelled")
+                self._subquery_reads_live_rows(n)
             if isinstance(n, ast.ColumnRef):
-                fields = [f.sval for f in n.fields if isinstance(f, ast.String)]
+                fields = [f.sval or "" for f in n.fields if isinstance(f, ast.String)]
                 if len(fields) > 1 and fields[-2] not in (t.name, alias):
                     raise _Unknown(f"a reference to {'.'.join(fields)} is not modelled")
                 if fields and fields[-1] not in t.columns:
@@ -412,6 +416,13 @@ class _Evaluator:
                 if enum is not None and not enum.live:
                     n.typeName = ast.TypeName(names=(ast.String("text"),), typemod=-1)
         return _sql(node)
+
+    def _subquery_reads_live_rows(self, sublink: ast.SubLink) -> None:
+        for rv in _walk(sublink.subselect):
+            if isinstance(rv, ast.RangeVar):
+                other = self.state.tables.get(rv.relname or "")
+                if other is None or other.changed or other.tainted or other.source is None:
+                    raise _Unknown(f'a sub-query reads "{rv.relname}" as an earlier statement left it: not modelled')
 
     def value_type(self, column: _Column) -> str:
         enum = self.state.enums.get(column.type_name)
@@ -466,23 +477,23 @@ class _Evaluator:
             return replace(base, outcome=Outcome.CANNOT_EVALUATE, table=_table_of(node),
                            reason=f"query failed: {_error_text(e)}")
 
-    def on_CommentStmt(self, node, base):
+    def on_CommentStmt(self, node: ast.Node, base: StatementResult) -> StatementResult:
         return base
 
-    def on_VariableSetStmt(self, node, base):
+    def on_VariableSetStmt(self, node: ast.Node, base: StatementResult) -> StatementResult:
         return base
 
-    def on_TransactionStmt(self, node, base):
+    def on_TransactionStmt(self, node: ast.Node, base: StatementResult) -> StatementResult:
         return base  # named by the migration's warnings
 
-    def on_CreateEnumStmt(self, node: ast.CreateEnumStmt, base):
+    def on_CreateEnumStmt(self, node: ast.CreateEnumStmt, base: StatementResult) -> StatementResult:
         name = _names(node.typeName)
         if name in self.state.enums:
             self.exists_already(f'type "{name}" already exists', "42710")
         self.state.enums[name] = _Enum([v.sval for v in node.vals or ()], False)
         return base
 
-    def on_AlterEnumStmt(self, node: ast.AlterEnumStmt, base):
+    def on_AlterEnumStmt(self, node: ast.AlterEnumStmt, base: StatementResult) -> StatementResult:
         name = _names(node.typeName)
         enum = self.state.enums.get(name)
         if enum is None:
@@ -501,122 +512,132 @@ class _Evaluator:
         self.added_labels.setdefault(name, set()).add(node.newVal)
         return base
 
-    def on_RenameStmt(self, node: ast.RenameStmt, base):
-        kind = node.renameType
-        if kind == ObjectType.OBJECT_TYPE:
-            old = _names(node.object)
-            if old not in self.state.enums:
-                self.missing(f'type "{old}" does not exist', "42704")
-            if node.newname in self.state.enums:
-                self.exists_already(f'type "{node.newname}" already exists', "42710")
-            enum = self.state.enums.pop(old)
-            self.state.enums[node.newname] = enum
-            for t in self.state.tables.values():
-                for c in t.columns.values():
-                    if c.type_name == old:
-                        c.type_name, c.type = node.newname, _ident(node.newname)
+    def on_RenameStmt(self, node: ast.RenameStmt, base: StatementResult) -> StatementResult:
+        new = node.newname or ""
+        if node.renameType == ObjectType.OBJECT_TYPE:
+            self._rename_type(_names(node.object), new)
             return base
-        table = node.relation.relname if node.relation else ""
+        table = node.relation.relname or "" if node.relation else ""
         base = replace(base, table=table, lock=ACCESS_EXCLUSIVE)
-        if kind == ObjectType.OBJECT_TABLE:
-            t = self.table(table)
-            if self.state.relation_exists(node.newname):
-                self.exists_already(f'relation "{node.newname}" already exists', "42P07")
-            self.state.tables[node.newname] = self.state.tables.pop(table)
-            t.name = node.newname
-            self.layer(t, self.identity(t), alias=node.newname)
-            for c in self.state.constraints.values():
-                if c.ref_table == table:
-                    c.ref_table = node.newname
-            self.state.constraints = {(node.newname if k[0] == table else k[0], k[1]): c
-                                      for k, c in self.state.constraints.items()}
-            for c in self.state.constraints.values():
-                if c.table == table:
-                    c.table = node.newname
-            self.state.indexes = {n: ((node.newname if v[0] == table else v[0]), v[1], v[2])
-                                  for n, v in self.state.indexes.items()}
-            return base
-        if kind == ObjectType.OBJECT_COLUMN:
-            t = self.table(table)
-            if node.subname not in t.columns:
-                self.missing(f'column "{node.subname}" does not exist', "42703")
-            if node.newname in t.columns:
-                self.exists_already(f'column "{node.newname}" of relation "{table}" already exists', "42701")
-            exprs = {(node.newname if n == node.subname else n): _ident(n) for n in t.columns}
-            col = t.columns.pop(node.subname)
-            col.name = node.newname
-            t.columns[node.newname] = col
-            t.columns = {n: t.columns[n] for n in exprs}
-            self.layer(t, exprs)
-            return base
-        if kind == ObjectType.OBJECT_INDEX:
-            old = node.relation.relname
-            if old not in self.state.indexes:
-                self.missing(f'relation "{old}" does not exist', "42P01")
-            if self.state.relation_exists(node.newname):
-                self.exists_already(f'relation "{node.newname}" already exists', "42P07")
-            self.state.indexes[node.newname] = self.state.indexes.pop(old)
-            return replace(base, table=self.state.indexes[node.newname][0])
-        if kind == ObjectType.OBJECT_TABCONSTRAINT:
-            key = (table, node.subname)
-            if key not in self.state.constraints:
-                self.missing(f'constraint "{node.subname}" for table "{table}" does not exist', "42704")
-            con = self.state.constraints.pop(key)
-            con.name = node.newname
-            self.state.constraints[(table, node.newname)] = con
-            return base
-        raise _Unknown(f"RENAME of {ObjectType(kind).name} is not modelled")
+        if node.renameType == ObjectType.OBJECT_TABLE:
+            self._rename_table(table, new)
+        elif node.renameType == ObjectType.OBJECT_COLUMN:
+            self._rename_column(self.table(table), node.subname or "", new)
+        elif node.renameType == ObjectType.OBJECT_INDEX:
+            self._rename_index(table, new)
+            return replace(base, table=self.state.indexes[new][0])
+        elif node.renameType == ObjectType.OBJECT_TABCONSTRAINT:
+            self._rename_constraint(table, node.subname or "", new)
+        else:
+            raise _Unknown(f"RENAME of {ObjectType(node.renameType).name} is not modelled")
+        return base
 
-    def on_DropStmt(self, node: ast.DropStmt, base):
-        kind = node.removeType
-        cascade = node.behavior == DropBehavior.DROP_CASCADE
+    def _rename_type(self, old: str, new: str) -> None:
+        if old not in self.state.enums:
+            self.missing(f'type "{old}" does not exist', "42704")
+        if new in self.state.enums:
+            self.exists_already(f'type "{new}" already exists', "42710")
+        self.state.enums[new] = self.state.enums.pop(old)
+        for t in self.state.tables.values():
+            for col in t.columns.values():
+                if col.type_name == old:
+                    col.type_name, col.type = new, _ident(new)
+
+    def _rename_table(self, old: str, new: str) -> None:
+        t = self.table(old)
+        if self.state.relation_exists(new):
+            self.exists_already(f'relation "{new}" already exists', "42P07")
+        self.state.tables[new] = self.state.tables.pop(old)
+        t.name = new
+        self.layer(t, self.identity(t), alias=new)
+        for con in self.state.constraints.values():
+            con.ref_table = new if con.ref_table == old else con.ref_table
+            con.table = new if con.table == old else con.table
+        self.state.constraints = {(c.table, c.name): c for c in self.state.constraints.values()}
+        self.state.indexes = {n: ((new if v[0] == old else v[0]), v[1], v[2]) for n, v in self.state.indexes.items()}
+
+    def _rename_column(self, t: _Table, old: str, new: str) -> None:
+        if old not in t.columns:
+            self.missing(f'column "{old}" does not exist', "42703")
+        if new in t.columns:
+            self.exists_already(f'column "{new}" of relation "{t.name}" already exists', "42701")
+        exprs = {(new if n == old else n): _ident(n) for n in t.columns}
+        col = t.columns.pop(old)
+        col.name = new
+        t.columns[new] = col
+        t.columns = {n: t.columns[n] for n in exprs}
+        self.layer(t, exprs)
+
+    def _rename_index(self, old: str, new: str) -> None:
+        if old not in self.state.indexes:
+            self.missing(f'relation "{old}" does not exist', "42P01")
+        if self.state.relation_exists(new):
+            self.exists_already(f'relation "{new}" already exists', "42P07")
+        self.state.indexes[new] = self.state.indexes.pop(old)
+
+    def _rename_constraint(self, table: str, old: str, new: str) -> None:
+        if (table, old) not in self.state.constraints:
+            self.missing(f'constraint "{old}" for table "{table}" does not exist', "42704")
+        con = self.state.constraints.pop((table, old))
+        con.name = new
+        self.state.constraints[(table, new)] = con
+
+    def on_DropStmt(self, node: ast.DropStmt, base: StatementResult) -> StatementResult:
         names = [_names(o.names if isinstance(o, ast.TypeName) else o) for o in node.objects]
-        if kind == ObjectType.OBJECT_TYPE:
-            for name in names:
-                if name not in self.state.enums:
-                    if node.missing_ok:
-                        continue
-                    self.missing(f'type "{name}" does not exist', "42704")
-                users = [f"{t.name}.{c.name}" for t in self.state.tables.values()
-                         for c in t.columns.values() if c.type_name == name]
-                if users and not cascade:
-                    raise _Fails(f'cannot drop type "{name}" because other objects depend on it '
-                                 f"(column {', '.join(users)})", "2BP01")
-                if users:
-                    raise _Unknown("DROP TYPE ... CASCADE drops columns: not modelled")
-                del self.state.enums[name]
+        cascade, missing_ok = node.behavior == DropBehavior.DROP_CASCADE, bool(node.missing_ok)
+        if node.removeType == ObjectType.OBJECT_TYPE:
+            self._drop_types(names, cascade, missing_ok)
             return base
-        if kind == ObjectType.OBJECT_TABLE:
-            lost = 0
-            for name in names:
-                t = self.table(name, missing_ok=node.missing_ok)
-                if t is None:
+        if node.removeType == ObjectType.OBJECT_TABLE:
+            return self._drop_tables(names, cascade, missing_ok, base)
+        if node.removeType == ObjectType.OBJECT_INDEX:
+            return self._drop_indexes(names, missing_ok, base)
+        raise _Unknown(f"DROP {ObjectType(node.removeType).name.removeprefix('OBJECT_')} is not modelled")
+
+    def _drop_types(self, names: list[str], cascade: bool, missing_ok: bool) -> None:
+        for name in names:
+            if name not in self.state.enums:
+                if missing_ok:
                     continue
-                base = replace(base, table=name, lock=ACCESS_EXCLUSIVE)
-                users = [c for c in self.state.fks_to(name) if c.table != name and c.table not in names]
-                if users and not cascade:
-                    raise _Fails(f'cannot drop table "{name}" because other objects depend on it '
-                                 f'(constraint {users[0].name} on table "{users[0].table}")', "2BP01")
-                lost += self.rows_of(t)
-                self._drop_table(name)
-            return replace(base, rows_lost=lost)
-        if kind == ObjectType.OBJECT_INDEX:
-            for name in names:
-                if name not in self.state.indexes:
-                    if node.missing_ok:
-                        continue
-                    self.missing(f'index "{name}" does not exist', "42704")
-                table = self.state.indexes[name][0]
-                owner = self.state.constraints.get((table, name))
-                if owner is not None:
-                    raise _Fails(f'cannot drop index "{name}" because constraint {name} on table "{table}" '
-                                 "requires it", "2BP01")
-                del self.state.indexes[name]
-                base = replace(base, table=table, lock=ACCESS_EXCLUSIVE)
-            return base
-        if kind in (ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_VIEW, ObjectType.OBJECT_FUNCTION):
-            raise _Unknown(f"DROP {ObjectType(kind).name.removeprefix('OBJECT_')} is not modelled")
-        raise _Unknown(f"DROP {ObjectType(kind).name.removeprefix('OBJECT_')} is not modelled")
+                self.missing(f'type "{name}" does not exist', "42704")
+            columns = [f"{t.name}.{c.name}" for t in self.state.tables.values()
+                       for c in t.columns.values() if c.type_name == name]
+            if columns and not cascade:
+                raise _Fails(f'cannot drop type "{name}" because other objects depend on it '
+                             f"(column {', '.join(columns)})", "2BP01")
+            if columns:
+                raise _Unknown("DROP TYPE ... CASCADE drops columns: not modelled")
+            del self.state.enums[name]
+
+    def _drop_tables(self, names: list[str], cascade: bool, missing_ok: bool,
+                     base: StatementResult) -> StatementResult:
+        lost = 0
+        for name in names:
+            t = self.table_if_exists(name, missing_ok)
+            if t is None:
+                continue
+            base = replace(base, table=name, lock=ACCESS_EXCLUSIVE)
+            users = [c for c in self.state.fks_to(name) if c.table != name and c.table not in names]
+            if users and not cascade:
+                raise _Fails(f'cannot drop table "{name}" because other objects depend on it '
+                             f'(constraint {users[0].name} on table "{users[0].table}")', "2BP01")
+            lost += self.rows_of(t)
+            self._drop_table(name)
+        return replace(base, rows_lost=lost)
+
+    def _drop_indexes(self, names: list[str], missing_ok: bool, base: StatementResult) -> StatementResult:
+        for name in names:
+            if name not in self.state.indexes:
+                if missing_ok:
+                    continue
+                self.missing(f'index "{name}" does not exist', "42704")
+            table = self.state.indexes[name][0]
+            if (table, name) in self.state.constraints:
+                raise _Fails(f'cannot drop index "{name}" because constraint {name} on table "{table}" '
+                             "requires it", "2BP01")
+            del self.state.indexes[name]
+            base = replace(base, table=table, lock=ACCESS_EXCLUSIVE)
+        return base
 
     def _drop_table(self, name: str) -> None:
         del self.state.tables[name]
@@ -624,8 +645,8 @@ class _Evaluator:
         self.state.constraints = {k: c for k, c in self.state.constraints.items()
                                   if k[0] != name and c.ref_table != name}
 
-    def on_CreateStmt(self, node: ast.CreateStmt, base):
-        name = node.relation.relname
+    def on_CreateStmt(self, node: ast.CreateStmt, base: StatementResult) -> StatementResult:
+        name = node.relation.relname or ""
         if self.state.relation_exists(name):
             if node.if_not_exists:
                 return base
@@ -634,18 +655,9 @@ class _Evaluator:
         pending: list[tuple[ast.Constraint, tuple[str, ...]]] = []
         for element in node.tableElts or ():
             if isinstance(element, ast.ColumnDef):
-                type_sql, type_name = _type_sql(element.typeName)
-                self._type_exists(type_name)
-                nullable = True
-                default = None
-                for con in element.constraints or ():
-                    if con.contype in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY):
-                        nullable = False
-                    if con.contype == ConstrType.CONSTR_DEFAULT:
-                        default = _sql(con.raw_expr)
-                    if con.contype not in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_NULL, ConstrType.CONSTR_DEFAULT):
-                        pending.append((con, (element.colname,)))
-                columns[element.colname] = _Column(element.colname, type_sql, type_name, nullable, default)
+                column, _, others = self._column_def(element)
+                columns[column.name] = column
+                pending += [(con, (column.name,)) for con in others]
             elif isinstance(element, ast.Constraint):
                 pending.append((element, ()))
             else:
@@ -656,6 +668,22 @@ class _Evaluator:
             self._add_constraint(t, con, cols, new_table=True)
         return replace(base, table=name)
 
+    def _column_def(self, coldef: ast.ColumnDef) -> tuple[_Column, ast.Node | None, list[ast.Constraint]]:
+        """A column definition: the column, its DEFAULT expression, its other constraints."""
+        type_sql, type_name = _type_sql(coldef.typeName)
+        self._type_exists(type_name)
+        nullable, default, others = True, None, []
+        for con in coldef.constraints or ():
+            if con.contype in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY):
+                nullable = False
+            if con.contype == ConstrType.CONSTR_DEFAULT:
+                default = con.raw_expr
+            elif con.contype not in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_NULL):
+                others.append(con)
+        name = coldef.colname or ""
+        column = _Column(name, type_sql, type_name, nullable, _sql(default) if default is not None else None)
+        return column, default, others
+
     def _type_exists(self, type_name: str) -> None:
         if type_name in self.state.enums:
             return
@@ -663,8 +691,8 @@ class _Evaluator:
         if type_name != type_name.lower():
             self.missing(f'type "{type_name}" does not exist', "42704")
 
-    def on_IndexStmt(self, node: ast.IndexStmt, base):
-        table = node.relation.relname
+    def on_IndexStmt(self, node: ast.IndexStmt, base: StatementResult) -> StatementResult:
+        table = node.relation.relname or ""
         t = self.table(table)
         base = replace(base, table=table, lock=SHARE if not node.concurrent else "SHARE UPDATE EXCLUSIVE")
         name = node.idxname
@@ -695,8 +723,8 @@ class _Evaluator:
         except _Unknown:
             return None
 
-    def _unique(self, t: _Table, keys: list[str], predicate: str | None, base, *, what: str, nulls_fail: bool,
-                rule: Index | None = None):
+    def _unique(self, t: _Table, keys: list[str], predicate: str | None, base: StatementResult, *, what: str,
+                nulls_fail: bool, rule: Index | None = None) -> StatementResult:
         """Duplicate keys among the rows as they will be (NULLs never clash) fail; for a
         primary key, so does a NULL."""
         if t.tainted:
@@ -726,11 +754,11 @@ class _Evaluator:
             raise _Fails(f"could not create {what}: {int(groups)} duplicated keys", "23505", int(dup_rows), listing)
         return replace(base, rows_scanned=int(total))
 
-    def on_AlterTableStmt(self, node: ast.AlterTableStmt, base):
-        if node.objtype not in (ObjectType.OBJECT_TABLE, None, 0) and node.objtype != ObjectType.OBJECT_TABLE:
+    def on_AlterTableStmt(self, node: ast.AlterTableStmt, base: StatementResult) -> StatementResult:
+        if node.objtype != ObjectType.OBJECT_TABLE:
             raise _Unknown(f"ALTER {ObjectType(node.objtype).name} is not modelled")
-        table = node.relation.relname
-        t = self.table(table, missing_ok=bool(node.missing_ok))
+        table = node.relation.relname or ""
+        t = self.table_if_exists(table, bool(node.missing_ok))
         if t is None:
             return base
         result = replace(base, table=table, lock=ACCESS_EXCLUSIVE)
@@ -745,63 +773,73 @@ class _Evaluator:
         return replace(result, rows_scanned=scanned)
 
     def _alter(self, t: _Table, cmd: ast.AlterTableCmd, base: StatementResult) -> StatementResult:
-        sub = cmd.subtype
-        if sub == AlterTableType.AT_AddColumn:
-            return self._add_column(t, cmd.def_, base, if_not_exists=bool(cmd.missing_ok))
-        if sub == AlterTableType.AT_DropColumn:
-            return self._drop_column(t, cmd.name, base, missing_ok=bool(cmd.missing_ok),
-                                     cascade=cmd.behavior == DropBehavior.DROP_CASCADE)
-        if sub == AlterTableType.AT_AlterColumnType:
-            return self._alter_type(t, cmd.name, cmd.def_, base)
-        if sub == AlterTableType.AT_SetNotNull:
-            col = self._column(t, cmd.name)
-            if not col.nullable:
+        handlers: dict[AlterTableType, Callable[[_Table, ast.AlterTableCmd, StatementResult], StatementResult]] = {
+            AlterTableType.AT_AddColumn: lambda t, c, b: self._add_column(
+                t, c.def_, b, if_not_exists=bool(c.missing_ok)),
+            AlterTableType.AT_DropColumn: lambda t, c, b: self._drop_column(
+                t, c.name or "", b, missing_ok=bool(c.missing_ok), cascade=c.behavior == DropBehavior.DROP_CASCADE),
+            AlterTableType.AT_AlterColumnType: lambda t, c, b: self._alter_type(t, c.name or "", c.def_, b),
+            AlterTableType.AT_SetNotNull: self._set_not_null,
+            AlterTableType.AT_DropNotNull: self._drop_not_null,
+            AlterTableType.AT_ColumnDefault: self._set_default,
+            AlterTableType.AT_AddConstraint: lambda t, c, b: self._add_constraint(t, c.def_, (), base=b),
+            AlterTableType.AT_DropConstraint: self._drop_constraint,
+            AlterTableType.AT_ValidateConstraint: self._validate_constraint,
+        }
+        handler = handlers.get(AlterTableType(cmd.subtype))
+        if handler is None:
+            raise _Unknown(f"ALTER TABLE {AlterTableType(cmd.subtype).name.removeprefix('AT_')} is not modelled")
+        return handler(t, cmd, base)
+
+    def _set_not_null(self, t: _Table, cmd: ast.AlterTableCmd, base: StatementResult) -> StatementResult:
+        col = self._column(t, cmd.name or "")
+        if not col.nullable:
+            return base
+        nulls, total = self.count(t, f"{_ident(col.name)} IS NULL")
+        if nulls:
+            raise _Fails(f'column "{col.name}" of relation "{t.name}" contains null values', "23502", nulls,
+                         f"SELECT * FROM {t.source} WHERE {_ident(col.name)} IS NULL")
+        col.nullable = False
+        return replace(base, rows_scanned=total)
+
+    def _drop_not_null(self, t: _Table, cmd: ast.AlterTableCmd, base: StatementResult) -> StatementResult:
+        col = self._column(t, cmd.name or "")
+        pk = [c for c in self.state.constraints.values() if c.table == t.name and c.kind == PRIMARY_KEY]
+        if any(col.name in c.columns for c in pk):
+            raise _Fails(f'column "{col.name}" is in a primary key', "42P16")
+        col.nullable = True
+        return base
+
+    def _set_default(self, t: _Table, cmd: ast.AlterTableCmd, base: StatementResult) -> StatementResult:
+        col = self._column(t, cmd.name or "")
+        col.default = _sql(cmd.def_) if cmd.def_ is not None else None
+        return base
+
+    def _drop_constraint(self, t: _Table, cmd: ast.AlterTableCmd, base: StatementResult) -> StatementResult:
+        key = (t.name, cmd.name or "")
+        con = self.state.constraints.get(key)
+        if con is None:
+            if cmd.missing_ok:
                 return base
-            nulls, total = self.count(t, f"{_ident(col.name)} IS NULL")
-            if nulls:
-                raise _Fails(f'column "{col.name}" of relation "{t.name}" contains null values', "23502", nulls,
-                             f"SELECT * FROM {t.source} WHERE {_ident(col.name)} IS NULL")
-            col.nullable = False
-            return replace(base, rows_scanned=total)
-        if sub == AlterTableType.AT_DropNotNull:
-            col = self._column(t, cmd.name)
-            pk = [c for c in self.state.constraints.values() if c.table == t.name and c.kind == PRIMARY_KEY]
-            if any(col.name in c.columns for c in pk):
-                raise _Fails(f'column "{col.name}" is in a primary key', "42P16")
-            col.nullable = True
-            return base
-        if sub == AlterTableType.AT_ColumnDefault:
-            col = self._column(t, cmd.name)
-            col.default = _sql(cmd.def_) if cmd.def_ is not None else None
-            return base
-        if sub == AlterTableType.AT_AddConstraint:
-            return self._add_constraint(t, cmd.def_, (), base=base)
-        if sub == AlterTableType.AT_DropConstraint:
-            key = (t.name, cmd.name)
-            con = self.state.constraints.get(key)
-            if con is None:
-                if cmd.missing_ok:
-                    return base
-                self.missing(f'constraint "{cmd.name}" of relation "{t.name}" does not exist', "42704")
-            if con.kind in (PRIMARY_KEY, UNIQUE):
-                users = [f for f in self.state.fks_to(t.name) if set(f.ref_columns) == set(con.columns)]
-                if users and cmd.behavior != DropBehavior.DROP_CASCADE:
-                    raise _Fails(f'cannot drop constraint {con.name} on table "{t.name}" because constraint '
-                                 f'{users[0].name} on table "{users[0].table}" depends on it', "2BP01")
-                self.state.indexes.pop(con.name, None)
-            del self.state.constraints[key]
-            return base
-        if sub == AlterTableType.AT_ValidateConstraint:
-            con = self.state.constraints.get((t.name, cmd.name))
-            if con is None:
-                self.missing(f'constraint "{cmd.name}" of relation "{t.name}" does not exist', "42704")
-            if con.kind == CHECK:
-                node = parse_sql(f"SELECT {con.expression}")[0].stmt.targetList[0].val
-                return self._check(t, con.name, node, base)
-            if con.kind == FOREIGN_KEY:
-                return self._foreign_key(t, con, base)
-            return base
-        raise _Unknown(f"ALTER TABLE {AlterTableType(sub).name.removeprefix('AT_')} is not modelled")
+            self.missing(f'constraint "{cmd.name}" of relation "{t.name}" does not exist', "42704")
+        if con.kind in (PRIMARY_KEY, UNIQUE):
+            users = [f for f in self.state.fks_to(t.name) if set(f.ref_columns) == set(con.columns)]
+            if users and cmd.behavior != DropBehavior.DROP_CASCADE:
+                raise _Fails(f'cannot drop constraint {con.name} on table "{t.name}" because constraint '
+                             f'{users[0].name} on table "{users[0].table}" depends on it', "2BP01")
+            self.state.indexes.pop(con.name, None)
+        del self.state.constraints[key]
+        return base
+
+    def _validate_constraint(self, t: _Table, cmd: ast.AlterTableCmd, base: StatementResult) -> StatementResult:
+        con = self.state.constraints.get((t.name, cmd.name or ""))
+        if con is None:
+            self.missing(f'constraint "{cmd.name}" of relation "{t.name}" does not exist', "42704")
+        if con.kind == CHECK:
+            return self._check(t, con.name, _expression_node(con.expression), base)
+        if con.kind == FOREIGN_KEY:
+            return self._foreign_key(t, con, base)
+        return base
 
     def _column(self, t: _Table, name: str) -> _Column:
         col = t.columns.get(name)
@@ -809,23 +847,15 @@ class _Evaluator:
             self.missing(f'column "{name}" of relation "{t.name}" does not exist', "42703")
         return col
 
-    def _add_column(self, t: _Table, coldef: ast.ColumnDef, base, *, if_not_exists: bool):
+    def _add_column(self, t: _Table, coldef: ast.ColumnDef, base: StatementResult, *,
+                    if_not_exists: bool) -> StatementResult:
         name = coldef.colname
         if name in t.columns:
             if if_not_exists:
                 return base
             self.exists_already(f'column "{name}" of relation "{t.name}" already exists', "42701")
-        type_sql, type_name = _type_sql(coldef.typeName)
-        self._type_exists(type_name)
-        not_null, default, others = False, None, []
-        for con in coldef.constraints or ():
-            if con.contype in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMARY):
-                not_null = True
-            if con.contype == ConstrType.CONSTR_DEFAULT:
-                default = con.raw_expr
-            if con.contype not in (ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_NULL, ConstrType.CONSTR_DEFAULT):
-                others.append(con)
-        column = _Column(name, type_sql, type_name, not not_null, _sql(default) if default is not None else None)
+        column, default, others = self._column_def(coldef)
+        not_null = not column.nullable
         volatile = default is not None and _volatile(default)
         rows = None
         if not_null and default is None:
@@ -849,7 +879,8 @@ class _Evaluator:
             return replace(base, rows_scanned=self._scan(t), rewrites=True)
         return replace(base, rows_scanned=rows if rows is not None else 0)
 
-    def _drop_column(self, t: _Table, name: str, base, *, missing_ok: bool, cascade: bool):
+    def _drop_column(self, t: _Table, name: str, base: StatementResult, *, missing_ok: bool,
+                     cascade: bool) -> StatementResult:
         if name not in t.columns:
             if missing_ok:
                 return base
@@ -867,7 +898,7 @@ class _Evaluator:
         self.state.indexes = {n: v for n, v in self.state.indexes.items() if not (v[0] == t.name and name in v[2])}
         return replace(base, values_lost=lost, rows_scanned=0)
 
-    def _alter_type(self, t: _Table, name: str, coldef: ast.ColumnDef, base):
+    def _alter_type(self, t: _Table, name: str, coldef: ast.ColumnDef, base: StatementResult) -> StatementResult:
         col = self._column(t, name)
         type_sql, type_name = _type_sql(coldef.typeName)
         self._type_exists(type_name)
@@ -879,7 +910,7 @@ class _Evaluator:
                 raise _Fails(f'column "{name}" cannot be cast automatically to type {type_sql}', "42804")
             source_text = self.expression(t, using) if using is not None else _ident(name)
             value = f"({source_text})::text"
-            labels = ", ".join("'" + l.replace("'", "''") + "'" for l in target.labels)
+            labels = ", ".join(_literal(label) for label in target.labels)
             bad, total = self.count(t, f"{value} IS NOT NULL AND {value} NOT IN ({labels or 'NULL'})")
             if bad:
                 raise _Fails(f'invalid input value for enum {type_sql}: {bad} rows hold a value it does not have',
@@ -918,9 +949,8 @@ class _Evaluator:
         for con in list(self.state.constraints.values()):
             if con.table != t.name or con.kind != CHECK or not con.expression:
                 continue
-            node = parse_sql(f"SELECT {con.expression}")[0].stmt.targetList[0].val
-            used = {f.sval for n in _walk(node) if isinstance(n, ast.ColumnRef) for f in n.fields if isinstance(f, ast.String)}
-            if column not in used:
+            node = _expression_node(con.expression)
+            if column not in _columns_used(node):
                 continue
             try:
                 self._check(t, con.name, node, StatementResult(0, 0, "", Outcome.PASSES))
@@ -946,57 +976,68 @@ class _Evaluator:
         return bool(row[0])
 
     def _add_constraint(self, t: _Table, con: ast.Constraint, columns: tuple[str, ...], *,
-                        base: StatementResult | None = None, new_table: bool = False):
+                        base: StatementResult | None = None, new_table: bool = False) -> StatementResult:
         base = base or StatementResult(0, 0, "", Outcome.PASSES)
-        kind = con.contype
+        kind = ConstrType(con.contype)
         name = con.conname or _default_name(t.name, kind, columns or tuple(
-            s.sval for s in (con.keys or con.fk_attrs or ())))
+            s.sval or "" for s in (con.keys or con.fk_attrs or ())))
         if (t.name, name) in self.state.constraints:
             self.exists_already(f'constraint "{name}" for relation "{t.name}" already exists', "42710")
         if kind == ConstrType.CONSTR_CHECK:
-            self.state.constraints[(t.name, name)] = _Constraint(name, t.name, CHECK, expression=_sql(con.raw_expr))
-            if con.skip_validation or new_table:
-                self.expression(t, con.raw_expr)  # its columns must exist all the same
-                return base
-            return self._check(t, name, con.raw_expr, base)
+            return self._add_check(t, con, name, base, new_table)
         if kind in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
-            keys = columns or tuple(s.sval for s in con.keys)
-            for k in keys:
-                self._column(t, k)
-            if self.state.relation_exists(name):
-                self.exists_already(f'relation "{name}" already exists', "42P07")
-            primary = kind == ConstrType.CONSTR_PRIMARY
-            if primary and any(c.table == t.name and c.kind == PRIMARY_KEY for c in self.state.constraints.values()):
-                raise _Fails(f'multiple primary keys for table "{t.name}" are not allowed', "42P16")
-            self.state.constraints[(t.name, name)] = _Constraint(name, t.name, PRIMARY_KEY if primary else UNIQUE, keys)
-            self.state.indexes[name] = (t.name, True, keys)
-            if primary:
-                for k in keys:
-                    t.columns[k].nullable = False
-            if new_table:
-                return base
-            return self._unique(t, [_ident(k) for k in keys], None, base, what=f'constraint "{name}"', nulls_fail=primary)
+            keys = columns or tuple(s.sval or "" for s in con.keys)
+            return self._add_key(t, name, keys, kind == ConstrType.CONSTR_PRIMARY, base, new_table)
         if kind == ConstrType.CONSTR_FOREIGN:
-            cols = columns or tuple(s.sval for s in con.fk_attrs)
-            parent_name = con.pktable.relname
-            parent = self.table(parent_name) if parent_name != t.name else t
-            ref = tuple(s.sval for s in con.pk_attrs or ()) or self._primary_key(parent)
-            for c in cols:
-                self._column(t, c)
-            for c in ref:
-                self._column(parent, c)
-            if not any(v[0] == parent.name and v[1] and set(v[2]) == set(ref) for v in self.state.indexes.values()):
-                if not self.state.catalog_unknown:
-                    raise _Fails(f'there is no unique constraint matching given keys for referenced table "{parent.name}"',
-                                 "42830")
-            actions = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
-            fk = _Constraint(name, t.name, FOREIGN_KEY, cols, ref_table=parent.name, ref_columns=ref,
-                             on_delete=actions.get(con.fk_del_action or "a", "NO ACTION"))
-            self.state.constraints[(t.name, name)] = fk
-            if con.skip_validation or new_table:
-                return replace(base, lock=SHARE_ROW_EXCLUSIVE)
-            return replace(self._foreign_key(t, fk, base), lock=SHARE_ROW_EXCLUSIVE)
-        raise _Unknown(f"constraint kind {ConstrType(kind).name} is not modelled")
+            return self._add_foreign_key(t, con, name, columns, base, new_table)
+        raise _Unknown(f"constraint kind {kind.name} is not modelled")
+
+    def _add_check(self, t: _Table, con: ast.Constraint, name: str, base: StatementResult,
+                   new_table: bool) -> StatementResult:
+        self.state.constraints[(t.name, name)] = _Constraint(name, t.name, CHECK, expression=_sql(con.raw_expr))
+        if con.skip_validation or new_table:
+            self.expression(t, con.raw_expr)  # its columns must exist all the same
+            return base
+        return self._check(t, name, con.raw_expr, base)
+
+    def _add_key(self, t: _Table, name: str, keys: tuple[str, ...], primary: bool, base: StatementResult,
+                 new_table: bool) -> StatementResult:
+        for k in keys:
+            self._column(t, k)
+        if self.state.relation_exists(name):
+            self.exists_already(f'relation "{name}" already exists', "42P07")
+        if primary and any(c.table == t.name and c.kind == PRIMARY_KEY for c in self.state.constraints.values()):
+            raise _Fails(f'multiple primary keys for table "{t.name}" are not allowed', "42P16")
+        self.state.constraints[(t.name, name)] = _Constraint(name, t.name, PRIMARY_KEY if primary else UNIQUE, keys)
+        self.state.indexes[name] = (t.name, True, keys)
+        if primary:
+            for k in keys:
+                t.columns[k].nullable = False
+        if new_table:
+            return base
+        return self._unique(t, [_ident(k) for k in keys], None, base, what=f'constraint "{name}"', nulls_fail=primary)
+
+    def _add_foreign_key(self, t: _Table, con: ast.Constraint, name: str, columns: tuple[str, ...],
+                         base: StatementResult, new_table: bool) -> StatementResult:
+        cols = columns or tuple(s.sval or "" for s in con.fk_attrs)
+        parent_name = con.pktable.relname or ""
+        parent = self.table(parent_name) if parent_name != t.name else t
+        ref = tuple(s.sval or "" for s in con.pk_attrs or ()) or self._primary_key(parent)
+        for c in cols:
+            self._column(t, c)
+        for c in ref:
+            self._column(parent, c)
+        keyed = any(v[0] == parent.name and v[1] and set(v[2]) == set(ref) for v in self.state.indexes.values())
+        if not keyed and not self.state.catalog_unknown:
+            raise _Fails(f'there is no unique constraint matching given keys for referenced table "{parent.name}"',
+                         "42830")
+        actions = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+        fk = _Constraint(name, t.name, FOREIGN_KEY, cols, ref_table=parent.name, ref_columns=ref,
+                         on_delete=actions.get(con.fk_del_action or "a", "NO ACTION"))
+        self.state.constraints[(t.name, name)] = fk
+        if con.skip_validation or new_table:
+            return replace(base, lock=SHARE_ROW_EXCLUSIVE)
+        return replace(self._foreign_key(t, fk, base), lock=SHARE_ROW_EXCLUSIVE)
 
     def _primary_key(self, t: _Table) -> tuple[str, ...]:
         pk = [c for c in self.state.constraints.values() if c.table == t.name and c.kind == PRIMARY_KEY]
@@ -1004,7 +1045,7 @@ class _Evaluator:
             raise _Fails(f'there is no primary key for referenced table "{t.name}"', "42830")
         return pk[0].columns
 
-    def _check(self, t: _Table, name: str, expr_node, base):
+    def _check(self, t: _Table, name: str, expr_node: object, base: StatementResult) -> StatementResult:
         expression = self.expression(t, expr_node)
         answer = self.shared(t, Constraint(name, t.name, CHECK, definition=f"CHECK ({expression})"))
         if answer is not None:
@@ -1016,7 +1057,7 @@ class _Evaluator:
                          f"SELECT * FROM {t.source} WHERE NOT ({expression})")
         return replace(base, rows_scanned=total)
 
-    def _foreign_key(self, t: _Table, fk: _Constraint, base):
+    def _foreign_key(self, t: _Table, fk: _Constraint, base: StatementResult) -> StatementResult:
         parent = self.state.tables[fk.ref_table]
         if parent.tainted:
             raise _Unknown(f'the rows of "{parent.name}" cannot be known: {parent.tainted}')
@@ -1032,7 +1073,8 @@ class _Evaluator:
         if parent.source is None:
             match = "false"
         else:
-            joined = " AND ".join(f"parent.{_ident(p)} = child_key.{_ident(c)}" for c, p in zip(fk.columns, fk.ref_columns))
+            joined = " AND ".join(f"parent.{_ident(p)} = child_key.{_ident(c)}"
+                                  for c, p in zip(fk.columns, fk.ref_columns))
             inner = _aliased(parent.source, "parent")
             match = f"EXISTS (SELECT 1 FROM {inner} WHERE {joined})"
         child = _aliased(t.source, "child_key") if t.source else None
@@ -1045,8 +1087,8 @@ class _Evaluator:
                          f"SELECT * FROM {child} WHERE {present} AND NOT {match}")
         return replace(base, rows_scanned=int(total))
 
-    def on_UpdateStmt(self, node: ast.UpdateStmt, base):
-        table = node.relation.relname
+    def on_UpdateStmt(self, node: ast.UpdateStmt, base: StatementResult) -> StatementResult:
+        table = node.relation.relname or ""
         base = replace(base, table=table, lock=ROW_EXCLUSIVE)
         if node.fromClause or node.withClause:
             self._taint(table, "UPDATE ... FROM is not modelled")
@@ -1063,7 +1105,8 @@ class _Evaluator:
                     raise _Unknown("UPDATE of a part of a column is not modelled")
                 col = t.columns[target.name]
                 value = self.expression(t, target.val, alias)
-                exprs[col.name] = f"CASE WHEN {where} THEN ({value})::{self.value_type(col)} ELSE {_ident(col.name)} END"
+                new_value = f"({value})::{self.value_type(col)}"
+                exprs[col.name] = f"CASE WHEN {where} THEN {new_value} ELSE {_ident(col.name)} END"
                 updated_columns.append(col)
         except _Unknown as u:
             self._taint(table, str(u))
@@ -1077,46 +1120,54 @@ class _Evaluator:
     def _recheck(self, t: _Table, updated: list[_Column]) -> None:
         """The constraints an UPDATE must keep, on the rows as they will be."""
         names = {c.name for c in updated}
-        for col in updated:
-            if not col.nullable:
-                nulls, _ = self.count(t, f"{_ident(col.name)} IS NULL")
-                if nulls:
-                    raise _Fails(f'null value in column "{col.name}" of relation "{t.name}" violates not-null constraint',
-                                 "23502", nulls)
+        self._recheck_not_null(t, [c for c in updated if not c.nullable])
+        unused = StatementResult(0, 0, "", Outcome.PASSES)
         for con in list(self.state.constraints.values()):
             if con.table != t.name:
                 continue
             if con.kind == CHECK and con.expression:
-                node = parse_sql(f"SELECT {con.expression}")[0].stmt.targetList[0].val
-                used = {f.sval for n in _walk(node) if isinstance(n, ast.ColumnRef) for f in n.fields if isinstance(f, ast.String)}
-                if used & names:
-                    expression = self.expression(t, node)
-                    bad, _ = self.count(t, f"NOT ({expression})")
-                    if bad:
-                        raise _Fails(f'new row for relation "{t.name}" violates check constraint "{con.name}"', "23514", bad,
-                                     f"SELECT * FROM {t.source} WHERE NOT ({expression})")
+                self._recheck_check(t, con, names)
             elif con.kind in (PRIMARY_KEY, UNIQUE) and names & set(con.columns):
-                self._unique(t, [_ident(c) for c in con.columns], None, StatementResult(0, 0, "", Outcome.PASSES),
-                             what=f'constraint "{con.name}"', nulls_fail=False)
+                self._unique(t, [_ident(c) for c in con.columns], None, unused, what=f'constraint "{con.name}"',
+                             nulls_fail=False)
             elif con.kind == FOREIGN_KEY and names & set(con.columns):
-                self._foreign_key(t, con, StatementResult(0, 0, "", Outcome.PASSES))
-        for (index_name, (table, unique, cols)) in self.state.indexes.items():
+                self._foreign_key(t, con, unused)
+        for index_name, (table, unique, cols) in self.state.indexes.items():
             if table == t.name and unique and names & set(cols) and (t.name, index_name) not in self.state.constraints:
-                self._unique(t, [_ident(c) for c in cols], None, StatementResult(0, 0, "", Outcome.PASSES),
-                             what=f'unique index "{index_name}"', nulls_fail=False)
+                self._unique(t, [_ident(c) for c in cols], None, unused, what=f'unique index "{index_name}"',
+                             nulls_fail=False)
         for fk in self.state.fks_to(t.name):
             if names & set(fk.ref_columns):
                 self._taint(fk.table, f'an UPDATE of "{t.name}" key columns cascades: not modelled')
 
-    def on_DeleteStmt(self, node: ast.DeleteStmt, base):
-        table = node.relation.relname
+    def _recheck_not_null(self, t: _Table, columns: list[_Column]) -> None:
+        for col in columns:
+            nulls, _ = self.count(t, f"{_ident(col.name)} IS NULL")
+            if nulls:
+                raise _Fails(f'null value in column "{col.name}" of relation "{t.name}" violates not-null '
+                             "constraint", "23502", nulls)
+
+    def _recheck_check(self, t: _Table, con: _Constraint, updated: set[str]) -> None:
+        node = _expression_node(con.expression)
+        if not updated & _columns_used(node):
+            return
+        expression = self.expression(t, node)
+        bad, _ = self.count(t, f"NOT ({expression})")
+        if bad:
+            raise _Fails(f'new row for relation "{t.name}" violates check constraint "{con.name}"', "23514", bad,
+                         f"SELECT * FROM {t.source} WHERE NOT ({expression})")
+
+    def on_DeleteStmt(self, node: ast.DeleteStmt, base: StatementResult) -> StatementResult:
+        table = node.relation.relname or ""
         base = replace(base, table=table, lock=ROW_EXCLUSIVE)
         if node.usingClause or node.withClause:
             self._taint(table, "DELETE ... USING is not modelled")
         t = self.table(table)
         alias = node.relation.alias.aliasname if node.relation.alias else None
         try:
-            condition = f"coalesce(({self.expression(t, node.whereClause, alias)}), false)" if node.whereClause else "true"
+            condition = "true"
+            if node.whereClause:
+                condition = f"coalesce(({self.expression(t, node.whereClause, alias)}), false)"
         except _Unknown as u:
             self._taint(table, str(u))
             raise
@@ -1150,29 +1201,29 @@ class _Evaluator:
                              f'on table "{fk.table}" ({hit} rows still reference deleted rows)', "23503", hit)
             self._taint(fk.table, f'ON DELETE {fk.on_delete} from a DELETE on "{t.name}" is not modelled')
 
-    def on_InsertStmt(self, node: ast.InsertStmt, base):
-        table = node.relation.relname
+    def on_InsertStmt(self, node: ast.InsertStmt, base: StatementResult) -> StatementResult:
+        table = node.relation.relname or ""
         self._taint(table, "INSERT is not modelled")
         raise _Unknown("INSERT is not modelled")
 
-    def on_DoStmt(self, node, base):
+    def on_DoStmt(self, node: ast.Node, base: StatementResult) -> StatementResult:
         reason = f"a DO block (statement {base.number})"
         for t in self.state.tables.values():
             t.tainted = t.tainted or f"{reason} may change any table"
         self.state.catalog_unknown = self.state.catalog_unknown or reason
         raise _Unknown("a DO block is not modelled: it may change any table or the schema")
 
-    def on_CreateTrigStmt(self, node: ast.CreateTrigStmt, base):
+    def on_CreateTrigStmt(self, node: ast.CreateTrigStmt, base: StatementResult) -> StatementResult:
         self._taint(node.relation.relname, "a trigger runs on later changes: not modelled")
         raise _Unknown("CREATE TRIGGER is not modelled")
 
-    def on_CreateFunctionStmt(self, node, base):
+    def on_CreateFunctionStmt(self, node: ast.Node, base: StatementResult) -> StatementResult:
         raise _Unknown("CREATE FUNCTION is not modelled")
 
-    def on_CreateExtensionStmt(self, node, base):
+    def on_CreateExtensionStmt(self, node: ast.Node, base: StatementResult) -> StatementResult:
         raise _Unknown("CREATE EXTENSION is not modelled")
 
-    def on_CreateSeqStmt(self, node: ast.CreateSeqStmt, base):
+    def on_CreateSeqStmt(self, node: ast.CreateSeqStmt, base: StatementResult) -> StatementResult:
         name = node.sequence.relname
         if self.state.relation_exists(name) and not node.if_not_exists:
             self.exists_already(f'relation "{name}" already exists', "42P07")
@@ -1188,7 +1239,21 @@ class _Evaluator:
 _VOLATILE = {"random", "gen_random_uuid", "uuid_generate_v4", "clock_timestamp", "nextval", "timeofday"}
 
 
-def _volatile(node) -> bool:
+def _expression_node(expression: str) -> ast.Node:
+    """An expression's AST (e.g. a CHECK constraint's text from the catalog)."""
+    select = parse_sql(f"SELECT {expression}")[0].stmt
+    assert isinstance(select, ast.SelectStmt) and select.targetList
+    value = select.targetList[0].val
+    assert isinstance(value, ast.Node)
+    return value
+
+
+def _columns_used(node: object) -> set[str]:
+    return {f.sval or "" for n in _walk(node) if isinstance(n, ast.ColumnRef) for f in n.fields
+            if isinstance(f, ast.String)}
+
+
+def _volatile(node: object) -> bool:
     return any(isinstance(n, ast.FuncCall) and _names(n.funcname).lower() in _VOLATILE for n in _walk(node))
 
 
@@ -1196,7 +1261,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _default_name(table: str, kind, columns: tuple[str, ...]) -> str:
+def _default_name(table: str, kind: ConstrType, columns: tuple[str, ...]) -> str:
     suffix = {ConstrType.CONSTR_PRIMARY: "pkey", ConstrType.CONSTR_UNIQUE: "key",
               ConstrType.CONSTR_FOREIGN: "fkey", ConstrType.CONSTR_CHECK: "check"}.get(kind, "con")
     if kind == ConstrType.CONSTR_PRIMARY:
@@ -1204,7 +1269,7 @@ def _default_name(table: str, kind, columns: tuple[str, ...]) -> str:
     return "_".join((table, *columns, suffix))
 
 
-def _table_of(node) -> str:
+def _table_of(node: object) -> str:
     relation = getattr(node, "relation", None)
     return getattr(relation, "relname", "") or ""
 
@@ -1324,7 +1389,7 @@ def session_query(conn: psycopg.Connection) -> Query:
     poll's) each SELECT stands alone; inside a transaction each gets a savepoint, so one
     failing does not abort the next."""
 
-    def run(sql: str) -> tuple:
+    def run(sql: str) -> tuple[Any, ...]:
         if conn.autocommit:
             row = conn.execute(sql).fetchone()
         else:
@@ -1403,5 +1468,5 @@ def _already_present(scripts: Sequence[tuple[str, str | None]], live: Schema, sc
     return present
 
 
-def _no_query(sql: str) -> tuple:
+def _no_query(sql: str) -> tuple[Any, ...]:
     raise _Unknown("rows are not read for this")
