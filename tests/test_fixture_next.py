@@ -12,7 +12,7 @@ import pytest
 
 from exporter.migrations.replay import MigrationError, apply_migrations, migration_names
 from exporter.schema.catalog import introspect
-from exporter.schema.model import CHECK, normalize_expression
+from exporter.schema.model import ConstraintKind, normalize_expression
 from test_fixture import assert_schema_prisma_matches
 from venzory_next_fixture import (
     CHECK_CONSTRAINTS,
@@ -39,7 +39,7 @@ def next_final(pg_server):
 
 
 def _checks(schema) -> dict:
-    return {k: c for k, c in schema.constraints.items() if c.kind == CHECK}
+    return {k: c for k, c in schema.constraints.items() if c.kind == ConstraintKind.CHECK}
 
 
 def test_folder_is_a_consolidated_baseline_and_five_later_migrations():

@@ -1087,29 +1087,40 @@ class _Evaluator:
                          f"SELECT * FROM {child} WHERE {present} AND NOT {match}")
         return replace(base, rows_scanned=int(total))
 
-    def on_UpdateStmt(self, node: ast.UpdateStmt, base: StatementResult) -> StatementResult:
-        table = node.relation.relname or ""
-        base = replace(base, table=table, lock=ROW_EXCLUSIVE)
-        if node.fromClause or node.withClause:
-            self._taint(table, "UPDATE ... FROM is not modelled")
+    def _dml_target(self, relation: ast.RangeVar, where: object, unmodelled: str) -> tuple[_Table, str | None, str]:
+        """The table an UPDATE/DELETE changes, its alias, and its WHERE as a condition on the
+        virtual rows; a FROM/USING/WITH (`unmodelled`) or an expression that cannot be
+        modelled leaves the table's rows unknown from here on."""
+        table = relation.relname or ""
+        if unmodelled:
+            self._taint(table, unmodelled)
         t = self.table(table)
-        alias = node.relation.alias.aliasname if node.relation.alias else None
+        alias = relation.alias.aliasname if relation.alias else None
         try:
-            where = f"coalesce(({self.expression(t, node.whereClause, alias)}), false)" if node.whereClause else "true"
+            condition = f"coalesce(({self.expression(t, where, alias)}), false)" if where is not None else "true"
+        except _Unknown as u:
+            self._taint(table, str(u))
+            raise
+        return t, alias, condition
+
+    def on_UpdateStmt(self, node: ast.UpdateStmt, base: StatementResult) -> StatementResult:
+        base = replace(base, table=node.relation.relname or "", lock=ROW_EXCLUSIVE)
+        unmodelled = "UPDATE ... FROM is not modelled" if node.fromClause or node.withClause else ""
+        t, alias, where = self._dml_target(node.relation, node.whereClause, unmodelled)
+        try:
             exprs = self.identity(t)
             updated_columns = []
             for target in node.targetList:
-                if target.indirection or target.name not in t.columns:
-                    if target.name not in t.columns:
-                        self.missing(f'column "{target.name}" of relation "{table}" does not exist', "42703")
+                if target.name not in t.columns:
+                    self.missing(f'column "{target.name}" of relation "{t.name}" does not exist', "42703")
+                if target.indirection:
                     raise _Unknown("UPDATE of a part of a column is not modelled")
                 col = t.columns[target.name]
-                value = self.expression(t, target.val, alias)
-                new_value = f"({value})::{self.value_type(col)}"
+                new_value = f"({self.expression(t, target.val, alias)})::{self.value_type(col)}"
                 exprs[col.name] = f"CASE WHEN {where} THEN {new_value} ELSE {_ident(col.name)} END"
                 updated_columns.append(col)
         except _Unknown as u:
-            self._taint(table, str(u))
+            self._taint(t.name, str(u))
             raise
         updated, total = self.count(t, where, alias)
         self.layer(t, exprs, inner_alias=alias)
@@ -1158,19 +1169,9 @@ class _Evaluator:
                          f"SELECT * FROM {t.source} WHERE NOT ({expression})")
 
     def on_DeleteStmt(self, node: ast.DeleteStmt, base: StatementResult) -> StatementResult:
-        table = node.relation.relname or ""
-        base = replace(base, table=table, lock=ROW_EXCLUSIVE)
-        if node.usingClause or node.withClause:
-            self._taint(table, "DELETE ... USING is not modelled")
-        t = self.table(table)
-        alias = node.relation.alias.aliasname if node.relation.alias else None
-        try:
-            condition = "true"
-            if node.whereClause:
-                condition = f"coalesce(({self.expression(t, node.whereClause, alias)}), false)"
-        except _Unknown as u:
-            self._taint(table, str(u))
-            raise
+        base = replace(base, table=node.relation.relname or "", lock=ROW_EXCLUSIVE)
+        unmodelled = "DELETE ... USING is not modelled" if node.usingClause or node.withClause else ""
+        t, alias, condition = self._dml_target(node.relation, node.whereClause, unmodelled)
         deleted, total = self.count(t, condition, alias)
         if deleted:
             if alias:
