@@ -6,19 +6,27 @@
 #   /srv/venzory/prisma/        the application's prisma/ folder: migrations/ and schema.prisma
 #                               (point PRISMA_MIGRATIONS_DIR and PRISMA_SCHEMA at them)
 # and pass DATABASE_URL, SHADOW_DATABASE_URL, EVENTS_TOKEN, SENTRY_DSN in the environment.
+#
+# Reproducible: the base is pinned to a Debian release (bookworm) and Python 3.11; the Python
+# packages come from the hash-checked requirements/runtime.lock (scripts/lock regenerates it),
+# the package itself is built by the locked setuptools. To pin the base to a digest too, see
+# docs/monitoring.md, "Image". Docker format keeps the HEALTHCHECK (buildah/podman: --format docker).
+ARG BASE=python:3.11-slim-bookworm
 
 # -- build: install the package and its dependencies into a virtualenv ----------------------
-FROM python:3.11-slim AS build
+FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+COPY requirements/runtime.lock requirements/
+RUN pip install --require-hashes --no-deps -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip install .
+RUN pip install --no-deps --no-build-isolation .
 
 # -- run: the virtualenv only, as an unprivileged user -------------------------------------
-FROM python:3.11-slim
+FROM ${BASE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

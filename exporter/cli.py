@@ -8,14 +8,22 @@ import sys
 from pathlib import Path
 
 from exporter import __version__
-from exporter.config import ConfigError
+from exporter.config import ConfigError, load_config_offline
 from exporter.logs import setup_logging
 from exporter.report import EXIT_CANNOT_RUN, exit_code, render_json, render_text
 from exporter.schema.model import Schema
 from exporter.service import load, serve, web_settings
+from exporter.wording import counted
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "config" / "venzory.yaml"
+# The shipped config: in a checkout, or where the image puts it (Dockerfile).
+SHIPPED_CONFIGS = (REPO / "config" / "venzory.yaml", Path("/etc/venzory-db-exporter/venzory.yaml"))
+
+
+def default_config() -> str:
+    """--config's default: the first shipped config that exists (else the checkout's path,
+    so the error names the file that was looked for)."""
+    return str(next((p for p in SHIPPED_CONFIGS if p.is_file()), SHIPPED_CONFIGS[0]))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -67,18 +75,24 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     meta = {"folder_key": folder_key(scripts), "migrations": [name for name, _ in scripts],
             "exporter_version": __version__}
     write_snapshot(schema, Path(args.out), meta)
-    print(f"snapshot: {len(schema.tables)} tables, {len(schema.constraints)} constraints, "
-          f"{len(schema.indexes)} indexes from {len(scripts)} migrations -> {args.out}")
+    print(f"snapshot: {counted(len(schema.tables), 'table')}, {counted(len(schema.constraints), 'constraint')}, "
+          f"{counted(len(schema.indexes), 'index', 'indexes')} from {counted(len(scripts), 'migration')} -> {args.out}")
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load(args.config)
+    # Offline: reads no database, and a required variable that is unset here (DATABASE_URL
+    # on a laptop or in CI) is reported instead of failing the whole file.
+    config, unset = load_config_offline(args.config)
     web = web_settings(args.web_config, config)
     print(
-        f"{args.config}: ok ({len(config.databases)} databases, {len(config.checks)} checks, "
-        f"{len(config.constraints)} expected constraints)"
+        f"{args.config}: ok ({counted(len(config.databases), 'database')}, {counted(len(config.checks), 'check')}, "
+        f"{counted(len(config.constraints), 'expected constraint')})"
     )
+    for variable in unset:
+        print(f"  not checked: {variable.path} - ${{{variable.name}}} is not set here "
+              f"(`run` and `verify` need it)")
+    print("  not checked: the databases themselves (connection, role, schema) - `verify` reads them")
     if web is not None:
         print(f"{web.file}: ok (TLS {'on' if web.tls else 'off'}, basic auth {'on' if web.auth else 'off'})")
     return 0
@@ -139,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_config(p: argparse.ArgumentParser, required: bool = True) -> None:
-        kwargs = {"required": True} if required else {"default": str(DEFAULT_CONFIG)}
-        p.add_argument("--config", metavar="FILE", help="YAML config file", **kwargs)
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE", default=default_config(),
+                       help="YAML config file (default: the shipped config, %(default)s)")
 
     run = sub.add_parser("run", help="run the exporter daemon")
     with_config(run)
@@ -166,19 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     snapshot = sub.add_parser("snapshot", help="write the expected schema of the migrations folder to a JSON file")
     with_config(snapshot)
-    snapshot.add_argument("--out", metavar="FILE.json", required=True)
+    snapshot.add_argument("--out", metavar="FILE.json", required=True,
+                          help="where to write the expected schema (set migrations.snapshot to it)")
     snapshot.add_argument("--database", metavar="NAME", help="which configured database (default: the first)")
     snapshot.set_defaults(func=cmd_snapshot)
 
     ingest = sub.add_parser("ingest", help="classify Prisma error events of a log file (or - for stdin) once")
     with_config(ingest)
-    ingest.add_argument("file", nargs="?", default="-", metavar="FILE|-")
+    ingest.add_argument("file", nargs="?", default="-", metavar="FILE|-",
+                        help="a JSON-lines log file of the app, or - for stdin (default: -)")
     ingest.add_argument("--json", action="store_true", help="print the counts as JSON")
     ingest.set_defaults(func=cmd_ingest)
 
     demo = sub.add_parser("demo", help="start a throwaway PostgreSQL with sample problems and run the exporter on it")
-    with_config(demo, required=False)
-    demo.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:19187")
+    with_config(demo)
+    demo.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:19187",
+                      help="listen address of the demo's exporter (default: %(default)s, this machine only)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

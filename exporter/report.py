@@ -18,6 +18,7 @@ from exporter.migrations.deploy import Forecast, MigrationPrediction, Outcome, S
 from exporter.migrations.history import PrismaStatus
 from exporter.migrations.monitor import MigrationsResult
 from exporter.poll import PollResult
+from exporter.wording import counted
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_RUN = 0, 1, 2
 TICK, CROSS, FAIL = "✔", "✘", "!"
@@ -141,7 +142,8 @@ def _check_line(c: CheckResult) -> list[str]:
     if c.status is CheckStatus.OK:
         how = f" - guarded by {c.guarded_by}" if c.guarded else ""
         return [f"  {TICK} {name} ({table}): no violations{how}"]
-    what = f"{c.violations} rows in {c.groups} duplicate groups" if c.groups is not None else f"{c.violations} rows"
+    rows = counted(c.violations or 0, "row")  # set whenever the check counted (violated)
+    what = f"{rows} in {counted(c.groups, 'duplicate group')}" if c.groups is not None else rows
     return [
         f"  {CROSS} {name} ({table}): {what} [{c.check.category}, {c.check.severity}]",
         f"      inspect: {c.inspect_sql}",
@@ -263,14 +265,14 @@ def _summary(results: list[PollResult], allow_pending: bool) -> str:
     constraints = [c for r in results if r.up for c in r.constraints if c.is_problem]
     parts = [
         f"{len(checks) - len(violated) - len(failed)}/{len(checks)} checks healthy",
-        f"{len(violated)} violated ({sum(c.violations or 0 for c in violated)} rows)",
+        f"{len(violated)} violated ({counted(sum(c.violations or 0 for c in violated), 'row')})",
         f"{len(failed)} failed",
-        f"{len(constraints)} constraints missing or not valid",
+        f"{counted(len(constraints), 'constraint')} missing or not valid",
     ]
     migration_problems = [p for r in results if r.up and r.migrations
                           for p in r.migrations.problems(allow_pending=allow_pending)]
     if any(r.migrations for r in results):
-        parts.append(f"{len(migration_problems)} migration/drift problems")
+        parts.append(f"{counted(len(migration_problems), 'migration/drift problem')}")
     if down:
         parts.append(f"unreachable: {', '.join(down)}")
     mark = TICK if exit_code(results, allow_pending=allow_pending) == EXIT_OK else CROSS

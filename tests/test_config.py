@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,8 +118,29 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_check_config_exit_codes(tmp_path):
     good = run_cli("check-config", "--config", str(write(tmp_path, MINIMAL)))
     assert good.returncode == 0, good.stderr
-    assert "ok (1 databases" in good.stdout
+    assert "ok (1 database," in good.stdout
     bad = run_cli("check-config", "--config", str(write(tmp_path, MINIMAL + "    bogus: 1\n")))
     assert bad.returncode == 2
     assert "databases[0].bogus: unknown key" in bad.stderr
     assert "s3cret" not in bad.stderr + bad.stdout
+
+
+def test_check_config_validates_the_shipped_config_offline_by_default(tmp_path):
+    """No --config, no DATABASE_URL (a laptop, a CI job): the shipped config is validated,
+    and what could not be checked is said."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "PRISMA_", "SHADOW_"))}
+    result = run_cli("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{SHIPPED}: ok (1 database, "), result.stdout
+    assert "not checked: databases[0].dsn - ${DATABASE_URL} is not set here" in result.stdout
+    assert "not checked: the databases themselves" in result.stdout
+    # A real mistake still fails, with the variable unset too.
+    bad = write(tmp_path, SHIPPED.read_text(encoding="utf-8").replace("poll_interval: 60s", "poll_interval: often"))
+    result = run_cli("check-config", "--config", str(bad), env=env)
+    assert result.returncode == 2 and "poll_interval" in result.stderr, result.stderr
+
+
+def test_run_and_verify_still_require_the_variable():
+    error = error_of(SHIPPED)
+    assert "environment variable DATABASE_URL is not set" in error
+

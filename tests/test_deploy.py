@@ -191,14 +191,20 @@ def test_prometheus_scrapes_the_exporter_and_alerts_to_alertmanager():
 
 def test_dockerfile_base_user_healthcheck_port_entrypoint():
     ins = dockerfile_instructions()
+    # Pinned to a Debian release (the digest: docs/monitoring.md, "Image"); both stages alike.
+    (base,) = [rest.split("=", 1)[1] for word, rest in ins if word == "ARG" and rest.startswith("BASE=")]
+    assert base.split("@")[0] == "python:3.11-slim-bookworm", base
     froms = [rest for word, rest in ins if word == "FROM"]
-    assert froms and all(f.split()[0] == "python:3.11-slim" for f in froms), froms
+    assert froms and all(f.split()[0] == "${BASE}" for f in froms), froms
     final = max(i for i, (word, _) in enumerate(ins) if word == "FROM")
     users = [rest for word, rest in ins[final:] if word == "USER"]
     assert users, "the final stage has no USER"
     user = users[-1].split(":")[0]
     assert user not in ("root", "0"), users
-    assert any(word == "RUN" and "pip install ." in rest for word, rest in ins)
+    # Hash-checked locked versions only; the package itself adds no dependency.
+    runs = [rest for word, rest in ins if word == "RUN"]
+    assert "pip install --require-hashes --no-deps -r requirements/runtime.lock" in runs
+    assert "pip install --no-deps --no-build-isolation ." in runs
 
     (health,) = [rest for word, rest in ins if word == "HEALTHCHECK"]
     command = json.loads(health[health.index("CMD") + 3:].strip())

@@ -181,7 +181,7 @@ def test_concurrent_merges_and_known_updates_lose_nothing():
 def test_ingest_summary_is_printable():
     summary = ingest([made_up(1), "GET / 200", "{bad"], KnownNames.from_config(CONFIG))
     text = str(summary)
-    assert text.splitlines()[0] == "1 Prisma errors in 3 records (1 ignored, 1 rejected)"
+    assert text.splitlines()[0] == "1 Prisma error in 3 records (1 ignored, 1 rejected)"
     assert "P2002" in text and "rejected: invalid_json 1" in text
     assert summary.as_dict()["errors"] == [{"code": "P2002", "kind": "unique", "constraint": "other",
                                             "model": "other", "count": 1}]

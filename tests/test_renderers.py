@@ -202,4 +202,4 @@ def test_verify_text_says_what_is_wrong_and_hides_the_password():
     assert "  ✔ [schema_prisma] missing_index Item_sku_idx: index missing (acknowledged)" in lines
     assert "  ! cannot connect: connection refused" in lines
     assert lines[-1] == ("✘ Summary: 1/3 checks healthy, 1 violated (3 rows), 1 failed, "
-                         "1 constraints missing or not valid, 3 migration/drift problems, unreachable: shop")
+                         "1 constraint missing or not valid, 3 migration/drift problems, unreachable: shop")

@@ -1,6 +1,6 @@
 """Configuration: YAML validated once, at the edge, into frozen typed objects."""
 
-from exporter.config.loader import ConfigError, load_config
+from exporter.config.loader import ConfigError, UnsetVariable, load_config, load_config_offline
 from exporter.config.models import (
     Check,
     Config,
@@ -14,5 +14,5 @@ from exporter.config.models import (
 
 __all__ = [
     "Check", "Config", "ConfigError", "DatabaseConfig", "DuplicateCheck", "ExpectedConstraint",
-    "OrphanCheck", "RowCheck", "load_config", "parse_listen",
+    "OrphanCheck", "RowCheck", "UnsetVariable", "load_config", "load_config_offline", "parse_listen",
 ]

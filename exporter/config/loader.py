@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,9 +29,13 @@ class _Expander:
     """Expands the variables of one config file. Remembers every value it read from a
     file (`${file:...}`, `VAR_FILE`): those are secrets, never shown in an error."""
 
-    def __init__(self, env: Mapping[str, str]):
+    def __init__(self, env: Mapping[str, str], stand_in_unset: bool = False):
         self.env = env
         self.secrets: list[str] = []
+        # Offline validation (check-config): an unset required variable is reported, not an
+        # error; its value is a stand-in "${NAME}" so the rest of the file is still checked.
+        self.stand_in_unset = stand_in_unset
+        self.unset: list[UnsetVariable] = []
 
     def expand(self, text: str, path: str) -> str:
         def substitute(match: re.Match[str]) -> str:
@@ -54,6 +59,9 @@ class _Expander:
             return self._read_secret(from_file, path, f" (from {name}_FILE)")
         if default is not None:
             return default
+        if self.stand_in_unset:
+            self.unset.append(UnsetVariable(name, path))
+            return f"${{{name}}}"
         raise _KeyProblem(path, f"environment variable {name} is not set (write ${{{name}:-}} to make it optional, "
                                 f"or set {name}_FILE to a file holding the value)")
 
@@ -186,12 +194,29 @@ def validation_error(file: str, lines: dict[str, int], data: Any, error: Validat
     return ConfigError(text)
 
 
-def load_config(file: str | Path, env: dict[str, str] | None = None) -> Config:
-    file = str(file)
+@dataclass(frozen=True)
+class UnsetVariable:
+    """A required ${NAME} that was not set, and the key path that uses it."""
+
+    name: str
+    path: str
+
+
+def load_config(file: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    return _load(str(file), _Expander(os.environ if env is None else env))
+
+
+def load_config_offline(file: str | Path, env: Mapping[str, str] | None = None) -> tuple[Config, list[UnsetVariable]]:
+    """The config validated without its environment's required variables (check-config on a
+    machine that has no DATABASE_URL): every unset one is returned, not raised."""
+    expander = _Expander(os.environ if env is None else env, stand_in_unset=True)
+    return _load(str(file), expander), expander.unset
+
+
+def _load(file: str, expander: _Expander) -> Config:
     raw, lines = read_yaml(file)
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: expected a mapping at the top (databases:, checks:, ...)")
-    expander = _Expander(os.environ if env is None else env)
     try:
         data = expander.tree(raw)
     except _KeyProblem as e:

@@ -11,6 +11,7 @@ from exporter.events.classify import Labels, Resolver
 from exporter.events.counters import EventTotals, Tally
 from exporter.events.known import KnownNames
 from exporter.events.parse import LINE_TOO_LONG, LineParser, Rejected
+from exporter.wording import counted
 
 DEFAULT_MAX_LINE_BYTES = EventsConfig().max_line_bytes
 
@@ -41,7 +42,7 @@ class IngestSummary(EventTotals):
 
     def __str__(self) -> str:
         rejected = sum(self.rejected.values())
-        lines = [f"{self.accepted} Prisma errors in {self.received} records "
+        lines = [f"{counted(self.accepted, 'Prisma error')} in {counted(self.received, 'record')} "
                  f"({self.ignored} ignored, {rejected} rejected)"]
         if self.errors:
             rows = [("count", "code", "kind", "constraint", "model")]

@@ -116,7 +116,7 @@ class MigrationHistory:
     def pending_names(self) -> tuple[str, ...]:
         """The migrations `prisma migrate deploy` still has to apply, in its order: pending
         folders, rolled-back migrations whose folder is still there, and a failed one (deploy
-        retries it once it is resolved as rolled back) - what the preflight checks."""
+        retries it once it is resolved as rolled back) - what the deploy prediction walks."""
         unapplied = (MigrationState.PENDING, MigrationState.ROLLED_BACK, MigrationState.FAILED)
         return tuple(i.name for i in self.items if i.state in unapplied and i.in_folder)
 
