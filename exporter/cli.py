@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from exporter import __version__
-from exporter.config import ConfigError, load_config_offline
+from exporter.config import Config, ConfigError, DatabaseConfig, load_config_offline
 from exporter.logs import setup_logging
 from exporter.report import EXIT_CANNOT_RUN, exit_code, render_json, render_text
 from exporter.schema.model import Schema
@@ -48,27 +48,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return exit_code(results, allow_pending=args.allow_pending)
 
 
+def _database_with_folder(config: Config, args: argparse.Namespace,
+                          command: str) -> tuple[DatabaseConfig, Path, str] | None:
+    """The database `--database` names (default: the first) with its migrations folder and
+    shadow server; None, with the reason on stderr, when it has no such pair."""
+    if args.database:
+        database = next((d for d in config.databases if d.name == args.database), None)
+    else:
+        database = config.databases[0]
+    if database is None:
+        print(f"{command}: no database named {args.database!r} in {args.config}", file=sys.stderr)
+        return None
+    folder, shadow_dsn = database.migrations.dir, database.migrations.shadow_dsn
+    if folder is None or not shadow_dsn:
+        print(f"{command}: database {database.name} needs migrations.dir and migrations.shadow_dsn "
+              "(PRISMA_MIGRATIONS_DIR and SHADOW_DATABASE_URL in the shipped config)", file=sys.stderr)
+        return None
+    return database, folder, shadow_dsn
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Replay a database's migrations folder on its shadow server and write the expected
     schema to a file, for exporters that may not create databases (docs/migrations.md)."""
     from exporter.migrations.shadow import ShadowError, expected_schema, folder_key, read_scripts, write_snapshot
 
     config = load(args.config)
-    if args.database:
-        database = next((d for d in config.databases if d.name == args.database), None)
-    else:
-        database = config.databases[0]
-    if database is None:
-        print(f"snapshot: no database named {args.database!r} in {args.config}", file=sys.stderr)
+    found = _database_with_folder(config, args, "snapshot")
+    if found is None:
         return EXIT_CANNOT_RUN
-    migrations = database.migrations
-    if not (migrations.dir and migrations.shadow_dsn):
-        print(f"snapshot: database {database.name} needs migrations.dir and migrations.shadow_dsn "
-              "(PRISMA_MIGRATIONS_DIR and SHADOW_DATABASE_URL in the shipped config)", file=sys.stderr)
-        return EXIT_CANNOT_RUN
+    database, folder, shadow_dsn = found
     try:
-        scripts = read_scripts(migrations.dir)
-        schema = expected_schema(migrations.dir, migrations.shadow_dsn, shadow_database=migrations.shadow_database)
+        scripts = read_scripts(folder)
+        schema = expected_schema(folder, shadow_dsn, shadow_database=database.migrations.shadow_database)
     except (OSError, ShadowError) as e:
         print(f"snapshot: {e}", file=sys.stderr)
         return EXIT_CANNOT_RUN
@@ -77,6 +88,38 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     write_snapshot(schema, Path(args.out), meta)
     print(f"snapshot: {counted(len(schema.tables), 'table')}, {counted(len(schema.constraints), 'constraint')}, "
           f"{counted(len(schema.indexes), 'index', 'indexes')} from {counted(len(scripts), 'migration')} -> {args.out}")
+    return 0
+
+
+def cmd_init_config(args: argparse.Namespace) -> int:
+    """Write a config for a database and its migrations folder, from a template config
+    (its first database, or --database): docs/expectations.md."""
+    import psycopg
+
+    from exporter import initconfig
+    from exporter.migrations.shadow import ShadowError, expected_steps
+    from exporter.schema.catalog import introspect
+
+    config = load(args.config)
+    found = _database_with_folder(config, args, "init-config")
+    if found is None:
+        return EXIT_CANNOT_RUN
+    database, folder, shadow_dsn = found
+    try:
+        steps = expected_steps(folder, shadow_dsn, shadow_database=database.migrations.shadow_database)
+        with psycopg.connect(database.dsn, connect_timeout=int(database.connect_timeout)) as conn:
+            conn.read_only = True
+            live = introspect(conn, database.db_schema)
+    except (OSError, ShadowError, psycopg.Error) as e:
+        print(f"init-config: {e}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    text = initconfig.render(Path(args.config).read_text(encoding="utf-8"), config, steps, live,
+                             f"database {database.name} and {folder}")
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"init-config: wrote {args.out}", file=sys.stderr)
     return 0
 
 
@@ -184,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="where to write the expected schema (set migrations.snapshot to it)")
     snapshot.add_argument("--database", metavar="NAME", help="which configured database (default: the first)")
     snapshot.set_defaults(func=cmd_snapshot)
+
+    init = sub.add_parser("init-config", help="write a config for a database and its migrations folder "
+                                              "(the template's runbook entries under today's names)")
+    with_config(init)
+    init.add_argument("--out", metavar="FILE|-", default="-", help="where to write it (default: stdout)")
+    init.add_argument("--database", metavar="NAME", help="which configured database (default: the first)")
+    init.set_defaults(func=cmd_init_config)
 
     ingest = sub.add_parser("ingest", help="classify Prisma error events of a log file (or - for stdin) once")
     with_config(ingest)

@@ -12,6 +12,7 @@ from types import FrameType
 from collections.abc import Callable
 
 from exporter import __version__
+from exporter.checks.constraints import Source
 from exporter.config import Config, ConfigError, DatabaseConfig, parse_listen
 from exporter.db import ConnectionBudget, redact_dsn
 from exporter.events import EventPipeline, KnownNames
@@ -65,7 +66,10 @@ class Daemon:
         # expected schema when there is one, else what the live catalog has.
         schema = result.migrations.expected if result.migrations and result.migrations.expected else result.schema
         if schema is not None:
-            self.events.learn(result.database, self.known.with_schema(schema))
+            # A configured constraint the app renamed: its events count under the configured name.
+            renamed = {c.actual: c.name for c in result.constraints
+                       if c.source == Source.CONFIG and c.actual and c.actual != c.name}
+            self.events.learn(result.database, self.known.with_schema(schema).with_aliases(renamed))
 
     def start(self) -> Daemon:
         self.events.start()

@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from exporter.checks.constraints import ConstraintResult, check_constraints, expected_constraints
+from exporter.checks.constraints import ConstraintResult, Expectations, NotRun, Status, plan
 from exporter.checks.run import CheckResult, run_checks
 from exporter.config import Config, DatabaseConfig
 from exporter.db import ConnectionBudget, DownReason, Database, LockWatch, down_reason, is_connection_error
@@ -36,6 +36,7 @@ class PollResult:
     schema: Schema | None = field(default=None, repr=False, compare=False)
     down_reason: DownReason | None = None  # why the database is down
     privileges: Privileges | None = None  # whether the exporter's role could write (exporter.privileges)
+    not_run: tuple[NotRun, ...] = ()  # configured checks not run: stale, or waiting for a pending migration
 
     @property
     def finished_at(self) -> float:
@@ -49,10 +50,27 @@ class PollResult:
         if not self.up:
             return [f"database unreachable: {self.error}"]
         found = [f"check {c.check.name}: {c.status}" for c in self.checks if c.is_problem]
-        found += [f"constraint {c.table}.{c.name}: {c.detail}" for c in self.constraints if c.is_problem]
+        found += [f"constraint {c.table}.{c.name}: {c.status}: {c.detail}" for c in self.constraints if c.is_problem]
         if self.migrations:
             found += self.migrations.problems(allow_pending=allow_pending)
         return found
+
+
+class ConfigWarning:
+    """Logs stale config and missing constraints once when they appear or change (the metric
+    and verify carry them on every poll)."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self._seen: frozenset[str] = frozenset()
+
+    def observe(self, expectations: Expectations) -> None:
+        lines = {f"check {n.check.name} not run ({n.status}): {n.why}" for n in expectations.not_run}
+        lines |= {f"constraint {c.table}.{c.name} ({c.source}): {c.status}: {c.detail}"
+                  for c in expectations.constraints if c.status == Status.STALE or c.is_problem}
+        for line in sorted(lines - self._seen):
+            log.warning("database %s: %s", self.database, line)
+        self._seen = frozenset(lines)
 
 
 class Poller:
@@ -66,6 +84,7 @@ class Poller:
         self.checks = config.checks_for(database)
         self.last_full_scan: float | None = None
         self.write_warning = WriteWarning(database.name)
+        self.config_warning = ConfigWarning(database.name)
         monitor = MigrationsMonitor(database)
         self.migrations = monitor if monitor.enabled else None
 
@@ -83,8 +102,11 @@ class Poller:
         try:
             with self.database.connection() as conn:
                 schema = introspect(conn, self.database.config.db_schema)
-                checks = run_checks(conn, self.checks, schema, use_guards=not full, watch=self.lock_watch)
-                migrations = self.migrations.assess(conn, schema, checks) if self.migrations else None
+                inputs = self.migrations.prepare(conn) if self.migrations else None
+                expectations = plan(self.checks, self.config.constraints, schema, inputs.sources() if inputs else None)
+                checks = run_checks(conn, expectations.checks, schema, use_guards=not full, watch=self.lock_watch,
+                                    always_guarded=expectations.derived)
+                migrations = self.migrations.assess(conn, schema, checks, inputs) if self.migrations else None
                 privileges = read_privileges(conn, self.database.config.db_schema)
         except Exception as e:  # noqa: BLE001 - a poll must never kill the scheduler
             reason = down_reason(e)
@@ -99,10 +121,11 @@ class Poller:
         if full:
             self.last_full_scan = started
         self.write_warning.observe(privileges)
-        expected = expected_constraints(self.config.constraints, migrations.expected if migrations else None)
+        self.config_warning.observe(expectations)
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,
-            tuple(checks), tuple(check_constraints(expected, schema)), migrations, schema, privileges=privileges,
+            tuple(checks), expectations.constraints, migrations, schema, privileges=privileges,
+            not_run=expectations.not_run,
         )
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from exporter.checks.constraints import ConstraintResult
+from exporter.checks.constraints import DERIVED_CATEGORY, ConstraintResult, Source, Status
 from exporter.checks.run import CheckResult, CheckStatus
 from exporter.db import redact_dsn
 from exporter.logs import redact, scrub
@@ -103,6 +103,7 @@ def _database_json(r: PollResult) -> dict[str, Any]:
                 "kind": c.check.kind,
                 "table": c.check.table,
                 "category": c.check.category,
+                "derived": c.check.category == DERIVED_CATEGORY,
                 "severity": c.check.severity,
                 "violations": c.violations,
                 "groups": c.groups,
@@ -124,9 +125,18 @@ def _database_json(r: PollResult) -> dict[str, Any]:
                 "valid": c.valid,
                 "critical": c.critical,
                 "detail": c.detail,
+                "status": c.status,
+                "actual": c.actual,
+                "source": c.source,
             }
             for c in r.constraints
         ],
+        "stale": [{"entry": n.check.name, "kind": "check", "table": n.check.table, "fix": n.why}
+                  for n in r.not_run if n.status is Status.STALE]
+        + [{"entry": c.name, "kind": "constraint", "table": c.table, "fix": c.detail}
+           for c in r.constraints if c.status is Status.STALE],
+        "pending_checks": [{"name": n.check.name, "table": n.check.table, "reason": n.why}
+                           for n in r.not_run if n.status is Status.PENDING],
     }
 
 
@@ -163,11 +173,15 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
             lines.append(f"Privileges: {mark} {r.privileges.describe()}")
         scan = "full scan" if r.full_scan else "guarded checks answered from the catalog"
         lines.append(f"Checks ({scan}, {r.duration:.2f}s):")
+        derived_ok = [c for c in r.checks if c.check.category == DERIVED_CATEGORY and c.status is CheckStatus.OK]
         for c in r.checks:
-            lines.extend(_check_line(c))
-        if r.constraints:
-            lines.append("Constraints:")
-        lines.extend(_constraint_line(k) for k in r.constraints)
+            if c not in derived_ok:
+                lines.extend(_check_line(c))
+        if derived_ok:
+            guarded = sum(1 for c in derived_ok if c.guarded)
+            lines.append(f"  {TICK} {len(derived_ok)} checks derived from the expected schema: no violations "
+                         f"({guarded} answered from the catalog)")
+        lines.extend(_constraint_lines(r))
         if r.migrations:
             lines.extend(_migration_lines(r.migrations, allow_pending))
         lines.append("")
@@ -175,11 +189,38 @@ def render_text(results: Iterable[PollResult], dsns: dict[str, str], *, allow_pe
     return redact("\n".join(lines))
 
 
+def _constraint_lines(r: PollResult) -> list[str]:
+    """Configured constraints one by one; of the derived ones only those not simply present."""
+    lines = ["Constraints:"] if r.constraints else []
+    quiet = sum(1 for c in r.constraints if c.source is not Source.CONFIG and c.status is Status.PRESENT)
+    lines += [_constraint_line(c) for c in r.constraints
+              if c.source is Source.CONFIG or c.status is not Status.PRESENT]
+    if quiet:
+        lines.append(f"  {TICK} {quiet} more constraints declared by the expected schema: present and valid")
+    waiting = [n for n in r.not_run if n.status is Status.PENDING]
+    if waiting:
+        lines.append("Checks waiting for pending migrations:")
+    lines += [f"  {TICK} {n.check.name}: not run yet - {n.why}" for n in waiting]
+    stale = [n for n in r.not_run if n.status is Status.STALE]
+    if stale:
+        lines.append("Stale config (a warning: the exit code does not change):")
+    lines += [f"  {WARN} check {n.check.name}: {n.why}" for n in stale]
+    return lines
+
+
 def _constraint_line(c: ConstraintResult) -> str:
-    mark = CROSS if c.is_problem else TICK
-    tag = f"{c.kind}, critical" if c.critical else c.kind
-    state = c.detail if c.is_problem else "present and valid"
-    return f"  {mark} {c.table}.{c.name} ({tag}): {state}"
+    tag = f"{c.kind}, critical" if c.critical else str(c.kind)
+    if c.source is not Source.CONFIG:
+        tag += f", from {c.source}"
+    if c.status is Status.PRESENT:
+        state = "present and valid" + (f" as {c.actual}" if c.actual and c.actual != c.name else "")
+        return f"  {TICK} {c.table}.{c.name} ({tag}): {state}"
+    if c.status is Status.PENDING:
+        return f"  {TICK} {c.table}.{c.name} ({tag}): pending - {c.detail}"
+    if c.status is Status.STALE:
+        return f"  {WARN} {c.table}.{c.name} ({tag}): stale - {c.detail}"
+    actual = f" (live: {c.actual})" if c.actual and c.actual != c.name else ""
+    return f"  {CROSS} {c.table}.{c.name} ({tag}): {c.status}{actual} - {c.detail}"
 
 
 def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
@@ -263,12 +304,16 @@ def _summary(results: list[PollResult], allow_pending: bool) -> str:
     violated = [c for c in checks if c.status is CheckStatus.VIOLATED]
     failed = [c for c in checks if c.status is CheckStatus.FAILED]
     constraints = [c for r in results if r.up for c in r.constraints if c.is_problem]
+    stale = sum(1 for r in results if r.up for n in r.not_run if n.status is Status.STALE) + sum(
+        1 for r in results if r.up for c in r.constraints if c.status is Status.STALE)
     parts = [
         f"{len(checks) - len(violated) - len(failed)}/{len(checks)} checks healthy",
         f"{len(violated)} violated ({counted(sum(c.violations or 0 for c in violated), 'row')})",
         f"{len(failed)} failed",
         f"{counted(len(constraints), 'constraint')} missing or not valid",
     ]
+    if stale:
+        parts.append(f"{stale} stale config entries")
     migration_problems = [p for r in results if r.up and r.migrations
                           for p in r.migrations.problems(allow_pending=allow_pending)]
     if any(r.migrations for r in results):

@@ -162,6 +162,14 @@ def layout() -> list[tuple[dict, int, int]]:
         (table("Constraints missing or not valid", "Every expected constraint that is missing (present 0) or not validated.",
                f"(venzory_db_constraint_present{{{DB}}} == 0) or (venzory_db_constraint_valid{{{DB}}} == 0)",
                hide=["__name__", "job"]), 12, 6),
+        (stat("Stale config entries", "Configured checks and constraints whose table or column exists nowhere any more "
+              "(VenzoryDbStaleConfig warns after 1 h; verify prints the fix).",
+              [target(f"sum by (database) (venzory_db_config_stale{{{DB}}}) or sum by (database) (0 * venzory_db_up{{{DB}}})",
+                      "{{database}}")],
+              steps=thresholds((None, "green"), (1, "yellow"))), 6, 6),
+        (table("Expectations not simply present", "Expectations (configured, or declared by the migrations / schema.prisma) "
+               "that are not_valid, differs, missing, pending or stale; `actual` names the live object keeping the rule.",
+               f'venzory_db_constraint_status{{{DB}, status!="present"}}', hide=["__name__", "job", "Value"]), 18, 6),
 
         (row("Migrations"), 24, 1),
         (timeseries("Migrations by state", "Migrations per state (applied, pending, failed, rolled_back, modified, missing_from_folder).",

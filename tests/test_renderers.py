@@ -9,10 +9,11 @@ from datetime import datetime, UTC
 
 import pytest
 
-from exporter.checks.constraints import ConstraintResult
+from exporter.checks.constraints import ConstraintResult, Status
 from exporter.checks.run import CheckResult, CheckStatus, FailureReason
 from exporter.config import Config
 from exporter.db import DownReason
+from exporter.schema.model import ConstraintKind
 from exporter.metrics.contract import METRICS
 from exporter.metrics.render import families_for
 from exporter.migrations.deploy import (
@@ -48,8 +49,9 @@ CHECKS = (
     CheckResult(SENT_AT, CheckStatus.FAILED, reason=FailureReason.TIMEOUT, error="canceling statement", duration=1.0),
 )
 CONSTRAINTS = (
-    ConstraintResult("Stock", "check_quantity", "check", True, True, True),
-    ConstraintResult("Item", "Item_name_key", "unique", False, True, False, "index is invalid"),
+    ConstraintResult("Stock", "check_quantity", ConstraintKind.CHECK, True, Status.PRESENT, "check_quantity"),
+    ConstraintResult("Item", "Item_name_key", ConstraintKind.UNIQUE, False, Status.NOT_VALID, "Item_name_key",
+                     detail="index is invalid"),
 )
 HISTORY = MigrationHistory(True, None, (
     MigrationItem("1_init", MigrationState.APPLIED, FINISHED),
@@ -194,7 +196,7 @@ def test_verify_text_says_what_is_wrong_and_hides_the_password():
     assert "  ✘ stock_non_negative (Stock): 3 rows [negative_inventory, critical]" in lines
     assert "  ✔ item_names (Item): no violations - guarded by Item_name_key" in lines
     assert "  ! order_sent_at (Order): check failed [timeout]: canceling statement" in lines
-    assert "  ✘ Item.Item_name_key (unique): index is invalid" in lines
+    assert "  ✘ Item.Item_name_key (unique): not_valid - index is invalid" in lines
     assert "      pending: 2_harden" in lines
     assert ("  ✘ prisma migrate deploy, predicted statement by statement: deploy will fail at 2_harden statement 2 "
             "(line 4): check constraint \"check_quantity\" of relation \"Stock\" is violated, 3 rows") in lines

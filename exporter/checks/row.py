@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from exporter.checks.shape import TablePass, ident
 from exporter.config import RowCheck
-from exporter.schema.model import Constraint, ConstraintKind, Index, Schema, normalize_expression
+from exporter.schema.meaning import not_null_column, not_null_name
+from exporter.schema.model import Constraint, ConstraintKind, Index, Schema, canonical_expression
 
 
 def probe(check: RowCheck) -> TablePass:
@@ -17,7 +18,12 @@ def probe(check: RowCheck) -> TablePass:
 
 
 def guard(check: RowCheck, schema: Schema) -> str | None:
-    """A validated CHECK constraint on the table with the same expression as the rule."""
+    """A validated CHECK constraint on the table with the same expression as the rule, or,
+    for a rule that only forbids NULL, the column's NOT NULL."""
+    column = not_null_column(check.rule)
+    if column is not None and schema.has_column(check.table, column) \
+            and not schema.tables[check.table].columns[column].nullable:
+        return not_null_name(check.table, column)
     for constraint in schema.constraints_of(check.table):
         if constraint.validated and counts_same_rows(check, constraint):
             return constraint.name
@@ -28,7 +34,7 @@ def counts_same_rows(check: RowCheck, rule: Constraint | Index) -> bool:
     """The rows violating this CHECK constraint are exactly the check's violations."""
     return (
         isinstance(rule, Constraint) and rule.kind == ConstraintKind.CHECK and rule.table == check.table
-        and normalize_expression(rule.definition) == normalize_expression(check.rule)
+        and canonical_expression(rule.definition) == canonical_expression(check.rule)
     )
 
 

@@ -281,6 +281,10 @@ class Resolver:
         return self._tables_by_lower.get(model.lower())
 
     def constraint(self, facts: ErrorFacts, kind: ErrorKind, table: str | None) -> str:
+        name = self._name(facts, kind, table)
+        return self.known.aliases.get(name, name)
+
+    def _name(self, facts: ErrorFacts, kind: ErrorKind, table: str | None) -> str:
         name = facts.constraint
         if name is not None:
             return name if name in self.known.constraints else OTHER

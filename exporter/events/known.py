@@ -6,7 +6,7 @@ made-up constraint or table names cannot grow the number of series.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 from collections.abc import Mapping
@@ -46,6 +46,10 @@ class KnownNames:
     # (table, name, event kind) of each expected constraint: the critical ones get their
     # series created at 0 from the start.
     expected: frozenset[tuple[str, str, str]] = frozenset()
+    # A constraint the app re-created under another name -> the configured name it was
+    # matched to by meaning (exporter.checks.constraints): events are counted under the
+    # configured name, so alerts on a rule (check_quantity_non_negative) survive a rename.
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> KnownNames:
@@ -82,10 +86,9 @@ class KnownNames:
             if index.unique:
                 names.add(index.name)
                 unique_columns.setdefault((index.table, tuple(index.columns)), index.name)
-        return KnownNames(
-            constraints=frozenset(names),
-            tables=self.tables | frozenset(schema.tables),
-            critical_constraints=self.critical_constraints,
-            unique_columns=unique_columns,
-            expected=self.expected,
-        )
+        return replace(self, constraints=frozenset(names), tables=self.tables | frozenset(schema.tables),
+                       unique_columns=unique_columns)
+
+    def with_aliases(self, aliases: Mapping[str, str]) -> KnownNames:
+        """These names, with events of each live name counted under its configured name."""
+        return replace(self, aliases={**self.aliases, **aliases})

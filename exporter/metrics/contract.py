@@ -95,6 +95,16 @@ CONSTRAINT_PRESENT = _gauge("venzory_db_constraint_present", "1 if the expected 
                             *_CONSTRAINT_LABELS)
 CONSTRAINT_VALID = _gauge("venzory_db_constraint_valid",
                           "1 if the expected constraint exists and is validated.", *_CONSTRAINT_LABELS)
+CONSTRAINT_STATUS = _gauge(
+    "venzory_db_constraint_status",
+    "1 for what became of each expected constraint: present, not_valid, differs, missing, pending "
+    "(a pending migration adds it) or stale (configured for a table or column that exists nowhere); "
+    "`actual` names the live object that keeps the rule (\"\" when none).",
+    *_CONSTRAINT_LABELS, "status", "actual", "source")
+CONFIG_STALE = _gauge(
+    "venzory_db_config_stale",
+    "1 for each configured check or constraint whose table or column exists neither in the database nor "
+    "in the expected schema (verify prints the fix).", DB, "entry", "table")
 
 # -- migrations, drift, the deploy prediction (docs/migrations.md) -------------------------------------------------
 MIGRATIONS_PART_SUCCESS = _gauge(
@@ -154,7 +164,7 @@ EVENTS_IGNORED = _live("venzory_db_events_ignored", MetricType.COUNTER,
 METRICS: tuple[MetricSpec, ...] = (
     UP, DOWN_REASON, LAST_POLL, POLL_DURATION, FULL_SCAN, POLLS_SKIPPED, BUILD_INFO, ROLE_CAN_WRITE,
     CHECK_VIOLATIONS, DUPLICATE_GROUPS, CHECK_SUCCESS, CHECK_DURATION, CHECK_GUARDED,
-    CONSTRAINT_PRESENT, CONSTRAINT_VALID,
+    CONSTRAINT_PRESENT, CONSTRAINT_VALID, CONSTRAINT_STATUS, CONFIG_STALE,
     MIGRATIONS, MIGRATION_INFO, LAST_MIGRATION_FINISHED, DEPLOY_PREDICTION, DEPLOY_FAILING_ROWS, DEPLOY_ROWS,
     DEPLOY_LOCK_ROWS, PRISMA_STATUS, BASELINE_UNRESOLVED,
     SCHEMA_DRIFT_ITEMS, SCHEMA_DRIFT_ITEM, MIGRATIONS_PART_SUCCESS,

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 
+from exporter.checks.constraints import Status
 from exporter.db import DownReason
 from exporter.metrics import contract as m
 from exporter.migrations.history import MigrationHistory, PrismaStatus
@@ -60,12 +61,21 @@ def _check_families(result: PollResult) -> list[Metric]:
 
 
 def _constraint_families(result: PollResult) -> list[Metric]:
-    present, valid = m.CONSTRAINT_PRESENT.family(), m.CONSTRAINT_VALID.family()
+    db = result.database
+    present, valid, status = m.CONSTRAINT_PRESENT.family(), m.CONSTRAINT_VALID.family(), m.CONSTRAINT_STATUS.family()
+    stale = m.CONFIG_STALE.family()
     for c in result.constraints:
-        values = [result.database, c.table, c.name, c.kind, "critical" if c.critical else "warning"]
-        present.add_metric(values, 1 if c.present else 0)
-        valid.add_metric(values, 1 if c.valid else 0)
-    return [present, valid]
+        values = [db, c.table, c.name, c.kind, "critical" if c.critical else "warning"]
+        status.add_metric(values + [c.status, c.actual or "", c.source], 1)
+        if c.status is Status.STALE:
+            stale.add_metric([db, c.name, c.table], 1)
+        elif c.status is not Status.PENDING:  # expected now: present/valid (the alerts' series)
+            present.add_metric(values, 1 if c.present else 0)
+            valid.add_metric(values, 1 if c.valid else 0)
+    for n in result.not_run:
+        if n.status is Status.STALE:
+            stale.add_metric([db, n.check.name, n.check.table], 1)
+    return [present, valid, status, stale]
 
 
 def _migration_families(db: str, migrations: MigrationsResult) -> list[Metric]:

@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 import psycopg
 
+from exporter.checks.constraints import SchemaSources, Source
 from exporter.checks.run import KIND_MODULES, CheckResult
 from exporter.config import DatabaseConfig
 from exporter.db import is_connection_error
@@ -73,6 +74,39 @@ class MigrationsResult:
         return found
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a poll reads before its checks run: the history and the expected schemas."""
+
+    history: MigrationHistory | None
+    steps: shadow.ExpectedSteps | None
+    expected: Schema | None  # the applied migrations' schema, or the snapshot
+    source: Source | None  # MIGRATIONS or SNAPSHOT
+    prisma: Schema | None
+    errors: tuple[tuple[Part, str], ...]
+
+    def pending_steps(self) -> tuple[shadow.Step, ...]:
+        """The folder's steps not applied yet (none without history or folder)."""
+        if self.history is None or self.steps is None or not self.history.pending_names:
+            return ()
+        return tuple(s for s in self.steps.steps if s.migration in self.history.pending_names)
+
+    def sources(self) -> SchemaSources | None:
+        """For exporter.checks.constraints: what the app declares now, what after the
+        pending migrations, and every schema known (migrations > snapshot > schema.prisma)."""
+        if self.expected is not None:
+            declared, source = self.expected, self.source or Source.MIGRATIONS
+        elif self.prisma is not None:
+            declared, source = self.prisma, Source.SCHEMA_PRISMA
+        else:
+            return None
+        pending = self.pending_steps()
+        final = self.steps.final if pending and self.steps is not None else None
+        known = tuple(s for s in (self.expected, final, self.prisma) if s is not None)
+        return SchemaSources(declared, source, final=final, pending=tuple((s.migration, s.schema) for s in pending),
+                             known=known)
+
+
 class _ContentCache(Generic[T]):
     """The last value derived from a file, recomputed when the file's bytes change."""
 
@@ -119,6 +153,7 @@ class MigrationsMonitor:
         self.config = database.migrations
         self.features = self.config.features
         self._prisma = _ContentCache(_prisma_schema)
+        self._logged: dict[Part, str] = {}
 
     @property
     def enabled(self) -> bool:
@@ -131,7 +166,9 @@ class MigrationsMonitor:
               Part.SCHEMA_PRISMA: f.schema_prisma, Part.PREFLIGHT: f.preflight}
         return tuple(p for p in Part if on[p])
 
-    def assess(self, conn: psycopg.Connection, live: Schema, checks: Sequence[CheckResult] = ()) -> MigrationsResult:
+    def prepare(self, conn: psycopg.Connection) -> Inputs:
+        """History, the expected schema and schema.prisma: what the checks need to know
+        before they run (exporter.checks.constraints derives expectations from them)."""
         attempt = _Attempts(self.database.name)
         errors = attempt.errors
         f, schema_name = self.features, self.database.db_schema
@@ -144,34 +181,64 @@ class MigrationsMonitor:
         if cfg.dir is not None and cfg.shadow_dsn is not None:  # features.shadow
             folder, shadow_dsn = cfg.dir, cfg.shadow_dsn
             steps = attempt(Part.EXPECTED_SCHEMA, lambda: self._steps(folder, shadow_dsn))
-        expected, expected_unknown = None, ""
+        expected, source = None, None
         if steps is not None:
-            expected = _applied_state(steps, history)
-            if expected is None:
-                expected_unknown = ("the expected schema is unknown: no migration of the folder is recorded as "
-                                    "applied, so drift is not computed (resolve the baseline first)")
+            # None when no migration of the folder is recorded as applied: see expected_unknown.
+            expected, source = _applied_state(steps, history), Source.MIGRATIONS
         elif (snapshot := cfg.snapshot) is not None:  # features.snapshot
             expected = attempt(Part.EXPECTED_SCHEMA, lambda: shadow.load_snapshot(snapshot))
+            source = Source.SNAPSHOT
+        prisma = None
+        if (path := cfg.schema_prisma) is not None:  # features.schema_prisma
+            prisma = attempt(Part.SCHEMA_PRISMA, lambda: self._prisma.get(path))
+        self._log(errors)
+        return Inputs(history, steps, expected, source, prisma, tuple(errors))
 
-        drift = self._drift(live, expected, attempt)
+    def assess(self, conn: psycopg.Connection, live: Schema, checks: Sequence[CheckResult] = (),
+               inputs: Inputs | None = None) -> MigrationsResult:
+        inputs = inputs or self.prepare(conn)
+        attempt = _Attempts(self.database.name)
+        attempt.errors.extend(inputs.errors)
+        history, steps, expected = inputs.history, inputs.steps, inputs.expected
+        drift = self._drift(live, inputs)
+        expected_unknown = ""
+        if steps is not None and expected is None:
+            expected_unknown = ("the expected schema is unknown: no migration of the folder is recorded as "
+                                "applied, so drift is not computed (resolve the baseline first)")
         predicted = None
-        if f.preflight and history is not None and history.folder is not None:
+        if self.features.preflight and history is not None and history.folder is not None:
             known_history = history
             predicted = attempt(Part.PREFLIGHT, lambda: self._forecast(conn, known_history, live, checks))
         return MigrationsResult(
-            history, expected, tuple(drift), predicted, expected_unknown, tuple(errors), self.parts(),
+            history, expected, tuple(drift), predicted, expected_unknown, tuple(attempt.errors), self.parts(),
             self.config.drift.max_item_series,
         )
 
-    def _drift(self, live: Schema, expected: Schema | None, attempt: _Attempts) -> list[DriftItem]:
+    def _drift(self, live: Schema, inputs: Inputs) -> list[DriftItem]:
         drift: list[DriftItem] = []
-        if expected is not None:
-            drift += diff_schemas(expected, live, DriftSource.MIGRATIONS)
-        if (path := self.config.schema_prisma) is not None:  # features.schema_prisma
-            prisma = attempt(Part.SCHEMA_PRISMA, lambda: self._prisma.get(path))
-            if prisma is not None:
-                drift += diff_schemas(prisma, live, DriftSource.SCHEMA_PRISMA)
+        if inputs.expected is not None:
+            drift += diff_schemas(inputs.expected, live, DriftSource.MIGRATIONS)
+        if inputs.prisma is not None:
+            prisma_drift = diff_schemas(inputs.prisma, live, DriftSource.SCHEMA_PRISMA)
+            if inputs.pending_steps():
+                # What the pending migrations will change is not drift: they are reported.
+                assert inputs.steps is not None and inputs.expected is not None
+                source = DriftSource.SCHEMA_PRISMA
+                after = {(d.kind, d.object) for d in diff_schemas(inputs.prisma, inputs.steps.final, source)}
+                before = {(d.kind, d.object) for d in diff_schemas(inputs.prisma, inputs.expected, source)}
+                prisma_drift = [d for d in prisma_drift if (d.kind, d.object) in after
+                                or (d.kind, d.object) not in before]
+            drift += prisma_drift
         return acknowledge(drift, self.config.drift.acknowledge)
+
+    def _log(self, errors: list[tuple[Part, str]]) -> None:
+        """Each input problem is logged once when it appears or changes (a poll a minute
+        must not repeat it); the metric and verify carry it on every poll."""
+        current = dict(errors)
+        for part, message in current.items():
+            if self._logged.get(part) != message:
+                log.warning("migrations %s of %s: %s (the other checks still run)", part, self.database.name, message)
+        self._logged = current
 
     def _forecast(self, conn: psycopg.Connection, history: MigrationHistory, live: Schema,
                   checks: Sequence[CheckResult]) -> Forecast:

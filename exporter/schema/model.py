@@ -28,6 +28,7 @@ class ConstraintKind(StrEnum):
     FOREIGN_KEY = "foreign_key"
     EXCLUSION = "exclusion"
     INDEX = "index"  # a plain (non-unique) index, only used by the constraint-presence report
+    NOT_NULL = "not_null"  # a NOT NULL column, as an expectation (docs/expectations.md)
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,45 @@ def normalize_expression(sql: str) -> str:
     text = re.sub(r"\s+NOT VALID\s*$", "", text, flags=re.I)
     text = _CAST.sub("", text)
     return _NOISE.sub("", text).lower()
+
+
+_NULL_OR = re.compile(r'^\s*\(*\s*"?([A-Za-z_][A-Za-z0-9_]*)"?\s+IS\s+NULL\s*\)*\s+OR\s+(.+)$', re.I | re.S)
+_COMPOUND = re.compile(r"\b(OR|AND|IS|COALESCE|CASE|NOT)\b", re.I)
+
+
+def canonical_expression(sql: str) -> str:
+    """normalize_expression, and one equivalence CHECK semantics make: a row passes a rule
+    that is NULL, so `x IS NULL OR x >= 0` and `x >= 0` reject the same rows when the rest
+    is one simple comparison of x (NULL whenever x is NULL). Apps write both forms, and a
+    consolidated baseline may switch between them."""
+    text = sql.strip()
+    if text.upper().startswith("CHECK"):
+        text = text[5:]
+    text = unwrap(re.sub(r"\s+NOT VALID\s*$", "", text, flags=re.I))
+    match = _NULL_OR.match(text)
+    if match:
+        column, rest = match.groups()
+        rest = rest.strip()
+        while rest.endswith(")") and not balanced(rest):
+            rest = rest[:-1].rstrip()
+        if not _COMPOUND.search(rest) and re.search(rf'(^|[^A-Za-z0-9_]){re.escape(column)}([^A-Za-z0-9_]|$)', rest):
+            text = rest
+    return normalize_expression(text)
+
+
+def unwrap(text: str) -> str:
+    """`((a >= 0))` -> `a >= 0`: the parentheses around the whole expression dropped."""
+    text = text.strip()
+    while text.startswith("(") and text.endswith(")") and balanced(text[1:-1]):
+        text = text[1:-1].strip()
+    return text
+
+
+def balanced(text: str) -> bool:
+    """Its parentheses pair up (so `(a) OR (b)` is not wrapped in one pair)."""
+    depth = 0
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
