@@ -137,7 +137,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"(`run` and `verify` need it)")
     print("  not checked: the databases themselves (connection, role, schema) - `verify` reads them")
     if web is not None:
-        print(f"{web.file}: ok (TLS {'on' if web.tls else 'off'}, basic auth {'on' if web.auth else 'off'})")
+        print(f"{web.file}: ok (TLS {'on' if web.tls else 'off'}, basic auth {'on' if web.users else 'off'})")
     return 0
 
 

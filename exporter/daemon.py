@@ -14,14 +14,15 @@ from collections.abc import Callable
 from exporter import __version__
 from exporter.checks.constraints import Source
 from exporter.config import Config, ConfigError, DatabaseConfig, parse_listen
-from exporter.db import ConnectionBudget, redact_dsn
+from exporter.config.dsn import redact_dsn
+from exporter.db import ConnectionBudget
 from exporter.events import EventPipeline, KnownNames
 from exporter.metrics.endpoint import MetricsEndpoint
 from exporter.poll import Poller, PollResult
 from exporter.scheduler import PollScheduler
 from exporter.store import ResultStore
-from exporter.server import HttpServer, make_app, metrics_app
-from exporter.webconfig import WebSettings
+from exporter.http import HttpServer, make_app, metrics_app
+from exporter.config.web import WebSettings
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from psycopg.abc import RV, PQGen
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg import sql
+from psycopg.abc import RV, Params, PQGen
+from psycopg.conninfo import conninfo_to_dict
 
 from exporter.config import DatabaseConfig
 
@@ -85,25 +86,6 @@ def one_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
     if row is None:
         raise psycopg.DataError("expected one row, the query returned none")
     return row
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN as it may be shown anywhere: password replaced, URL or key=value alike."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<unparseable DSN>"
-    if "password" in params:
-        params["password"] = "***"
-    return make_conninfo("", **params)
-
-
-def dsn_password(dsn: str) -> str | None:
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-    except psycopg.ProgrammingError:
-        return None
-    return str(password) if password else None
 
 
 def session_options(config: DatabaseConfig) -> dict[str, Any]:
@@ -217,6 +199,16 @@ class Session(psycopg.Connection):
 def _cancel(cancel: psycopg.pq.abc.PGcancel) -> None:
     with contextlib.suppress(psycopg.Error):
         cancel.cancel()
+
+
+def execute_one(conn: psycopg.Connection[Any], query: str | bytes | sql.SQL | sql.Composed,
+                params: Params | None = None) -> psycopg.Cursor[Any]:
+    """`query` sent with the extended query protocol, in which PostgreSQL parses exactly one
+    statement: text that smuggles in a second one (`...; COMMIT; DROP TABLE ...`) is a
+    syntax error, never run. psycopg sends a query without parameters with the simple
+    protocol, which runs several statements, unless the results are binary: so they are
+    (counts and names load the same). Every query built from config text goes this way."""
+    return conn.execute(query, params, binary=True)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,8 @@ def register_secrets(values: Iterable[str | None]) -> None:
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
+    # Longest first: a whole DSN is replaced before the password inside it.
+    for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
     return text

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from exporter.checks.constraints import ConstraintResult, Expectations, NotRun, Status, plan
-from exporter.checks.run import CheckResult, run_checks
+from exporter.checks.run import CheckResult, CheckStatus, run_checks
 from exporter.config import Config, DatabaseConfig
 from exporter.db import ConnectionBudget, DownReason, Database, LockWatch, down_reason, is_connection_error
 from exporter.migrations.monitor import MigrationsMonitor, MigrationsResult
@@ -56,6 +57,29 @@ class PollResult:
         return found
 
 
+class CheckLog:
+    """Logs each check's failures and status changes once, with the reason: a check that
+    starts failing (or fails for a new reason) is a warning, any other change of status
+    is info; a check that stays as it was is not logged again (debug only)."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self._last: dict[str, tuple[str, str | None]] = {}
+
+    def observe(self, results: Sequence[CheckResult]) -> None:
+        for result in results:
+            name, now = result.check.name, (result.status, result.reason)
+            before = self._last.get(name)
+            self._last[name] = now
+            if now == before:
+                log.debug("check %s on %s: still %s", name, self.database, result.status)
+            elif result.status is CheckStatus.FAILED:
+                log.warning("check %s on %s failed (%s): %s", name, self.database, result.reason, result.error)
+            elif before is not None or result.status is CheckStatus.VIOLATED:
+                log.info("check %s on %s: %s -> %s (%s rows)", name, self.database,
+                         before[0] if before else "unknown", result.status, result.violations)
+
+
 class ConfigWarning:
     """Logs stale config and missing constraints once when they appear or change (the metric
     and verify carry them on every poll)."""
@@ -84,6 +108,7 @@ class Poller:
         self.checks = config.checks_for(database)
         self.last_full_scan: float | None = None
         self.write_warning = WriteWarning(database.name)
+        self.check_log = CheckLog(database.name)
         self.config_warning = ConfigWarning(database.name)
         monitor = MigrationsMonitor(database)
         self.migrations = monitor if monitor.enabled else None
@@ -121,6 +146,7 @@ class Poller:
         if full:
             self.last_full_scan = started
         self.write_warning.observe(privileges)
+        self.check_log.observe(checks)
         self.config_warning.observe(expectations)
         return PollResult(
             self.name, True, started, time.monotonic() - clock, full, None,

@@ -12,7 +12,7 @@ from typing import Any
 
 from exporter.checks.constraints import DERIVED_CATEGORY, ConstraintResult, Source, Status
 from exporter.checks.run import CheckResult, CheckStatus
-from exporter.db import redact_dsn
+from exporter.config.dsn import redact_dsn
 from exporter.logs import redact, scrub
 from exporter.migrations.deploy import Forecast, MigrationPrediction, Outcome, StatementResult
 from exporter.migrations.history import PrismaStatus

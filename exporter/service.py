@@ -8,14 +8,15 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 from collections.abc import Mapping
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 from exporter.config import Config, load_config
-from exporter.db import dsn_password
+from exporter.config.dsn import dsn_secrets
 from exporter.logs import register_secrets, setup_logging, setup_sentry
+from exporter.report import EXIT_CANNOT_RUN
 
 if TYPE_CHECKING:
-    from exporter.webconfig import WebSettings
+    from exporter.config.web import WebSettings
 
 log = logging.getLogger("exporter")
 
@@ -34,9 +35,7 @@ def secrets_of(config: Config) -> list[str]:
     secrets: list[str | None] = []
     for database in config.databases:
         for dsn in (database.dsn, database.migrations.shadow_dsn):
-            password = dsn_password(dsn) if dsn else None
-            if password:
-                secrets += [password, quote(password, safe=""), quote_plus(password)]
+            secrets += dsn_secrets(dsn)
     secrets.append(config.events.http.token)
     if config.exporter.sentry_dsn:
         parts = urlsplit(config.exporter.sentry_dsn)
@@ -47,7 +46,7 @@ def secrets_of(config: Config) -> list[str]:
 def web_settings(flag: str | None, config: Config) -> WebSettings | None:
     """The web config of `--web.config.file`, else of exporter.web_config; None: plain
     HTTP without authentication."""
-    from exporter.webconfig import load_web_config  # TLS and bcrypt: only when serving
+    from exporter.config.web import load_web_config  # TLS and bcrypt: only when serving
 
     path = flag or config.exporter.web_config
     return load_web_config(path) if path else None
@@ -64,15 +63,20 @@ def serve(config_path: str | Path, *, listen: str | None = None, web_config: str
     setup_sentry(config.exporter.sentry_dsn)
     if web is not None:
         _log_web(web)
-    Daemon(config, listen, load=lambda: load(config_path, env), web=web).run_forever()
+    try:
+        daemon = Daemon(config, listen, load=lambda: load(config_path, env), web=web)
+    except OSError as e:  # the port is in use, or not ours to take
+        log.error("%s", e.strerror or e)
+        return EXIT_CANNOT_RUN
+    daemon.run_forever()
     return 0
 
 
 def _log_web(web: WebSettings) -> None:
-    what = [name for name, on in (("TLS", web.tls), ("basic auth", web.auth), ("rate limit", web.rate_limit)) if on]
+    what = [name for name, on in (("TLS", web.tls), ("basic auth", web.users), ("rate limit", web.rate_limit)) if on]
     log.info("web config %s: %s", web.file, ", ".join(what) or "nothing to apply")
     for note in web.notes:
         log.warning("web config %s: %s", web.file, note)
-    if web.auth and not web.tls:
+    if web.users and not web.tls:
         log.warning("web config %s: basic auth without TLS sends passwords in clear text: "
                     "add tls_server_config", web.file)

@@ -22,6 +22,9 @@ class ResultStore:
         self._latest: Mapping[str, PollResult] = MappingProxyType({})
         self._skipped = {name: 0 for name in self._databases}
         self._was_ready = False
+        # Counts changes of the skipped counts: a rendered /metrics showing them is stale
+        # (a new result is seen by `results()` being another mapping).
+        self.changes = 0
 
     def put(self, result: PollResult) -> None:
         with self._lock:
@@ -50,6 +53,7 @@ class ResultStore:
     def count_skipped(self, database: str) -> None:
         with self._lock:
             self._skipped[database] = self._skipped.get(database, 0) + 1
+            self.changes += 1
 
     def skipped(self) -> dict[str, int]:
         with self._lock:

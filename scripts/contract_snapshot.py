@@ -6,10 +6,11 @@ so two versions can be compared with `diff -r`.
     PYTHONPATH=<checkout> python scripts/contract_snapshot.py OUT_DIR
 
 The exporter runs as a subprocess importing `exporter` from PYTHONPATH (default: this
-checkout), so the same script captures an older tree, e.g. one from `git archive`:
+checkout), and the config and fixture come from the checkout the script sits in. To
+capture an older tree, put the script into it (e.g. one from `git archive`):
 
-    git archive f8d1559 | tar -x -C /tmp/before
-    PYTHONPATH=/tmp/before python scripts/contract_snapshot.py /tmp/snap-before
+    git archive f8d1559 | tar -x -C /tmp/before && cp scripts/contract_snapshot.py /tmp/before/scripts/
+    PYTHONPATH=/tmp/before python /tmp/before/scripts/contract_snapshot.py /tmp/snap-before
     python scripts/contract_snapshot.py /tmp/snap-after && diff -r /tmp/snap-before /tmp/snap-after
 
 Databases (tests/venzory_fixture.py): `problems` (migrations 1-6 and the problem seed,
@@ -48,7 +49,9 @@ VOLATILE = re.compile(r"^(venzory_db_(last_poll_timestamp|poll_duration|check_du
 
 
 def exporter(*args: str, env: dict[str, str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", EXPORTER, *args], env=env, **kwargs)
+    # -P: `python -c` would put the working directory first on sys.path, and a checkout
+    # there would win over the PYTHONPATH tree under test.
+    return subprocess.Popen([sys.executable, "-P", "-c", EXPORTER, *args], env=env, **kwargs)
 
 
 def masked_metrics(text: str) -> str:

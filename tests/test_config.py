@@ -101,7 +101,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 
 def test_duplicate_names_are_rejected(tmp_path):
-    path = write(tmp_path, MINIMAL + "  - name: main\n    dsn: x\n")
+    path = write(tmp_path, MINIMAL + "  - name: main\n    dsn: host=x\n")
     assert "databases: 'main' is defined twice" in error_of(path)
 
 

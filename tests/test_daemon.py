@@ -137,3 +137,43 @@ def test_sigterm_stops_the_daemon_quickly(problems_dsn, tmp_path):
         assert time.monotonic() - started < 5
     finally:
         proc.kill()
+
+
+def test_run_on_a_port_in_use_says_so_and_exits_2(problems_dsn):
+    # issue 14, item 9: it died with a traceback
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "run", "--config", str(SHIPPED_CONFIG), "--listen", f"127.0.0.1:{port}"],
+            env=dict(os.environ, DATABASE_URL=problems_dsn), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_head_keep_alive_and_no_version_banner(problems_dsn):
+    # issue 14, item 2: HEAD /metrics was 405, the server spoke HTTP/1.0 and named its version
+    import http.client
+
+    config = load_config(SHIPPED_CONFIG, env={"DATABASE_URL": problems_dsn})
+    daemon = Daemon(config, "127.0.0.1:0")
+    daemon.server.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", daemon.server.port, timeout=10)
+        connection.request("GET", "/metrics")
+        got = connection.getresponse()
+        body = got.read()
+        assert got.status == 200 and got.version == 11 and not got.will_close  # HTTP/1.1, kept alive
+        server_header = got.getheader("Server")
+        connection.request("HEAD", "/metrics")  # the same connection
+        head = connection.getresponse()
+        assert head.status == 200 and head.read() == b""
+        assert int(head.getheader("Content-Length")) > 0 and body
+        assert server_header == "venzory-db-exporter" and "/" not in server_header  # no version
+        connection.close()
+    finally:
+        daemon.server.stop()

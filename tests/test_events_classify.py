@@ -159,11 +159,38 @@ def test_prisma5_raw_query_meta_holds_sqlstate_and_message():
 
 # -- the runbook's example, log events, plain text -------------------------------------------------
 
+RUNBOOK_EXAMPLE = {"error": "PrismaClientKnownRequestError", "code": "P2004",
+                   "message": "Check constraint violation: check_quantity_non_negative",
+                   "meta": {"constraint": "check_quantity_non_negative"}}
+
+
 def test_runbook_example_shape():
-    record = {"error": "PrismaClientKnownRequestError", "code": "P2004",
-              "message": "Check constraint violation: check_quantity_non_negative",
-              "meta": {"constraint": "check_quantity_non_negative"}}
-    assert classify_record(record) == ("P2004", "check", "check_quantity_non_negative", NONE)
+    assert classify_record(RUNBOOK_EXAMPLE) == ("P2004", "check", "check_quantity_non_negative", NONE)
+
+
+def test_runbook_example_gets_the_table_of_its_constraint_from_the_shipped_config():
+    # issue 14, item 9: it named no model, so it was counted under model="none"; the
+    # constraint is an expected one on exactly one table, which is then the model.
+    from exporter.config import load_config
+    from venzory_fixture import SHIPPED_CONFIG
+
+    known = KnownNames.from_config(load_config(SHIPPED_CONFIG, env={"DATABASE_URL": "postgresql://u@127.0.0.1/db"}))
+    assert classify_record(RUNBOOK_EXAMPLE, known) == (
+        "P2004", "check", "check_quantity_non_negative", "LocationInventory")
+    # check_quantity_positive is on three tables: no guess
+    ambiguous = {"code": "P2004", "meta": {"constraint": "check_quantity_positive"}}
+    assert classify_record(ambiguous, known) == ("P2004", "check", "check_quantity_positive", NONE)
+
+
+@pytest.mark.parametrize("scalar", [b"42", b'"a string"', b"true", b"null", b"-1.5e3"])
+def test_a_json_scalar_line_is_not_object(scalar):
+    # issue 14, item 9: documented as not_object, was counted invalid_json
+    outcomes = []
+    parser = LineParser(outcomes.append, json_only=True)
+    for line in (scalar + b"\n", b"not json at all\n"):
+        parser.feed(line)
+    parser.flush()
+    assert [o.reason for o in outcomes] == ["not_object", "invalid_json"]
 
 
 def test_p2004_without_any_other_hint_is_check():

@@ -6,36 +6,22 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-import threading
 from contextlib import contextmanager
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
+from exporter.http import HttpServer
 
 
 @contextmanager
 def serving(app):
-    """`app` on a real threaded HTTP server at 127.0.0.1:<free port>; yields the port."""
-    server = make_server("127.0.0.1", 0, app, _ThreadingWSGIServer, _QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    """`app` on the exporter's own HTTP server at 127.0.0.1:<free port>; yields the port."""
+    server = HttpServer("127.0.0.1", 0, app).start()
     try:
-        yield server.server_port
+        yield server.port
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        server.stop()
 
 
 def post(port: int, body: bytes | str, *, path: str = "/events", headers: dict | None = None,

@@ -357,7 +357,7 @@ def test_the_connection_cap_is_bounded_by_default_and_validated(tmp_path):
     assert config(fifty, []).exporter.connection_limit == 8  # not 50 x pool_size
     assert config(fifty, [], max_concurrent_polls=10).exporter.connection_limit == 20
     file = tmp_path / "exporter.yaml"
-    file.write_text("exporter:\n  max_connections: 2\ndatabases:\n  - {name: a, dsn: x}\n")
+    file.write_text("exporter:\n  max_connections: 2\ndatabases:\n  - {name: a, dsn: host=x}\n")
     with pytest.raises(ConfigError, match=r"exporter.yaml:1: exporter: max_connections \(2\) must be at least "
                                           r"max_concurrent_polls \(4\)"):
         load_config(file)

@@ -26,7 +26,7 @@ from exporter.events import EventPipeline, KnownNames
 from exporter.events.classify import ErrorFacts, Resolver
 from exporter.events.known import ErrorKind
 from exporter.events.parse import REASONS, LineParser, Rejected, outcome_of_value
-from exporter.webconfig import WebSettings, load_web_config
+from exporter.config.web import WebSettings, load_web_config
 from test_events_support import scrape
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -76,3 +76,60 @@ def test_next_poll_after_the_migration_succeeds(slow_table_dsn):
     with slow_poller(slow_table_dsn) as poller:
         check = poller.poll(full_scan=True).checks[0]
     assert (check.status, check.violations) == ("ok", 0)
+
+
+# -- a migration holding its lock while we poll (issue 14, item 1) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def migrating_dsn(pg_server):
+    from venzory_fixture import build_database
+
+    return build_database(pg_server, "lock_migrating", seed="problems")
+
+
+@pytest.mark.parametrize("statement", [
+    'ALTER TABLE "Order" ADD COLUMN note2 text',  # the reproduction: ACCESS EXCLUSIVE, held
+    'LOCK TABLE "Order" IN ACCESS EXCLUSIVE MODE',
+])
+def test_a_poll_during_a_migration_reports_up_and_only_the_locked_tables_checks(migrating_dsn, statement):
+    from exporter.config import load_config
+    from venzory_fixture import SHIPPED_CONFIG
+
+    config = load_config(SHIPPED_CONFIG, env={"DATABASE_URL": migrating_dsn})
+    before = Poller(config, config.databases[0])
+    try:
+        unlocked = before.poll(full_scan=True)
+    finally:
+        before.close()
+    migration = psycopg.connect(migrating_dsn)  # BEGIN; ALTER ...; (held open, as by a slow migration)
+    try:
+        migration.execute(statement)
+        poller = Poller(config, config.databases[0])
+        started = time.monotonic()
+        try:
+            result = poller.poll(full_scan=True)
+        finally:
+            poller.close()
+        seconds = time.monotonic() - started
+    finally:
+        migration.rollback()
+        migration.close()
+    assert result.up and result.down_reason is None, result.error
+    assert result.schema.locked == {"Order"}
+    reads_order = {c.check.name for c in result.checks
+                   if "Order" in (c.check.table, getattr(getattr(c.check, "references", None), "table", None))}
+    assert reads_order, "the shipped config has checks on Order"
+    for check in result.checks:
+        if check.check.name in reads_order:
+            assert (check.status, check.reason) == ("failed", "lock_timeout"), check
+            assert "locked by another session" in check.error
+    others = {c.check.name: (c.status, c.violations) for c in result.checks if c.check.name not in reads_order}
+    expected = {c.check.name: (c.status, c.violations) for c in unlocked.checks if c.check.name not in reads_order}
+    assert others == expected  # every other check counted as without the migration
+    # No false drift or missing constraint from what the lock kept us from reading.
+    assert [c for c in result.constraints if c.is_problem] == [c for c in unlocked.constraints if c.is_problem]
+    if result.migrations is not None:
+        assert result.migrations.drift == unlocked.migrations.drift
+    # The locked table was never waited on: no lock_timeout (1 s) spent on it.
+    assert seconds < 1.0 + unlocked.duration, f"the poll took {seconds:.1f}s during the migration"

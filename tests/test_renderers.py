@@ -3,6 +3,7 @@ code - from literal results: no database, no poll."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import replace
 from datetime import datetime, UTC
@@ -13,8 +14,11 @@ from exporter.checks.constraints import ConstraintResult, Status
 from exporter.checks.run import CheckResult, CheckStatus, FailureReason
 from exporter.config import Config
 from exporter.db import DownReason
+from exporter.events.counters import EventCounters
+from exporter.events.known import KnownNames
 from exporter.schema.model import ConstraintKind
 from exporter.metrics.contract import METRICS
+from exporter.metrics.endpoint import MetricsEndpoint
 from exporter.metrics.render import families_for
 from exporter.migrations.deploy import (
     ACCESS_EXCLUSIVE, ROW_EXCLUSIVE, DeployPrediction, Forecast, MigrationPrediction, Outcome, StatementResult,
@@ -26,6 +30,7 @@ from exporter.privileges import Privileges
 from exporter.report import EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, exit_code, render_json, render_text
 from exporter.schema.diff import DriftItem, DriftKind, DriftSource
 from exporter.schema.model import Schema
+from exporter.store import ResultStore
 from support import exposition, samples, value
 
 CONFIG = Config.model_validate({
@@ -154,6 +159,27 @@ def test_two_databases_share_one_family_per_metric():
     assert text.count("# TYPE venzory_db_up gauge") == 1
     assert value(text, "venzory_db_up", database="shop") == 1
     assert value(text, "venzory_db_up", database="warehouse") == 0
+
+
+def test_a_rendered_body_is_reused_only_while_nothing_it_counts_changed():
+    # issue 14: a burst of scrapes costs one render, but never shows a count a moment old
+    store = ResultStore(["shop"])
+    store.put(UP)
+    counters = EventCounters()
+    counters.precreate(["http"], ["shop"], KnownNames())
+    endpoint = MetricsEndpoint(store, counters)
+    _, first = endpoint.body(None)
+    assert endpoint.body(None)[1] is first  # nothing changed: the same bytes, not a render
+    store.count_skipped("shop")
+    _, after_skip = endpoint.body(None)
+    assert value(after_skip.decode(), "venzory_db_polls_skipped_total", database="shop") == 1
+    counters.reject_request("http", "rate_limited")
+    _, after_event = endpoint.body(None)
+    assert value(after_event.decode(), "venzory_db_events_rejected_total", source="http", reason="rate_limited") == 1
+    store.put(replace(UP, duration=9.0))
+    assert value(endpoint.body(None)[1].decode(), "venzory_db_poll_duration_seconds", database="shop") == 9.0
+    _, gzipped = endpoint.body(None, gzipped=True)
+    assert gzip.decompress(gzipped).startswith(b"# HELP")
 
 
 # -- verify ----------------------------------------------------------------------------------------

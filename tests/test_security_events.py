@@ -13,10 +13,10 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from exporter import server as server_module
+from exporter.http import server as server_module
 from exporter.config.events import EventsConfig
 from exporter.events import EventPipeline, KnownNames
-from exporter.server import HttpServer, make_app
+from exporter.http import HttpServer, make_app
 from test_events_support import scrape
 
 LINE = b'{"level":50,"err":{"code":"P2002","meta":{"modelName":"Item"}}}\n'
@@ -100,7 +100,7 @@ def test_a_body_sent_slowly_gets_408_and_frees_the_turn(monkeypatch):
         waited = time.monotonic() - started
         slow.join(30)
         seconds, answer = results["slow"]
-        assert answer.startswith(b"HTTP/1.0 408"), answer[:200]
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b"events.http.body_timeout" in answer
         assert waited < 3, f"a normal body waited {waited:.1f}s behind a slow one"
         assert rejected(events, "timeout") == 1
@@ -111,7 +111,7 @@ def test_a_body_that_never_comes_is_cut_off(monkeypatch):
     with exporter_http() as (port, events):
         seconds, answer = send_slowly(port, 10_000, 1, 0)
         assert seconds < 4, f"a silent client held the body turn for {seconds:.1f}s"
-        assert answer.startswith(b"HTTP/1.0 408") and rejected(events, "timeout") == 1
+        assert answer.startswith(b"HTTP/1.1 408") and rejected(events, "timeout") == 1
 
 
 def test_refusals_never_reflect_the_request():

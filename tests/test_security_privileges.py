@@ -193,3 +193,40 @@ def test_the_lock_watch_works_without_pg_read_all_stats(scratch):
     check = results["poll"].checks[0]
     assert waited < 2.5, f"the migration waited {waited:.1f}s behind the monitoring role's scan"
     assert (check.status, check.reason) == ("failed", "yielded_to_lock")
+
+
+def test_a_check_failure_and_each_change_of_status_is_logged_once_with_its_reason(scratch, caplog):
+    # issue 14, item 8: SELECT revoked on a table -> its check fails with "permission denied"
+    # in verify; the daemon's log must say so too, once, and say when it recovers.
+    from exporter.poll import Poller
+
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        conn.execute('CREATE TABLE stock (id int, quantity int); INSERT INTO stock VALUES (1, -1)')
+        conn.execute("DROP ROLE IF EXISTS venzory_reader; CREATE ROLE venzory_reader LOGIN PASSWORD 'reader-pw-1'")
+        conn.execute("GRANT SELECT ON stock TO venzory_reader")
+    config = Config.model_validate({
+        "databases": [{"name": "main", "dsn": make_conninfo(scratch, user="venzory_reader", password="reader-pw-1")}],
+        "checks": [{"name": "negative_stock", "kind": "row", "table": "stock", "category": "test",
+                    "severity": "warning", "rule": "quantity >= 0"}],
+    })
+    poller = Poller(config, config.databases[0])
+
+    def poll_and_log() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="exporter.poll"):
+            poller.poll(full_scan=True)
+        return [f"{r.levelname} {r.getMessage()}" for r in caplog.records if r.levelno >= logging.INFO]
+
+    try:
+        assert poll_and_log() == ["INFO check negative_stock on main: unknown -> violated (1 rows)"]
+        assert poll_and_log() == []  # unchanged: not logged again
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            conn.execute("REVOKE SELECT ON stock FROM venzory_reader")
+        [failed] = poll_and_log()
+        assert failed.startswith("WARNING check negative_stock on main failed (sql_error): permission denied")
+        assert poll_and_log() == []  # still failing for the same reason: logged once
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            conn.execute("GRANT SELECT ON stock TO venzory_reader; UPDATE stock SET quantity = 1")
+        assert poll_and_log() == ["INFO check negative_stock on main: failed -> ok (0 rows)"]
+    finally:
+        poller.close()

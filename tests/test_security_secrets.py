@@ -252,3 +252,79 @@ def test_sentry_events_and_breadcrumbs_never_show_the_password(clean_dsn, tmp_pa
     finally:
         sentry_sdk.get_client().close()
         root.handlers[:], root.level = handlers, level
+
+
+# -- every DSN shape that fails to parse or to connect (issue 14, item 5) -----------------------
+
+SECRET = "Zq9Secr3t"  # what libpq echoed of the password: no part of it may be shown
+
+
+def _malformed(port: int) -> list[str]:
+    """DSNs libpq cannot parse (and echoes), or would read differently from how they are written."""
+    return [
+        f"postgresql://venzory_monitor:{SECRET}%zzPw@127.0.0.1:{port}/venzory",  # bad percent-escape
+        f"postgresql://venzory_monitor:{SECRET}Pw@[127.0.0.1/venzory",  # unclosed [: the whole URI echoed
+        f"host=127.0.0.1 port={port} password='{SECRET}Pw",  # unterminated quote
+        f"host=127.0.0.1 port={port} password={SECRET}Pw bogus=1",  # unknown keyword
+        f"postgresql://127.0.0.1:{port}/venzory?password={SECRET}Pw&bogus=1",  # unknown URI parameter
+        f"postgresql://venzory_monitor:{SECRET}/Pw@127.0.0.1:{port}/venzory",  # unencoded /: the host would be echoed
+        f"postgresql://venzory_monitor:{SECRET}@Pw@127.0.0.1:{port}/venzory",  # unencoded @
+    ]
+
+
+def _not_connecting(server_port: int) -> list[str]:
+    """DSNs that parse, and fail to connect, each differently."""
+    closed = free_port()
+    return [
+        f"postgresql://venzory_monitor:{SECRET}Pw@127.0.0.1:{closed}/venzory",  # refused
+        f"host=127.0.0.1 port={closed} user=venzory_monitor password={SECRET}Pw dbname=venzory",
+        f"postgresql://venzory_monitor:{SECRET}Pw@127.0.0.1:{server_port}/venzory",  # no such role
+        f"postgresql://venzory_monitor:{SECRET}Pw@127.0.0.1:{server_port}/venzory?sslmode=bogus",
+        f"postgresql://venzory_monitor:{SECRET}Pw@127.0.0.1:notaport/venzory",
+        f"postgresql://venzory_monitor:{quote(SECRET + '/@?#', safe='')}@127.0.0.1:{closed}/venzory",
+    ]
+
+
+def _config_of(tmp_path: Path, dsns: list[str], listen: str = "127.0.0.1:0") -> Path:
+    databases = "".join(f"  - name: db{i}\n    dsn: ${{file:{secret_file(tmp_path, f'dsn{i}', dsn)}}}\n"
+                        f"    poll_interval: 1s\n    connect_timeout: 1s\n" for i, dsn in enumerate(dsns))
+    return minimal_config(tmp_path, f"exporter:\n  listen: {listen}\n  log_level: debug\ndatabases:\n{databases}")
+
+
+def _assert_no_secret(text: str, where: str) -> None:
+    assert SECRET not in text and quote(SECRET, safe="") not in text, f"{where} shows the password:\n{text[-3000:]}"
+
+
+def test_check_config_rejects_a_dsn_that_does_not_parse_without_quoting_it(tmp_path):
+    dsns = _malformed(free_port())
+    path = _config_of(tmp_path, dsns)
+    for command in ("check-config", "verify", "run"):
+        result = run_cli(command, "--config", str(path), env={})
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        for i in range(len(dsns)):
+            assert f"databases[{i}].dsn:" in result.stderr, (i, result.stderr)
+        assert "a % in the password is written %25" in result.stderr
+        assert "must be percent-encoded" in result.stderr
+        _assert_no_secret(result.stdout + result.stderr, command)
+
+
+def test_dsns_that_fail_to_connect_never_show_the_password(clean_dsn, tmp_path):
+    dsns = _not_connecting(int(conninfo_to_dict(clean_dsn)["port"]))
+    path = _config_of(tmp_path, dsns, f"127.0.0.1:{free_port()}")
+    result = run_cli("check-config", "--config", str(path), env={})
+    assert result.returncode == 0, result.stderr
+    _assert_no_secret(result.stdout + result.stderr, "check-config")
+    for extra in ([], ["--json"]):
+        result = run_cli("verify", "--config", str(path), *extra, env={})
+        assert result.returncode == 2, result.stdout + result.stderr
+        _assert_no_secret(result.stdout + result.stderr, f"verify {extra}")
+        if extra:
+            errors = [d["error"] for d in json.loads(result.stdout)["databases"]]
+            assert len(errors) == len(dsns) and all(errors), errors  # each failure is there, redacted
+    process = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # a few polls of each
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert stderr.count("is down (connect_failed)") >= len(dsns), stderr[-3000:]
+    _assert_no_secret(stdout + stderr, "the daemon's log")

@@ -18,12 +18,13 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app
 
-from exporter import server as server_module
+from exporter.http import server as server_module
 from exporter.config import ConfigError
 from exporter.config.events import EventsConfig
 from exporter.events import EventPipeline, KnownNames
-from exporter.server import HttpServer, make_app
-from exporter.webconfig import CIPHER_SUITES, BasicAuth, load_web_config
+from exporter.http import HttpServer, make_app
+from exporter.config.web import CIPHER_SUITES, load_web_config
+from exporter.http.auth import BasicAuth
 from test_security_support import PASSWORD, PASSWORD_HASH, USER, Pki, basic, https
 
 ENDPOINTS = [("GET", "/metrics"), ("GET", "/healthz"), ("GET", "/readyz"), ("POST", "/events")]
@@ -357,7 +358,7 @@ def test_inline_pem_certificate_and_key(pki, tmp_path):
 
 def test_an_empty_web_config_is_plain_http(tmp_path):
     settings = load_web_config(_write(tmp_path, ""))
-    assert (settings.tls, settings.auth, settings.rate_limit) == (None, None, None)
+    assert (settings.tls, settings.users, settings.rate_limit) == (None, (), None)
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 60) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ import psycopg
 from exporter.checks import duplicate, orphan, row
 from exporter.checks.shape import OwnQuery, ident
 from exporter.config import Check, DuplicateCheck, OrphanCheck, RowCheck
-from exporter.db import LockWatch, is_connection_error, one_row, statement_timeout
+from exporter.db import LockWatch, execute_one, is_connection_error, one_row, statement_timeout
 from exporter.schema.model import Constraint, Index, Schema
 
 
@@ -111,6 +111,17 @@ def _missing(check: Check, schema: Schema) -> CheckResult | None:
     return None
 
 
+def _locked(check: Check, schema: Schema) -> CheckResult | None:
+    """A table the check reads was locked when the catalog was read (a migration?): not
+    queried at all - the query would only wait lock_timeout behind the lock."""
+    tables = [check.table] + ([check.references.table] if isinstance(check, OrphanCheck) else [])
+    for table in tables:
+        if table in schema.locked:
+            return _failed(check, FailureReason.LOCK_TIMEOUT, f'table "{table}" is locked by another session '
+                           "(ACCESS EXCLUSIVE: a migration?); not read, retried on the next poll")
+    return None
+
+
 class YieldedToLock(Exception):
     """Our query was cancelled because another session (a migration?) waited on its lock."""
 
@@ -145,11 +156,11 @@ def _query(
         with statement_timeout(conn, timeout):
             return _query(conn, sql, watch)[0], time.monotonic() - started
     if watch is None:
-        row_ = one_row(conn.execute(sql))
+        row_ = one_row(execute_one(conn, sql))
     else:
         with watch.watching(conn) as outcome:
             try:
-                row_ = one_row(conn.execute(sql))
+                row_ = one_row(execute_one(conn, sql))
             except psycopg.errors.QueryCanceled:
                 if outcome.cancelled:
                     raise YieldedToLock() from None
@@ -217,7 +228,7 @@ def run_checks(
     ordered = list(checks)
     for check in ordered:
         kind = KIND_MODULES[check.kind]
-        missing = _missing(check, schema)
+        missing = _missing(check, schema) or _locked(check, schema)
         if missing:
             results[check.name] = missing
             continue

@@ -222,6 +222,7 @@ def _load(file: str, expander: _Expander) -> Config:
     except _KeyProblem as e:
         raise ConfigError(f"{_where(file, lines, e.path)}: {e.problem}") from None
     try:
-        return Config.model_validate(data)
+        stand_ins = {f"${{{variable.name}}}" for variable in expander.unset}
+        return Config.model_validate(data, context={"stand_ins": stand_ins})
     except ValidationError as e:
         raise validation_error(file, lines, data, e, expander.secrets) from None

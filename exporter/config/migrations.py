@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from exporter.config.dsn import check_dsn
 from exporter.config.types import Duration, Strict
 
 
@@ -80,13 +80,7 @@ class MigrationsConfig(Strict):
     @field_validator("shadow_dsn")
     @classmethod
     def _parseable_dsn(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                conninfo_to_dict(value)
-            except Exception:
-                # The message must not echo the DSN: it may hold a password.
-                raise ValueError("not a valid PostgreSQL connection string or URL") from None
-        return value
+        return check_dsn(value) if value is not None else None
 
     @model_validator(mode="after")
     def _one_expected_source(self) -> MigrationsConfig:

@@ -6,7 +6,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+import pglast
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _SECONDS: dict[str | None, float] = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -57,3 +58,45 @@ class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, objects are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_CLAUSES = {"distinctClause": "DISTINCT", "intoClause": "INTO", "fromClause": "FROM", "whereClause": "WHERE",
+            "groupClause": "GROUP BY", "havingClause": "HAVING", "windowClause": "WINDOW", "valuesLists": "VALUES",
+            "sortClause": "ORDER BY", "limitOffset": "OFFSET", "limitCount": "LIMIT",
+            "lockingClause": "FOR UPDATE/SHARE", "withClause": "WITH"}
+_NOT_CLAUSES = ("targetList", "op", "limitOption", "all", "groupDistinct")
+
+
+def _one_expression(text: str) -> str:
+    """A SQL expression and nothing else, as PostgreSQL's own parser (libpg_query, through
+    pglast) reads it: `SELECT <text>` must be one statement selecting one unnamed value,
+    with no FROM, no other clause, and no comment (a comment would swallow what the check
+    writes after the expression). Parsed, not pattern-matched: no quoting trick gets a
+    second statement or a clause past it."""
+    try:
+        statements = pglast.parse_sql(f"SELECT {text}")
+        comments = [t for t in pglast.parser.scan(text) if t.name in ("SQL_COMMENT", "C_COMMENT")]
+    except pglast.parser.ParseError as e:
+        raise ValueError(f"not one SQL expression: {e}") from None
+    if len(statements) != 1:
+        raise ValueError("not one SQL expression: it holds several statements")
+    select = statements[0].stmt
+    if not isinstance(select, pglast.ast.SelectStmt):  # SELECT <text> parses as nothing else
+        raise ValueError("not one SQL expression")
+    if select.op:
+        raise ValueError("not one SQL expression: it adds a set operation (UNION, INTERSECT, EXCEPT)")
+    # Every attribute but the known harmless ones: a clause pglast adds later is refused too.
+    slots = select.__slots__  # type: ignore[attr-defined]  # pglast's stubs leave it out
+    clauses = [_CLAUSES.get(k, k) for k in slots if k not in _NOT_CLAUSES and getattr(select, k)]
+    if clauses:
+        raise ValueError(f"not one SQL expression: it adds {', '.join(clauses)} to the query")
+    targets = select.targetList or ()
+    if len(targets) != 1 or targets[0].name:
+        raise ValueError("not one SQL expression: a list of values, or a value with AS")
+    if comments:
+        raise ValueError("not one SQL expression: remove the comment (-- or /* */)")
+    return text
+
+
+# `rule` and `where` of a check: spliced into the check's query, so exactly one expression.
+SqlExpression = Annotated[str, AfterValidator(_one_expression)]

@@ -267,11 +267,23 @@ class Resolver:
             labels = self._cache[facts] = self._classify(complete(facts))
         return labels
 
+    @cached_property
+    def _only_table_of(self) -> dict[str, str]:
+        # An expected constraint's name -> its table, for names on one table only (the
+        # runbook's own P2004 example names the constraint and no model).
+        tables: dict[str, set[str]] = {}
+        for table, name, _ in self.known.expected:
+            tables.setdefault(name, set()).add(table)
+        return {name: next(iter(found)) for name, found in tables.items() if len(found) == 1}
+
     def _classify(self, facts: ErrorFacts) -> Labels:
         kind = kind_of(facts)
         table = self.table(facts.model)
         code = facts.code if facts.code and _PRISMA_CODE.fullmatch(facts.code) else UNKNOWN_CODE
-        return Labels(code, kind, self.constraint(facts, kind, table), table or (OTHER if facts.model else NONE))
+        constraint = self.constraint(facts, kind, table)
+        if table is None and facts.model is None:
+            table = self._only_table_of.get(constraint)
+        return Labels(code, kind, constraint, table or (OTHER if facts.model else NONE))
 
     def table(self, model: str | None) -> str | None:
         if model is None:

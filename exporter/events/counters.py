@@ -80,11 +80,15 @@ class Tally(EventTotals):
 class EventCounters:
     def __init__(self, max_series: int = 10_000):
         self.max_series = max_series
+        # Room kept for the overflow series (one per database and kind), so that the cap
+        # holds with them: max_series is the most series there can ever be.
+        self._reserved = len(ErrorKind)
         self._lock = threading.Lock()
         self._errors: dict[tuple[str, str, str, str, str], int] = {}
         self._received: dict[str, int] = {}
         self._ignored: dict[str, int] = {}
         self._rejected: dict[tuple[str, str], int] = {}
+        self.changes = 0  # counts every change: a rendered /metrics holding the counters is stale
 
     def merge(self, source: str, database: str, tally: Tally, resolver: Resolver) -> dict[Labels, int]:
         """Add a batch; returns its errors by labels (a batch has few distinct facts, so
@@ -100,6 +104,7 @@ class EventCounters:
             self._ignored[source] = self._ignored.get(source, 0) + tally.ignored
             for reason, n in tally.rejected.items():
                 self._rejected[(source, reason)] = self._rejected.get((source, reason), 0) + n
+            self.changes += 1
         return dict(by_labels)
 
     def reject_request(self, source: str, reason: str) -> None:
@@ -107,11 +112,12 @@ class EventCounters:
         with self._lock:
             self._received[source] = self._received.get(source, 0) + 1
             self._rejected[(source, reason)] = self._rejected.get((source, reason), 0) + 1
+            self.changes += 1
 
     def _bounded(self, key: tuple[str, str, str, str, str]) -> tuple[str, str, str, str, str]:
         # Labels are bounded by known names already; this cap also bounds the product
         # (10,000 possible codes x kinds x constraints x tables) whatever arrives.
-        if key in self._errors or len(self._errors) < self.max_series:
+        if key in self._errors or len(self._errors) < self.max_series - self._reserved:
             return key
         return (key[0], UNKNOWN_CODE, key[2], OTHER, OTHER)
 
@@ -119,6 +125,8 @@ class EventCounters:
         """Series at 0 from the start, so `increase()` sees the first event: each source,
         the main codes, and every critical constraint with each code it may arrive with."""
         keys: list[tuple[str, str, str, str, str]] = []
+        databases = list(databases)
+        self._reserved = len(databases) * len(ErrorKind)
         for database in databases:
             keys += [(database, code, kind, NONE, NONE) for code, kind in MAIN_CODES]
             for table, name, kind in sorted(known.expected):
@@ -126,13 +134,14 @@ class EventCounters:
                     keys += [(database, code, kind, name, table) for code in CODES_BY_KIND.get(kind, ())]
         with self._lock:
             for key in keys:
-                if len(self._errors) < self.max_series:
+                if len(self._errors) < self.max_series - self._reserved:
                     self._errors.setdefault(key, 0)
             for source in sources:
                 self._received.setdefault(source, 0)
                 self._ignored.setdefault(source, 0)
                 for reason in REASONS:
                     self._rejected.setdefault((source, reason), 0)
+            self.changes += 1
 
     def errors(self) -> dict[tuple[str, str, str, str, str], int]:
         with self._lock:

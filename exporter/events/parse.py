@@ -185,8 +185,8 @@ class LineParser:
 
     def _plain(self, line: bytes) -> None:
         """Neither JSON nor part of a Prisma message: an ordinary log line."""
-        if self.json_only:
-            self.emit(_REJECTED[INVALID_JSON if _decode(line) is not None else INVALID_UTF8])
+        if self.json_only:  # a JSON scalar is not_object; anything else invalid_json or invalid_utf8
+            self.emit(_parse_json_line(line))
         elif _decode(line) is None:
             self.emit(_REJECTED[INVALID_UTF8])
         else:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import threading
 from types import MappingProxyType
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from exporter.config.events import EventsConfig, default_database, file_sources
 from exporter.events.classify import Labels, Resolver
 from exporter.events.counters import EventCounters, Tally
-from exporter.events.http import SOURCE as HTTP_SOURCE, EventsApp
+from exporter.http.events import SOURCE as HTTP_SOURCE, EventsApp
 from exporter.events.known import KnownNames
 from exporter.events.tail import Followers, SourceSpec
-
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Sink:
@@ -64,7 +62,7 @@ class EventPipeline:
         self.counters.max_series = config.max_series
         self.sink = Sink(self.counters, known)
         default = default_database(config, databases)
-        self.wsgi_app: WSGIApp = (EventsApp(config.http, databases, default, self.sink, config.max_line_bytes)
+        self.wsgi_app: WSGIApplication = (EventsApp(config.http, databases, default, self.sink, config.max_line_bytes)
                                   if config.http.enabled else _disabled)
         specs = [SourceSpec(path, database) for path, database in file_sources(config, databases)]
         self.followers = Followers(
@@ -101,7 +99,7 @@ class EventPipeline:
         self.sink.learn(database, known)
 
 
-def _disabled(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+def _disabled(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     payload = json.dumps({"error": "the events endpoint is disabled (events.http.enabled)"}).encode()
     start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
     return [payload]

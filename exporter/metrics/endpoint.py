@@ -4,13 +4,17 @@ Families of a database are built the first time a scrape sees its new result, an
 merged families rendered once per format: a scrape copies bytes instead of formatting
 hundreds of samples, the bulk of /metrics (docs/performance.md). What changes between
 polls - build info, skipped polls, event counters, process metrics - is rendered per
-scrape. A scrape never waits for a poll and never touches a database.
+scrape, or reused for REUSE_SECONDS while none of it has changed. A scrape never waits for
+a poll and never touches a database.
 """
 
 from __future__ import annotations
 
+import gzip
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
@@ -25,12 +29,29 @@ from exporter.store import ResultStore
 
 Encoder = Callable[[Collector], bytes]
 
+# A rendered /metrics answer is served again for this long while nothing it counts has
+# changed (no poll, no event, no skipped poll): a burst of scrapers arriving together (50
+# Prometheus servers whose intervals line up) costs one render, not fifty. Only the
+# process metrics (CPU seconds, memory) can be this much older than the scrape.
+REUSE_SECONDS = 0.25
+
+
+@runtime_checkable
+class Changing(Protocol):
+    """A collector whose `changes` counts every change of what it collects."""
+
+    changes: int
+
 
 class MetricsEndpoint:
     """`registry`: everything (prometheus_client's own app serves it for `name[]` filters);
-    `body(accept)`: the cached poll part plus the live part, in the format `accept` asks."""
+    `body(accept, gzipped)`: the cached poll part plus the live part, in the format
+    `accept` asks. Collectors that are `Changing` (the event counters) say when a rendered
+    answer is stale; the others (process metrics) may be REUSE_SECONDS old."""
 
     def __init__(self, store: ResultStore, *collectors: Collector):
+        self._store = store
+        self._changing = [c for c in collectors if isinstance(c, Changing)]
         self.registry = CollectorRegistry(auto_describe=False)
         self._live = CollectorRegistry(auto_describe=False)
         for registry in (self.registry, self._live):
@@ -44,11 +65,27 @@ class MetricsEndpoint:
         self.registry.register(self._poll)
         self._lock = threading.Lock()
         self._rendered: dict[str, tuple[object, bytes]] = {}  # content type -> (families, bytes)
+        # (content type, gzip) -> (rendered at, its poll part, the changes it saw, body). One
+        # render at a time: the other scrapes of a burst wait for it and reuse it.
+        self._recent: dict[tuple[str, bool], tuple[float, bytes, tuple[int, ...], bytes]] = {}
+        self._render_lock = threading.Lock()
 
-    def body(self, accept: str | None) -> tuple[str, bytes]:
-        """(content type, body) for a plain GET with this Accept header."""
+    def body(self, accept: str | None, gzipped: bool = False) -> tuple[str, bytes]:
+        """(content type, body) for a plain GET with this Accept header, gzip-compressed
+        when `gzipped`."""
         encoder, content_type = choose_encoder(accept or "")
-        return content_type, self._poll_part(encoder, content_type) + encoder(self._live)
+        polls = self._poll_part(encoder, content_type)  # the same bytes object until the next poll
+        with self._render_lock:
+            changes = (self._store.changes, *(c.changes for c in self._changing))
+            recent = self._recent.get((content_type, gzipped))
+            if recent is not None and recent[1] is polls and recent[2] == changes \
+                    and time.monotonic() - recent[0] <= REUSE_SECONDS:
+                return content_type, recent[3]
+            body = polls + encoder(self._live)
+            if gzipped:
+                body = gzip.compress(body, compresslevel=1)  # 30 KB: level 1 is 3x faster, nearly as small
+            self._recent[(content_type, gzipped)] = (time.monotonic(), polls, changes, body)
+        return content_type, body
 
     def _poll_part(self, encoder: Encoder, content_type: str) -> bytes:
         families = self._poll.merged()

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 import psycopg
 from psycopg import sql
 
+from exporter.db import execute_one
 from exporter.migrations.checksum import checksum_matches, read_migration
 
 class MigrationState(StrEnum):
@@ -239,7 +240,7 @@ def read_rows(conn: psycopg.Connection, schema: str = "public") -> list[Migratio
         # A savepoint when the caller is inside a transaction, so a missing table does
         # not abort it; a plain statement on an autocommit session.
         with conn.transaction():
-            return [MigrationRow(*row) for row in conn.execute(query)]
+            return [MigrationRow(*row) for row in execute_one(conn, query)]
     except psycopg.errors.UndefinedTable:
         return None
 

@@ -1,18 +1,43 @@
 """Live database catalog -> Schema.
 
-Four catalog queries, no table data read: cheap enough to run on every poll. Names come
+Five catalog queries, no table data read: cheap enough to run on every poll. Names come
 back unquoted, exactly as PostgreSQL stores them (Prisma's quoted camelCase included).
+
+The catalog read never waits on a table lock. Most of it reads system catalogs, which
+takes no lock on the tables they describe; but deparsing an expression (a column default,
+a CHECK constraint, an index expression or predicate: pg_get_expr, pg_get_constraintdef,
+pg_get_indexdef) opens the table with ACCESS SHARE, which waits behind a migration's
+ACCESS EXCLUSIVE (and would queue the app behind us if the migration is itself waiting).
+So the tables that someone holds or awaits ACCESS EXCLUSIVE on are read first (pg_locks
+takes no lock), and their expressions are left out (None): the Schema lists them in
+`locked`, and everything that would read them treats them as locked for this poll.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import psycopg
 
 from exporter.schema.model import Column, Constraint, ConstraintKind, Index, Schema, Table
 
+# Tables of the schema that a session holds or waits for ACCESS EXCLUSIVE on, directly or
+# through one of their indexes or their TOAST table (ALTER TABLE locks those too).
+_LOCKED = """
+SELECT DISTINCT t.oid, t.relname
+FROM pg_locks l
+JOIN pg_class r ON r.oid = l.relation
+LEFT JOIN pg_index x ON x.indexrelid = r.oid
+JOIN pg_class t ON t.oid = COALESCE(x.indrelid, r.oid) OR (r.relkind = 't' AND t.reltoastrelid = r.oid)
+JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND n.nspname = %(schema)s AND t.relkind IN ('r', 'p')
+"""
+
 _COLUMNS = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
-       pg_get_expr(d.adbin, d.adrelid)
+       CASE WHEN c.oid <> ALL(%(locked)s) THEN pg_get_expr(d.adbin, d.adrelid) END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -24,8 +49,9 @@ ORDER BY c.relname, a.attnum
 # Index columns by position; an expression column (attnum 0) is shown by pg_get_indexdef.
 _INDEXES = """
 SELECT i.relname, t.relname, x.indisunique, x.indisprimary, x.indisvalid AND x.indisready,
-       pg_get_expr(x.indpred, x.indrelid), am.amname,
-       ARRAY(SELECT CASE WHEN k.attnum = 0 THEN pg_get_indexdef(x.indexrelid, k.ord::int, true)
+       CASE WHEN t.oid <> ALL(%(locked)s) THEN pg_get_expr(x.indpred, x.indrelid) END, am.amname,
+       ARRAY(SELECT CASE WHEN k.attnum = 0 THEN
+                           CASE WHEN t.oid <> ALL(%(locked)s) THEN pg_get_indexdef(x.indexrelid, k.ord::int, true) END
                          ELSE (SELECT attname FROM pg_attribute
                                WHERE attrelid = x.indrelid AND attnum = k.attnum) END
              FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
@@ -40,7 +66,9 @@ WHERE n.nspname = %(schema)s
 """
 
 _CONSTRAINTS = """
-SELECT con.conname, t.relname, con.contype, con.convalidated, pg_get_constraintdef(con.oid),
+SELECT con.conname, t.relname, con.contype, con.convalidated,
+       -- primary, unique and foreign keys deparse without opening the table
+       CASE WHEN con.contype IN ('p', 'u', 'f') OR t.oid <> ALL(%(locked)s) THEN pg_get_constraintdef(con.oid) END,
        ARRAY(SELECT attname FROM unnest(con.conkey) WITH ORDINALITY k(n, ord)
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.ord),
        rt.relname,
@@ -69,16 +97,36 @@ _ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", 
 
 
 def introspect(conn: psycopg.Connection, schema: str = "public") -> Schema:
-    """Read the structure of one PostgreSQL schema (namespace) into a Schema."""
-    params = {"schema": schema}
+    """Read the structure of one PostgreSQL schema (namespace) into a Schema.
+
+    A lock taken between the look at pg_locks and the read makes the read fail after
+    lock_timeout: it is retried with the locks as they are then."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _introspect(conn, schema)
+        except psycopg.errors.LockNotAvailable:
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+_ATTEMPTS = 3
+_NOT_READ = "(expression not read: table locked)"
+
+
+def _introspect(conn: psycopg.Connection[tuple[Any, ...]], schema: str) -> Schema:
+    params: dict[str, object] = {"schema": schema}
     with conn.cursor() as cur:
+        locked: dict[int, str] = dict(cur.execute(_LOCKED, params).fetchall())
+        params["locked"] = list(locked)
         columns: dict[str, dict[str, Column]] = {}
         for table, name, type_, nullable, default in cur.execute(_COLUMNS, params):
             columns.setdefault(table, {})[name] = Column(name, type_, nullable, default)
 
         indexes = {}
         for name, table, unique, primary, valid, predicate, method, cols in cur.execute(_INDEXES, params):
-            indexes[name] = Index(name, table, tuple(cols), unique, predicate, valid, primary, method)
+            cols = tuple(c if c is not None else _NOT_READ for c in cols)  # an expression of a locked table
+            indexes[name] = Index(name, table, cols, unique, predicate, valid, primary, method)
 
         constraints = {}
         for row in cur.execute(_CONSTRAINTS, params):
@@ -100,4 +148,4 @@ def introspect(conn: psycopg.Connection, schema: str = "public") -> Schema:
         enums = {name: tuple(labels) for name, labels in cur.execute(_ENUMS, params)}
 
     tables = {name: Table(name, cols) for name, cols in columns.items()}
-    return Schema(tables, indexes, constraints, enums)
+    return Schema(tables, indexes, constraints, enums, locked=frozenset(locked.values()))

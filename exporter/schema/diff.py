@@ -99,6 +99,7 @@ def diff_schemas(
     """What differs between the expected and the actual Schema, in a deterministic order:
     tables, columns, indexes, constraints, enums; each sorted by object name."""
     scope = scope or _SCOPES.get(source, FULL_SCOPE)
+    expected = _unknown_where_locked(expected, actual)
     items: list[tuple[DriftKind, str, str]] = []  # (kind, object, detail)
     items += _tables(expected, actual)
     items += _columns(expected, actual, scope)
@@ -106,6 +107,25 @@ def diff_schemas(
     items += _constraints(expected, actual, scope)
     items += _enums(expected, actual, scope)
     return [DriftItem(source, kind, obj, detail) for kind, obj, detail in items]
+
+
+def _unknown_where_locked(expected: Schema, actual: Schema) -> Schema:
+    """`expected`, with what could not be read of `actual`'s locked tables taken from
+    `actual` itself: a locked table's defaults, CHECK and index definitions are unknown
+    for this poll, not different (only what exists, by name, is compared there)."""
+    if not actual.locked:
+        return expected
+    tables = dict(expected.tables)
+    for name in actual.locked & set(tables) & set(actual.tables):
+        have = actual.tables[name].columns
+        tables[name] = replace(tables[name], columns={
+            c: replace(column, default=have[c].default) if c in have else column
+            for c, column in tables[name].columns.items()})
+    indexes = {name: actual.indexes[name] if index.table in actual.locked and name in actual.indexes else index
+               for name, index in expected.indexes.items()}
+    constraints = {key: actual.constraints[key] if key[0] in actual.locked and key in actual.constraints else c
+                   for key, c in expected.constraints.items()}
+    return replace(expected, tables=tables, indexes=indexes, constraints=constraints)
 
 
 class AcknowledgeRule(Protocol):

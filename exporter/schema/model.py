@@ -77,6 +77,9 @@ class Schema:
     indexes: Mapping[str, Index] = field(default_factory=dict)  # by index name (unique per schema)
     constraints: Mapping[tuple[str, str], Constraint] = field(default_factory=dict)  # by (table, name)
     enums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # enum name -> labels in order
+    # Live tables locked (ACCESS EXCLUSIVE, a migration?) when read: their expressions
+    # (defaults, CHECK and index definitions) are None, unknown rather than absent.
+    locked: frozenset[str] = frozenset()
 
     # -- lookups ---------------------------------------------------------------------------
     def has_table(self, table: str) -> bool:

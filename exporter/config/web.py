@@ -9,27 +9,20 @@ docs/security.md. Unknown keys are errors, as in the main config.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import hmac
 import ipaddress
 import os
 import re
 import ssl
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Literal
 
-import bcrypt
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from exporter.config.loader import ConfigError, problem_at, read_yaml, validation_error
 from exporter.config.types import Strict, parse_duration
-from exporter.ratelimit import TokenBucket, retry_after
 
 ClientAuthType = Literal["NoClientCert", "RequestClientCert", "RequireAnyClientCert",
                          "VerifyClientCertIfGiven", "RequireAndVerifyClientCert"]
@@ -172,73 +165,6 @@ class WebConfig(Strict):
     rate_limit: RateLimitConfig | None = None
 
 
-# -- basic auth -------------------------------------------------------------------------------
-
-
-class BasicAuth:
-    """`Authorization: Basic` checked against bcrypt hashes.
-
-    bcrypt is slow on purpose (tens of milliseconds at cost 10): a success is remembered
-    for `remember` seconds after its last use, so Prometheus scraping every second costs
-    one bcrypt, not one per scrape. The cache holds keyed HMACs of the credentials, never
-    the passwords. Only one bcrypt runs at a time (as in exporter-toolkit), so a flood of
-    wrong passwords takes one core at most.
-    """
-
-    def __init__(self, users: dict[str, str], remember: float = 60.0, max_remembered: int = 100):
-        self._users = {user: hashed.encode() for user, hashed in users.items()}
-        self._remember, self._max_remembered = remember, max_remembered
-        self._key = os.urandom(32)
-        self._remembered: dict[bytes, float] = {}  # HMAC of user + password -> expiry (monotonic)
-        self._lock = threading.Lock()
-        self._one_bcrypt = threading.Lock()
-        # An unknown user costs a bcrypt of the same cost too: the time of the answer
-        # does not tell which users exist.
-        cost = max((int(h[4:6]) for h in self._users.values()), default=10)
-        self._decoy = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(cost))
-
-    def check(self, authorization: str) -> bool:
-        credentials = _basic_credentials(authorization)
-        if credentials is None:
-            return False
-        user, password = credentials
-        # A keyed HMAC: its value cannot be predicted without the key, so looking it up in
-        # a dict leaks nothing by its timing; bcrypt.checkpw compares in constant time.
-        digest = hmac.new(self._key, user + b"\0" + password, "sha256").digest()
-        now = time.monotonic()
-        with self._lock:
-            if self._remembered.get(digest, 0.0) > now:
-                self._remembered[digest] = now + self._remember
-                return True
-        hashed = self._users.get(user.decode("utf-8", "replace"))
-        with self._one_bcrypt:
-            try:
-                matches = bcrypt.checkpw(password, hashed or self._decoy)
-            except ValueError:  # over bcrypt's 72 bytes: no hash can match it
-                matches = False
-        if not (matches and hashed):
-            return False
-        with self._lock:
-            if len(self._remembered) >= self._max_remembered:
-                self._remembered = {k: t for k, t in self._remembered.items() if t > now}
-                if len(self._remembered) >= self._max_remembered:
-                    self._remembered.pop(next(iter(self._remembered)))
-            self._remembered[digest] = now + self._remember
-        return True
-
-
-def _basic_credentials(authorization: str) -> tuple[bytes, bytes] | None:
-    scheme, _, encoded = authorization.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, colon, password = decoded.partition(b":")
-    return (user, password) if colon else None
-
-
 # -- what the server runs with ----------------------------------------------------------------
 
 
@@ -249,12 +175,12 @@ class WebSettings:
     file: str
     tls: ssl.SSLContext | None = None
     allowed_sans: frozenset[str] = frozenset()
-    auth: BasicAuth | None = None
+    users: tuple[tuple[str, str], ...] = ()  # basic auth: user -> bcrypt hash
     headers: tuple[tuple[str, str], ...] = ()
-    rate_limit: TokenBucket | None = None
+    rate_limit: tuple[float, int] | None = None  # (requests per second, burst)
     notes: tuple[str, ...] = field(default=())  # settings accepted but not applied, for the start log
 
-    def client_allowed(self, peer_certificate: dict | None) -> bool:
+    def client_allowed(self, peer_certificate: dict[str, Any] | None) -> bool:
         """client_allowed_sans: the verified client certificate names one of them."""
         if not self.allowed_sans:
             return True
@@ -284,7 +210,8 @@ def load_web_config(file: str | Path) -> WebSettings:
         raise validation_error(file, lines, raw, e) from None
     base = Path(file).resolve().parent  # relative paths are relative to the web config, as in exporter-toolkit
     notes: list[str] = []
-    tls, sans = None, frozenset()
+    tls: ssl.SSLContext | None = None
+    sans: frozenset[str] = frozenset()
     if config.tls_server_config is not None:
         tls = _ssl_context(config.tls_server_config, base, file, lines, notes)
         sans = frozenset(_normal_san("IP Address", s) if _is_ip(s) else s
@@ -292,9 +219,9 @@ def load_web_config(file: str | Path) -> WebSettings:
     rate = config.rate_limit
     return WebSettings(
         file=file, tls=tls, allowed_sans=sans,
-        auth=BasicAuth(config.basic_auth_users) if config.basic_auth_users else None,
+        users=tuple(config.basic_auth_users.items()),
         headers=tuple(config.http_server_config.headers.items()),
-        rate_limit=TokenBucket(1 / rate.interval, rate.burst) if rate and rate.interval > 0 else None,
+        rate_limit=(1 / rate.interval, rate.burst) if rate and rate.interval > 0 else None,
         notes=tuple(notes),
     )
 
@@ -307,13 +234,36 @@ def _is_ip(value: str) -> bool:
         return False
 
 
-def _ssl_context(tls: TLSServerConfig, base: Path, file: str, lines: dict, notes: list[str]) -> ssl.SSLContext:
+Problem = Callable[[str, str], ConfigError]  # (key under tls_server_config, text) -> the error
+
+
+def _ssl_context(tls: TLSServerConfig, base: Path, file: str, lines: dict[str, int],
+                 notes: list[str]) -> ssl.SSLContext:
     def problem(key: str, text: str) -> ConfigError:
         return problem_at(file, lines, f"tls_server_config.{key}", text)
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]
+    _load_certificate(context, tls, base, problem)
+    context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
+    _load_client_ca(context, tls, base, problem)
+    _set_ciphers(context, tls, problem, notes)
+    if tls.prefer_server_cipher_suites:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    if tls.curve_preferences:
+        # Python's ssl takes one curve: the first preference is the only one offered.
+        context.set_ecdh_curve(CURVES[tls.curve_preferences[0]])
+        if len(tls.curve_preferences) > 1:
+            notes.append(f"tls_server_config.curve_preferences: only the first, {tls.curve_preferences[0]}, "
+                         "is used (Python's ssl module takes one curve)")
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _load_certificate(context: ssl.SSLContext, tls: TLSServerConfig, base: Path, problem: Problem) -> None:
     cert_key = "cert_file" if tls.cert_file else "cert"
     key_key = "key_file" if tls.key_file else "key"
     with _pem(tls.cert_file, tls.cert, base, lambda t: problem(cert_key, t)) as cert, \
@@ -328,18 +278,24 @@ def _ssl_context(tls: TLSServerConfig, base: Path, file: str, lines: dict, notes
         except ssl.SSLError as e:
             raise problem(key_key, f"{_shown(tls.key_file)} is not an unencrypted PEM private key matching "
                                    f"{_shown(tls.cert_file)} ({e.reason or e})") from None
-    context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
-    if tls.client_ca_file or tls.client_ca:
-        ca_key = "client_ca_file" if tls.client_ca_file else "client_ca"
-        try:
-            if tls.client_ca_file:
-                context.load_verify_locations(cafile=str(base / tls.client_ca_file))
-            else:
-                context.load_verify_locations(cadata=tls.client_ca)
-        except FileNotFoundError as e:
-            raise problem(ca_key, f"cannot read {base / tls.client_ca_file}: {e.strerror}") from None
-        except (ssl.SSLError, OSError, ValueError):
-            raise problem(ca_key, f"no PEM CA certificate in {_shown(tls.client_ca_file)}") from None
+
+
+def _load_client_ca(context: ssl.SSLContext, tls: TLSServerConfig, base: Path, problem: Problem) -> None:
+    if not (tls.client_ca_file or tls.client_ca):
+        return
+    ca_key = "client_ca_file" if tls.client_ca_file else "client_ca"
+    try:
+        if tls.client_ca_file:
+            context.load_verify_locations(cafile=str(base / tls.client_ca_file))
+        else:
+            context.load_verify_locations(cadata=tls.client_ca)
+    except FileNotFoundError as e:
+        raise problem(ca_key, f"cannot read {base / str(tls.client_ca_file)}: {e.strerror}") from None
+    except (ssl.SSLError, OSError, ValueError):
+        raise problem(ca_key, f"no PEM CA certificate in {_shown(tls.client_ca_file)}") from None
+
+
+def _set_ciphers(context: ssl.SSLContext, tls: TLSServerConfig, problem: Problem, notes: list[str]) -> None:
     wanted = [CIPHER_SUITES[name] for name in tls.cipher_suites if name in CIPHER_SUITES]
     if wanted:
         try:
@@ -354,18 +310,6 @@ def _ssl_context(tls: TLSServerConfig, base: Path, file: str, lines: dict, notes
     if any(name in TLS13_SUITES for name in tls.cipher_suites):
         notes.append("tls_server_config.cipher_suites: TLS 1.3 suites are not configurable; "
                      "they are accepted and ignored")
-    if tls.prefer_server_cipher_suites:
-        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:
-        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    if tls.curve_preferences:
-        # Python's ssl takes one curve: the first preference is the only one offered.
-        context.set_ecdh_curve(CURVES[tls.curve_preferences[0]])
-        if len(tls.curve_preferences) > 1:
-            notes.append(f"tls_server_config.curve_preferences: only the first, {tls.curve_preferences[0]}, "
-                         "is used (Python's ssl module takes one curve)")
-    context.set_alpn_protocols(["http/1.1"])
-    return context
 
 
 def _shown(path: str | None) -> str:
@@ -391,44 +335,3 @@ def _pem(path: str | None, inline: str | None, base: Path, problem: Callable[[st
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
-
-
-# -- the WSGI middleware ----------------------------------------------------------------------
-
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-_MAX_DISCARD = 8 << 20
-
-
-def protect(app: WSGIApp, web: WebSettings, auth_exempt: Callable[[dict], bool] = lambda environ: False) -> WSGIApp:
-    """Every request through the rate limit, then basic auth (unless `auth_exempt` says
-    the path authenticates on its own); every response gets the configured headers."""
-
-    def protected(environ: dict, start_response: Callable) -> Iterable[bytes]:
-        def with_headers(status: str, headers: list, exc_info=None):
-            return start_response(status, list(headers) + list(web.headers), exc_info)
-
-        if web.rate_limit is not None and (wait := web.rate_limit.take()):
-            return _refuse(environ, with_headers, "429 Too Many Requests", [("Retry-After", retry_after(wait))])
-        if web.auth is not None and not auth_exempt(environ) \
-                and not web.auth.check(environ.get("HTTP_AUTHORIZATION", "")):
-            return _refuse(environ, with_headers, "401 Unauthorized", [("WWW-Authenticate", REALM)])
-        return app(environ, with_headers)
-
-    return protected
-
-
-def _refuse(environ: dict, start_response: Callable, status: str, headers: list) -> list[bytes]:
-    # Read what the client sent (up to a bound) so it gets this answer, not a reset connection.
-    try:
-        remaining = min(int(environ.get("CONTENT_LENGTH") or 0), _MAX_DISCARD)
-        while remaining > 0:
-            chunk = environ["wsgi.input"].read(min(remaining, 1 << 16))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-    except (ValueError, OSError):
-        pass
-    body = (status.split(" ", 1)[1].lower() + "\n").encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-                            *headers])
-    return [body]

@@ -1,5 +1,11 @@
 """WSGI app for POST /events: where a log shipper sends the app's log lines.
 
+Every request is counted: accepted records by outcome, a refused request (401, 429,
+400, 411, 413, 415, 408, 503) under its reason in venzory_db_events_rejected_total.
+One body is read and counted at a time; it must arrive within events.http.body_timeout
+(every read of it is bounded by that deadline, whatever the client trickles), and a
+request finds the turn taken for at most as long: a sender cannot keep it.
+
 The body is one JSON object, a JSON array (of objects or of log-line strings),
 newline-delimited JSON (`Content-Type: application/x-ndjson`, or any body that is not
 one JSON document), or a raw log (`text/plain`: read like a followed file), optionally
@@ -17,16 +23,22 @@ import json
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import parse_qs
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 from exporter.config.events import HttpEventsConfig
 from exporter.events.counters import Tally
 from exporter.events.parse import (
     BAD_ENCODING, BAD_REQUEST, BODY_TOO_LARGE, BUSY, INVALID_JSON, LINE_TOO_LONG, RATE_LIMITED, TIMEOUT,
-    UNAUTHORIZED, LineParser, Rejected, load_json, outcome_of_value,
+    UNAUTHORIZED, LineParser, Outcome, Rejected, load_json, outcome_of_value,
 )
-from exporter.ratelimit import TokenBucket, retry_after
+from exporter.http.limits import limits, refuse_body
+from exporter.http.ratelimit import TokenBucket, retry_after
+
+if TYPE_CHECKING:
+    from exporter.events.pipeline import Sink
 
 SOURCE = "http"
 _NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines", "application/jsonlines")
@@ -39,11 +51,14 @@ _CONCURRENT_BODIES = 1
 _WHOLE_ARRAY_BYTES = 1 << 20
 _DECODER = json.JSONDecoder()
 _INVALID_JSON = Rejected(INVALID_JSON)
-_WAIT_FOR_TURN = 30.0
-_MAX_DISCARD = 64 << 20
+# Requests waiting for the turn, each holding an HTTP worker: more get 503 at once, so
+# posters can never take the workers scrapes need.
+_MAX_WAITING = 2
 
 
 class _Refused(Exception):
+    unread_body = False  # refused part-way through the body: what is left is not read
+
     def __init__(self, status: str, reason: str, message: str, headers: list[tuple[str, str]] | None = None):
         super().__init__(message)
         self.status, self.reason, self.message, self.headers = status, reason, message, headers or []
@@ -52,7 +67,7 @@ class _Refused(Exception):
 class EventsApp:
     """`sink` has `.merge(source, database, tally)` and `.reject(source, reason)`."""
 
-    def __init__(self, config: HttpEventsConfig, databases: list[str], default_database: str | None, sink,
+    def __init__(self, config: HttpEventsConfig, databases: list[str], default_database: str | None, sink: Sink,
                  max_line_bytes: int):
         self.config = config
         self.max_line_bytes = max_line_bytes
@@ -61,6 +76,7 @@ class EventsApp:
         self.sink = sink
         self._expected_auth = f"Bearer {config.token}".encode() if config.token else None
         self._turns = threading.BoundedSemaphore(_CONCURRENT_BODIES)
+        self._waiting = threading.BoundedSemaphore(_MAX_WAITING)
         # Checked after authentication: a client without the token cannot use up the
         # shipper's share.
         self._rate = TokenBucket(config.rate_limit, config.rate_burst) if config.rate_limit else None
@@ -70,7 +86,7 @@ class EventsApp:
         """True when requests must carry the bearer token (events.http.token)."""
         return self._expected_auth is not None
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST":
             return _respond(start_response, "405 Method Not Allowed",
                             {"error": "use POST to send events"}, [("Allow", "POST")])
@@ -79,9 +95,7 @@ class EventsApp:
             self._authorize(environ)
             self._limit_rate()
             database = self._database(environ)
-            if not self._turns.acquire(timeout=_WAIT_FOR_TURN):
-                raise _Refused("503 Service Unavailable", BUSY, "too many bodies at once: retry later",
-                               [("Retry-After", "5")])
+            self._take_turn()
             try:
                 body_read = True
                 body = self._body(environ)
@@ -90,15 +104,26 @@ class EventsApp:
             finally:
                 self._turns.release()
         except _Refused as refused:
-            if not body_read:  # so the client reads our answer, not a reset connection
-                _discard(environ["wsgi.input"], min(_length(environ), self.config.max_body_bytes))
+            if not body_read or refused.unread_body:
+                refuse_body(environ)
             self.sink.reject(SOURCE, refused.reason)
             return _respond(start_response, refused.status, {"error": refused.message}, refused.headers)
         self.sink.merge(SOURCE, database, tally)
         return self._answer(start_response, tally, errors)
 
     # -- refusals before the body is looked at -------------------------------------------------
-    def _authorize(self, environ: dict) -> None:
+    def _take_turn(self) -> None:
+        busy = _Refused("503 Service Unavailable", BUSY, "too many bodies at once: retry later", [("Retry-After", "5")])
+        if not self._waiting.acquire(blocking=False):
+            raise busy
+        try:
+            # A body holds the turn for at most body_timeout (and counting it): wait as long.
+            if not self._turns.acquire(timeout=self.config.body_timeout):
+                raise busy
+        finally:
+            self._waiting.release()
+
+    def _authorize(self, environ: WSGIEnvironment) -> None:
         if self._expected_auth is None:
             return
         given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
@@ -112,18 +137,18 @@ class EventsApp:
                            "too many requests (events.http.rate_limit): retry later",
                            [("Retry-After", retry_after(wait))])
 
-    def _database(self, environ: dict) -> str:
+    def _database(self, environ: WSGIEnvironment) -> str:
         asked = parse_qs(environ.get("QUERY_STRING", "")).get("database")
         if asked:
             if asked[0] not in self.databases:
                 raise _Refused("400 Bad Request", BAD_REQUEST, "unknown database: use one of the configured names")
-            return asked[0]
+            return str(asked[0])
         if self.default_database is None:
             raise _Refused("400 Bad Request", BAD_REQUEST,
                            "several databases are configured: name one with ?database=NAME")
         return self.default_database
 
-    def _body(self, environ: dict) -> bytes:
+    def _body(self, environ: WSGIEnvironment) -> bytes:
         limit = self.config.max_body_bytes
         too_large = _Refused("413 Content Too Large", BODY_TOO_LARGE,
                              f"request body exceeds the limit of {limit} bytes (events.http.max_body_bytes)")
@@ -131,12 +156,17 @@ class EventsApp:
         if length < 0:
             raise _Refused("411 Length Required", BAD_REQUEST, "a Content-Length header is required")
         if length > limit:
-            _discard(environ["wsgi.input"], length)
+            too_large.unread_body = True
             raise too_large
+        bounds = limits(environ)
+        if bounds is not None:  # every read of the body ends by the deadline
+            bounds.body_within(self.config.body_timeout)
         body = _read_exactly(environ["wsgi.input"], length, time.monotonic() + self.config.body_timeout)
         if body is None:
-            raise _Refused("408 Request Timeout", TIMEOUT,
-                           f"the body did not arrive within {self.config.body_timeout:g}s (events.http.body_timeout)")
+            late = _Refused("408 Request Timeout", TIMEOUT,
+                            f"the body did not arrive within {self.config.body_timeout:g}s (events.http.body_timeout)")
+            late.unread_body = True
+            raise late
         encoding = environ.get("HTTP_CONTENT_ENCODING", "identity").strip().lower()
         if encoding in ("", "identity"):
             return body
@@ -153,12 +183,12 @@ class EventsApp:
         return body
 
     # -- counting --------------------------------------------------------------------------------
-    def _count(self, body: bytes, content_type: str) -> tuple[Tally, list[dict]]:
+    def _count(self, body: bytes, content_type: str) -> tuple[Tally, list[dict[str, object]]]:
         tally = Tally()
-        errors: list[dict] = []
+        errors: list[dict[str, object]] = []
         position = 0
 
-        def emit(outcome) -> None:
+        def emit(outcome: Outcome) -> None:
             tally.add(outcome)
             if type(outcome) is Rejected and len(errors) < _MAX_ERRORS_SHOWN:
                 errors.append({"record": position, "reason": outcome.reason})
@@ -187,7 +217,7 @@ class EventsApp:
         parser.flush()
         return tally, errors
 
-    def _answer(self, start_response: Callable, tally: Tally, errors: list[dict]) -> Iterable[bytes]:
+    def _answer(self, start_response: StartResponse, tally: Tally, errors: list[dict[str, object]]) -> Iterable[bytes]:
         answer = {"accepted": tally.accepted, "ignored": tally.ignored,
                   "rejected": sum(tally.rejected.values()), "rejected_by_reason": dict(tally.rejected)}
         if errors:
@@ -203,7 +233,7 @@ class EventsApp:
         return _respond(start_response, "200 OK", answer)
 
 
-def _json_records(body: bytes) -> Iterable | None:
+def _json_records(body: bytes) -> Iterable[Any] | None:
     """The body as one JSON document -> its records (an array's elements, or the one
     object); None when it is not one document (NDJSON)."""
     start = body[:64].lstrip()[:1]
@@ -226,7 +256,7 @@ def _json_records(body: bytes) -> Iterable | None:
     return value if isinstance(value, list) else [value]
 
 
-def _array_elements(text: str) -> Iterator:
+def _array_elements(text: str) -> Iterator[Any]:
     """A JSON array's elements one at a time: memory for one element, not for all of
     them (a large array of small objects is several times its size as Python objects).
     Raises ValueError where the array stops being JSON, after the good elements."""
@@ -252,7 +282,7 @@ def _skip_space(text: str, at: int) -> int:
     return at
 
 
-def _read_exactly(stream, length: int, deadline: float) -> bytes | None:
+def _read_exactly(stream: IO[bytes], length: int, deadline: float) -> bytes | None:
     """The body, or None when it has not all arrived by `deadline` (or the client went
     silent): it is read while the one body turn is held, so a slow sender must not keep it."""
     # read1: one read of the socket at a time, so the deadline is looked at between reads
@@ -264,7 +294,7 @@ def _read_exactly(stream, length: int, deadline: float) -> bytes | None:
             return None
         try:
             chunk = read(min(remaining, 1 << 20))
-        except TimeoutError:  # the server's per-read timeout
+        except (TimeoutError, OSError):  # the server's deadline or per-read timeout, a reset
             return None
         if not chunk:
             break
@@ -273,7 +303,7 @@ def _read_exactly(stream, length: int, deadline: float) -> bytes | None:
     return b"".join(chunks)
 
 
-def _length(environ: dict) -> int:
+def _length(environ: WSGIEnvironment) -> int:
     """Content-Length, or -1 when there is none (or it is not a number)."""
     try:
         return max(-1, int(environ.get("CONTENT_LENGTH") or ""))
@@ -281,18 +311,7 @@ def _length(environ: dict) -> int:
         return -1
 
 
-def _discard(stream, length: int) -> None:
-    """Read and drop a refused body (up to a bound), so the client gets our answer rather
-    than a connection reset for unread data."""
-    remaining = min(length, _MAX_DISCARD)
-    while remaining > 0:
-        chunk = stream.read(min(remaining, 1 << 20))
-        if not chunk:
-            return
-        remaining -= len(chunk)
-
-
-def _respond(start_response: Callable, status: str, answer: dict,
+def _respond(start_response: StartResponse, status: str, answer: dict[str, object],
              headers: list[tuple[str, str]] | None = None) -> list[bytes]:
     payload = json.dumps(answer).encode()
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
