@@ -580,7 +580,7 @@ def measure_rss(url: str, runs: int) -> dict:
 
 # ----------------------------------------------------------------------------------------
 # Extra: the scheduled poll with the migrations feature on (history, shadow replay, drift,
-# pending-migration preflight), as production would run it. Not one of the targets.
+# deploy prediction), as production would run it. Not one of the targets.
 
 def _healthy(result) -> bool:
     h = result.healthy
@@ -606,8 +606,7 @@ def measure_migrations_feature(cluster, repeat: int) -> dict:
             "first_s": first_s, "median_s": median([s for s, _ in runs]), "runs_s": [s for s, _ in runs],
             "load1": median(loads), "guarded_checks": sum(c.guarded for c in result.checks),
             "pending": list(m.history.pending_names) if m and m.history else None,
-            "preflight_queries": len(m.preflight) if m else None,
-            "preflight_blocked": sum(1 for i in m.preflight if i.status == "blocked") if m else None,
+            "deploy": m.forecast.deploy.summary() if m and m.forecast else None,
             "errors": list(m.errors) if m else None,
         }
     return out
@@ -677,7 +676,7 @@ def summarize(results: dict) -> list[tuple[str, str, str, str, str]]:
     ]
     for db, m in results.get("migrations_feature", {}).items():
         rows.append((f"extra: poll w/ migrations feature, {db.removeprefix('venzory_')}",
-                     f"{m['median_s']:.3f} s ({m['preflight_queries']} preflight queries)", "", "", f"{m['load1']}"))
+                     f"{m['median_s']:.3f} s ({m['deploy']})", "", "", f"{m['load1']}"))
     results["verdict"] = {"poll_vs_floor": round(poll_vs_floor, 3), "runbook_vs_poll": round(runbook_vs_poll, 3),
                           "poll_vs_floor_by_run": [round(x, 3) for x in paired_pf],
                           "runbook_vs_poll_by_run": [round(x, 3) for x in paired_rp],

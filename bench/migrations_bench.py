@@ -1,5 +1,5 @@
 """How long the migration features take: per poll (history, cached expected schema,
-preflight) on the Venzory fixture, and once per folder change (shadow replay +
+deploy prediction) on the Venzory fixture, and once per folder change (shadow replay +
 introspection) on a generated folder of 100+ tables.
 
     python bench/migrations_bench.py            # starts a throwaway PostgreSQL
@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from exporter.migrations import shadow  # noqa: E402
 from exporter.migrations.history import read_history  # noqa: E402
-from exporter.migrations.preflight import preflight  # noqa: E402
+from exporter.migrations.deploy import forecast, session_query  # noqa: E402
+from exporter.migrations.history import read_folder, read_rows  # noqa: E402
 from exporter.pgcluster import start_cluster  # noqa: E402
 from exporter.schema.catalog import introspect  # noqa: E402
 from venzory_fixture import MIGRATIONS, STEP_6, build_database  # noqa: E402
@@ -103,18 +104,18 @@ def main() -> None:
         with psycopg.connect(dsn, autocommit=True, options="-c default_transaction_read_only=on") as conn:
             first_steps = once_ms(lambda: shadow.expected_steps(MIGRATIONS, admin))
             first_final = once_ms(lambda: shadow.expected_schema(MIGRATIONS, admin))
-            history = read_history(conn, MIGRATIONS)
             live = introspect(conn)
-            steps = shadow.expected_steps(MIGRATIONS, admin)
-            items = preflight(conn, live, steps, history.pending_names)
-            print(f"Venzory fixture (11 migrations, 20 tables; step 6 + problems seed, {len(items)} preflight items)")
+
+            def predict():
+                return forecast(read_rows(conn), read_folder(MIGRATIONS), live, session_query(conn))
+
+            print(f"Venzory fixture (11 migrations, 20 tables; step 6 + problems seed: {predict().deploy.summary()})")
             print(f"  per poll  read_history                 {median_ms(lambda: read_history(conn, MIGRATIONS)):8.1f} ms")
             print(f"  per poll  expected_schema (cached)     "
                   f"{median_ms(lambda: shadow.expected_schema(MIGRATIONS, admin)):8.1f} ms")
             print(f"  per poll  expected_steps (cached)      "
                   f"{median_ms(lambda: shadow.expected_steps(MIGRATIONS, admin)):8.1f} ms")
-            print(f"  per poll  preflight (5 pending)        "
-                  f"{median_ms(lambda: preflight(conn, live, steps, history.pending_names)):8.1f} ms")
+            print(f"  per poll  deploy prediction (5 pending) {median_ms(predict):8.1f} ms")
             print(f"  per poll  introspect (live, reference) {median_ms(lambda: introspect(conn)):8.1f} ms")
             print(f"  once      expected_schema replay       {first_final:8.1f} ms")
             print(f"  once      expected_steps replay        {first_steps:8.1f} ms")

@@ -7,7 +7,7 @@ Starts its own throwaway PostgreSQL 15 with pg_stat_statements (exporter.pgclust
 builds one Venzory database with core_bench.build_database at --scale (0.05: 50,000 Item
 and LocationInventory rows, 25,000 Order and OrderItem rows, ...). --kind problems (the
 default): steps 1-6 with violations, no guards, so every poll reads every table and runs
-the pending-migration preflight; --kind hardened: all 11 steps, clean (guarded polls).
+the deploy prediction; --kind hardened: all 11 steps, clean (guarded polls).
 
 The exporter (`python -m exporter run`, a subprocess) connects as the role
 `venzory_monitor` (SELECT only), so pg_stat_statements can tell its statements from the

@@ -78,7 +78,7 @@ def run_demo(config_path: str, listen: str) -> int:
         return 2
     try:
         dsn = cluster.dsn("venzory_demo")
-        # The migrations features too: history, drift, and the preflight of the five
+        # The migrations features too: history, drift, and the deploy prediction of the five
         # pending hardening migrations (the shadow replay runs on the demo server).
         # Settings the operator gave win, except the database: the demo's is the point.
         env = {"PRISMA_MIGRATIONS_DIR": str(MIGRATIONS), "PRISMA_SCHEMA": str(FIXTURE / "prisma" / "schema.prisma"),

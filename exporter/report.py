@@ -15,8 +15,9 @@ from exporter.checks.constraints import DERIVED_CATEGORY, ConstraintResult, Sour
 from exporter.checks.run import CheckResult, CheckStatus
 from exporter.config.dsn import redact_dsn
 from exporter.logs import redact, scrub
+from exporter.migrations.deploy import Forecast, MigrationPrediction, Outcome, StatementResult
+from exporter.migrations.history import PrismaStatus
 from exporter.migrations.monitor import MigrationsResult
-from exporter.migrations.preflight import PreflightStatus
 from exporter.poll import PollResult
 from exporter.wording import counted
 
@@ -72,10 +73,40 @@ def _migrations_json(m: MigrationsResult) -> dict[str, Any]:
         },
         "drift": [{"source": d.source, "kind": d.kind, "object": d.object, "detail": d.detail,
                    "acknowledged": d.acknowledged} for d in m.drift],
-        "preflight": [{"migration": p.migration, "table": p.table, "constraint": p.constraint, "kind": p.kind,
-                       "blocked_rows": p.blocked_rows, "status": p.status, "reason": p.reason, "inspect_sql": p.sql}
-                      for p in m.preflight],
+        "expected_schema_unknown": m.expected_unknown or None,
+        "deploy": _deploy_json(m.forecast) if m.forecast else None,
         "migration_errors": [{"part": part, "error": message} for part, message in m.errors],
+    }
+
+
+def _statement_json(s: StatementResult) -> dict[str, Any]:
+    return {"number": s.number, "line": s.line, "outcome": s.outcome.value, "table": s.table, "sql": s.text,
+            "reason": s.reason, "sqlstate": s.sqlstate, "offending_rows": s.offending_rows,
+            "inspect_sql": s.inspect_sql,
+            "rows_updated": s.rows_updated, "rows_deleted": s.rows_deleted, "rows_lost": s.rows_lost,
+            "values_lost": s.values_lost, "lock": s.lock, "rows_scanned": s.rows_scanned, "rewrites": s.rewrites}
+
+
+def _deploy_json(f: Forecast) -> dict[str, Any]:
+    view, deploy = f.view, f.deploy
+    failure = deploy.failure
+    return {
+        "outcome": deploy.outcome.value,
+        "summary": deploy.summary(),
+        "reason": deploy.reason,
+        "failure": {"migration": failure[0]} | _statement_json(failure[1]) if failure else None,
+        "prisma_status": view.status.value,
+        "last_common_migration": view.last_common,
+        "not_applied": list(view.not_applied),
+        "not_in_folder": list(view.not_in_folder),
+        "failed": list(view.failed),
+        "baseline_unresolved": view.baseline_unresolved,
+        "resolve_commands": list(f.commands),
+        "migrations": [
+            {"name": m.name, "outcome": m.outcome.value, "reason": m.reason, "warnings": list(m.warnings)}
+            | m.effects | {"statements": [_statement_json(s) for s in m.statements]}
+            for m in deploy.migrations
+        ],
     }
 
 
@@ -230,16 +261,10 @@ def _migration_lines(m: MigrationsResult, allow_pending: bool) -> list[str]:
         for item in m.history.not_applied:
             detail = f" - {item.detail}" if item.detail else ""
             lines.append(f"      {item.state}: {item.name}{detail}")
-    for p in m.preflight:
-        if p.status is PreflightStatus.BLOCKED:
-            lines.append(f"  {CROSS} {p.migration} will fail: {p.kind} {p.constraint} on {p.table} "
-                         f"blocked by {counted(p.blocked_rows or 0, 'row')}")
-            lines.append(f"      inspect: {p.sql}")
-        elif p.status is PreflightStatus.CANNOT_EVALUATE:
-            lines.append(f"  {FAIL} {p.migration}: {p.kind} {p.constraint} on {p.table} "
-                         f"cannot be evaluated yet: {p.reason}")
-        else:
-            lines.append(f"  {TICK} {p.migration}: {p.kind} {p.constraint} on {p.table} passes")
+    if m.forecast:
+        lines.extend(_deploy_lines(m.forecast))
+    if m.expected_unknown:
+        lines.append(f"  {WARN} {m.expected_unknown}")
     if m.drift or m.drift_assessed:
         lines.append("Drift:" if m.drift else f"  {TICK} no schema drift")
     for d in m.drift:
@@ -277,6 +302,60 @@ def _backup_lines(r: PollResult, backup_within: float | None) -> list[str]:
             lines.append(f"  {TICK} backup before migrating: {newest.path}, taken within {backup_within:g}s")
         else:
             lines.append(f"  {TICK} no backup required: no migration is pending")
+    return lines
+
+
+
+
+_EFFECT_WORDS = {"rows_updated": "rows updated", "rows_deleted": "rows deleted",
+                 "rows_lost": "rows lost (DROP TABLE)", "values_lost": "values lost (DROP COLUMN)"}
+
+
+def _deploy_lines(f: Forecast) -> list[str]:
+    deploy = f.deploy
+    lines = _history_lines(f)
+    if not deploy.migrations and deploy.outcome != Outcome.REFUSED:
+        return lines
+    mark = {Outcome.PASSES: TICK, Outcome.CANNOT_EVALUATE: WARN}.get(deploy.outcome, CROSS)
+    lines.append(f"  {mark} prisma migrate deploy, predicted statement by statement: {deploy.summary()}")
+    failure = deploy.failure
+    if failure:
+        s = failure[1]
+        lines.append(f"      statement: {s.text.splitlines()[0][:160] if s.text else '(the whole script)'}")
+        if s.inspect_sql:
+            lines.append(f"      inspect: {s.inspect_sql}")
+    for m in deploy.migrations:
+        lines += _migration_prediction_lines(m)
+    return lines
+
+
+def _history_lines(f: Forecast) -> list[str]:
+    view = f.view
+    lines: list[str] = []
+    if view.status == PrismaStatus.DIVERGED:
+        lines.append(f"  {CROSS} the database's history and the folder differ (as `prisma migrate status` says): "
+                     f"the last common migration is {view.last_common or 'null'}")
+        if view.not_in_folder:
+            lines.append(f"      applied, not in the folder: {', '.join(view.not_in_folder)}")
+    if view.baseline_unresolved:
+        lines.append(f"  {CROSS} the schema exists but no migration of the folder is recorded as applied "
+                     "(a baseline never resolved): deploy would run it again")
+    for command in f.commands:
+        lines.append(f"      fix: {command}")
+    return lines
+
+
+def _migration_prediction_lines(m: MigrationPrediction) -> list[str]:
+    effects = [f"{n} {_EFFECT_WORDS[effect]}" for effect, n in m.effects.items() if n]
+    detail = f" - {', '.join(effects)}" if effects else ""
+    reason = f" - {m.reason}" if m.reason and m.outcome != Outcome.FAILS else ""
+    lines = [f"      {m.outcome.value}: {m.name}{detail}{reason}"]
+    lines += [f"        {WARN} {warning}" for warning in m.warnings]
+    for s in m.statements:
+        if s.lock and s.rows_scanned:
+            how = "rewrites" if s.rewrites else "scans"
+            lines.append(f"        statement {s.number} (line {s.line}): {s.lock} lock on \"{s.table}\", "
+                         f"{how} {s.rows_scanned} rows")
     return lines
 
 

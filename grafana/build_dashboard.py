@@ -179,8 +179,9 @@ def layout() -> list[tuple[dict, int, int]]:
               unit="s", steps=thresholds((None, "orange"), (900, "green"))), 4, 8),
         (table("Migrations not applied", "Every migration that is not applied, with its state.",
                f"venzory_db_migration_info{{{DB}}}", hide=["__name__", "job", "Value"]), 8, 8),
-        (table("Pending migrations that will fail", "Rows that violate a constraint a pending migration adds (the preflight).",
-               f"venzory_db_migration_blocked_rows{{{DB}}} > 0", hide=["__name__", "job"]), 24, 6),
+        (table("Pending migrations that will fail", "The first statement `prisma migrate deploy` will fail at, with "
+               "the rows that make it fail (the deploy prediction).",
+               f"venzory_db_deploy_failing_rows{{{DB}}}", hide=["__name__", "job"]), 24, 6),
 
         (row("Schema drift"), 24, 1),
         (timeseries("Drift items", "Drift items per source and kind; acknowledged=\"true\" items do not alert.",

@@ -55,12 +55,13 @@ def test_demo_serves_real_metrics_and_stops_on_sigterm(tmp_path):
         assert f'check="location_inventory_negative_quantity",database="venzory",severity="critical",table="LocationInventory"}} {n}.0' in body
 
         # The verify the demo suggests, run as printed, sees what the daemon sees: the
-        # migration settings are in it (history, drift and the preflight on, not "off").
+        # migration settings are in it (history, drift and the deploy prediction on, not "off").
         assert suggested.endswith(f"verify --config {SHIPPED_CONFIGS[0]}"), suggested
         verify = subprocess.run(["bash", "-c", suggested], capture_output=True, text=True, timeout=180)
         assert verify.returncode == 1, verify.stdout + verify.stderr
         assert verify.stdout.splitlines()[0] == "venzory: migrations: all features on", verify.stdout[:500]
-        assert "will fail: check check_quantity_non_negative" in verify.stdout
+        # The demo's data dropped foreign keys by hand: step 7's first statement drops one again.
+        assert "deploy will fail at 20251111140000_add_ondelete_policies_and_constraints statement 1" in verify.stdout
 
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)

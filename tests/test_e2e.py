@@ -11,7 +11,7 @@ What runs (one stack for the whole module, torn down by the fixture's finalizer)
 - The exporter daemon as a subprocess (`python -m exporter run`) with the shipped
   config/venzory.yaml; only `poll_interval` is changed (60s -> POLL_INTERVAL) in a copy
   written to tmp. The migrations features are on (PRISMA_MIGRATIONS_DIR, PRISMA_SCHEMA,
-  SHADOW_DATABASE_URL), so migration, drift and preflight series exist.
+  SHADOW_DATABASE_URL), so migration, drift and deploy-prediction series exist.
 - Prometheus with a config generated from deploy/prometheus/prometheus.yml: scrape and
   evaluation every second, the exporter and Alertmanager on their local ports, and the
   shipped alerts/*.rules.yml - copied to tmp with every `for:` shortened (time runs 60x
@@ -90,7 +90,7 @@ DATA_ALERTS = {
     "VenzoryDbConstraintMissing",  # the 8 foreign keys the seed dropped (declared by the applied migrations)
     "VenzoryDbSchemaDrift",  # the 8 foreign keys the seed dropped (vs migrations); vs schema.prisma
     "VenzoryDbMigrationsPending",  # steps 7-11
-    "VenzoryDbPendingMigrationWillFail",  # the preflight: steps 7, 9 and 10 are blocked by rows
+    "VenzoryDbPendingMigrationWillFail",  # deploy fails at step 7 statement 1 (a dropped foreign key)
     "VenzoryDbRoleCanWrite",  # the exporter connects as the test cluster's superuser
     "VenzoryDbMigrationWithoutBackup",  # the only dump (BACKUP_GLOB) was taken after the migrations
 }

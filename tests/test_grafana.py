@@ -239,7 +239,7 @@ def test_dashboard_covers_the_monitoring_picture():
         "venzory_db_up", "venzory_db_last_poll_timestamp_seconds", "venzory_db_poll_duration_seconds",
         "venzory_db_check_duration_seconds", "venzory_db_check_success", "venzory_db_check_violations",
         "venzory_db_duplicate_groups", "venzory_db_constraint_present", "venzory_db_constraint_valid",
-        "venzory_db_migrations", "venzory_db_migration_info", "venzory_db_migration_blocked_rows",
+        "venzory_db_migrations", "venzory_db_migration_info", "venzory_db_deploy_failing_rows",
         "venzory_db_schema_drift_items", "venzory_db_prisma_errors_total", "venzory_db_events_rejected_total",
     }
     assert wanted <= used, f"no panel for {sorted(wanted - used)}"

@@ -48,10 +48,13 @@ def test_set_variables_switch_features_on_and_paths_are_not_checked(tmp_path):
     assert config.describe_off() == "migrations: all features on"
 
 
-def test_snapshot_alone_gives_an_expected_schema_but_no_preflight():
+def test_snapshot_with_a_folder_gives_drift_and_the_deploy_prediction_without_a_shadow():
+    # The deploy prediction reads the folder and the live database only: no shadow server needed.
     config = MigrationsConfig(dir="/app/prisma/migrations", snapshot="/etc/exporter/expected.json")
-    assert config.features.snapshot and config.features.drift and not config.features.preflight
-    assert "preflight" in config.describe_off()
+    assert config.features.snapshot and config.features.drift and config.features.preflight
+    assert not config.features.shadow
+    assert "deploy prediction" not in config.describe_off()
+    assert "deploy prediction" in MigrationsConfig(snapshot="/etc/exporter/expected.json").describe_off()
 
 
 def test_shadow_dsn_and_snapshot_together_are_an_error(tmp_path):

@@ -1,4 +1,4 @@
-"""Migrations, drift and preflight through the user's entry points: `verify` (text and
+"""Migrations, drift and the deploy prediction through the user's entry points: `verify` (text and
 JSON, exit codes) and the metrics, on databases built from the project's fixture."""
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from exporter.config import load_config
 import support
 from support import exposition, poll_once
 from venzory_fixture import (
-    MIGRATIONS, PROBLEM_DUPLICATES, PROBLEM_VIOLATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_7, STEP_9,
-    STEP_10, build_database,
+    MIGRATIONS, SCHEMA_PRISMA, SHIPPED_CONFIG, STEP_7, STEP_10, build_database,
 )
 
 
@@ -54,21 +53,14 @@ def test_before_hardening_json(problems_env):
     assert db["migrations"]["states"] == {"applied": 6, "pending": 5, "failed": 0, "rolled_back": 0,
                                           "modified": 0, "missing_from_folder": 0}
     assert [i["state"] for i in db["migrations"]["items"]] == ["pending"] * 5
-    blocked = {(p["migration"], p["table"], p["constraint"]): p["blocked_rows"]
-               for p in db["preflight"] if p["status"] == "blocked"}
-    assert blocked[(STEP_9, "LocationInventory", "check_quantity_non_negative")] == PROBLEM_VIOLATIONS["location_inventory_negative_quantity"]
-    assert blocked[(STEP_7, "Order", "Order_createdById_fkey")] == PROBLEM_VIOLATIONS["order_created_by_orphan"]
-    assert blocked[(STEP_10, "Item", "Item_practiceId_sku_key")] == PROBLEM_DUPLICATES["item_sku_duplicate"][1]
-    assert blocked[(STEP_7, "GlobalSupplier", "GlobalSupplier_name_key")] == PROBLEM_DUPLICATES["global_supplier_name_duplicate"][1]
-    # The checks of the same poll already counted the runbook's constraints: the preflight
-    # takes their numbers instead of scanning the tables again.
-    reasons = {(p["table"], p["constraint"]): p["reason"] for p in db["preflight"]}
-    assert reasons[("LocationInventory", "check_quantity_non_negative")] == \
-        "counted by check location_inventory_negative_quantity"
-    assert reasons[("Item", "Item_practiceId_sku_key")] == "counted by check item_sku_duplicate"
-    assert reasons[("Order", "Order_createdById_fkey")] == "counted by check order_created_by_orphan"
-    verdicts = {p["migration"] for p in db["preflight"] if p["status"] == "blocked"}
-    assert verdicts == {STEP_7, STEP_9, STEP_10}
+    # The seed dropped 8 foreign keys "by hand": step 7's first statement drops one of them
+    # again, so the real deploy fails right there, before any row is looked at.
+    deploy = db["deploy"]
+    assert deploy["outcome"] == "fails" and deploy["prisma_status"] == "pending"
+    failure = deploy["failure"]
+    assert (failure["migration"], failure["number"], failure["line"], failure["sqlstate"]) == (STEP_7, 1, 9, "42704")
+    assert failure["reason"] == 'constraint "GoodsReceipt_createdById_fkey" of relation "GoodsReceipt" does not exist'
+    assert [m["outcome"] for m in deploy["migrations"]] == ["fails"] + ["not_reached"] * 4
     # Against the applied migrations, the only drift is the 8 foreign keys the seed dropped.
     from_migrations = {(d["kind"], d["object"]) for d in db["drift"] if d["source"] == "migrations"}
     assert from_migrations == {("missing_constraint", f"{t}.{t}_createdById_fkey") for t in
@@ -78,13 +70,55 @@ def test_before_hardening_json(problems_env):
     assert db["migration_errors"] == []
 
 
-def test_before_hardening_text_names_the_blocking_rows(problems_env):
-    result = verify(problems_env)
+def test_before_hardening_text_names_the_failing_statement(problems_env):
+    result = verify(problems_env, "--allow-pending")
     assert result.returncode == 1
-    n = PROBLEM_VIOLATIONS["location_inventory_negative_quantity"]
-    assert (f"✘ {STEP_9} will fail: check check_quantity_non_negative on LocationInventory blocked by {n} rows"
-            in result.stdout)
+    assert (f"deploy will fail at {STEP_7} statement 1 (line 9): constraint \"GoodsReceipt_createdById_fkey\" "
+            'of relation "GoodsReceipt" does not exist') in result.stdout
     assert "6 applied, 5 pending" in result.stdout
+
+
+def test_sanitizing_migration_passes_and_says_what_it_changes(pg_server, tmp_path):
+    """The issue's first complaint: UPDATE/DELETE before a constraint in the same migration."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, folder)
+    dsn = build_database(pg_server, "migv_sanitize", seed="clean")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('UPDATE "LocationInventory" SET "reorderPoint" = 5000 WHERE "reorderPoint" IS NOT NULL')
+        conn.execute('UPDATE "StockAdjustment" SET "reason" = \'gone\'')
+        n = conn.execute('SELECT count(*) FROM "LocationInventory" WHERE "reorderPoint" > 1000').fetchone()[0]
+    (folder / "20251201000000_cap_reorder_point").mkdir()
+    (folder / "20251201000000_cap_reorder_point" / "migration.sql").write_text(
+        'UPDATE "LocationInventory" SET "reorderPoint" = 1000 WHERE "reorderPoint" > 1000;\n'
+        'DELETE FROM "StockAdjustment" WHERE "reason" = \'gone\' AND "quantity" < 0;\n'
+        'ALTER TABLE "LocationInventory" ADD CONSTRAINT "check_reorder_cap" CHECK ("reorderPoint" <= 1000);\n')
+    result = verify(env_for(pg_server, dsn, PRISMA_MIGRATIONS_DIR=str(folder)), "--allow-pending", "--json")
+    (db,) = json.loads(result.stdout)["databases"]
+    deploy = db["deploy"]
+    assert deploy["outcome"] == "passes", deploy
+    (m,) = deploy["migrations"]
+    assert m["rows_updated"] == n > 0
+    with psycopg.connect(dsn) as conn:
+        deleted = conn.execute('SELECT count(*) FROM "StockAdjustment" WHERE "quantity" < 0').fetchone()[0]
+    assert m["rows_deleted"] == deleted
+    check = m["statements"][2]
+    assert (check["lock"], check["rows_scanned"]) == ("ACCESS EXCLUSIVE", 20)
+    assert result.returncode == 0, result.stdout
+
+
+def test_required_column_on_a_table_with_rows_fails_verify(pg_server, tmp_path):
+    """The issue's second complaint: a NOT NULL column without default on a non-empty table."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, folder)
+    dsn = build_database(pg_server, "migv_required", seed="clean")
+    (folder / "20251201000000_global_supplier").mkdir()
+    (folder / "20251201000000_global_supplier" / "migration.sql").write_text(
+        '-- AlterTable\nALTER TABLE "PracticeSupplier" ADD COLUMN "globalRef" TEXT NOT NULL;\n')
+    result = verify(env_for(pg_server, dsn, PRISMA_MIGRATIONS_DIR=str(folder)), "--allow-pending")
+    assert result.returncode == 1
+    assert ('deploy will fail at 20251201000000_global_supplier statement 1 (line 2): column "globalRef" of relation '
+            '"PracticeSupplier" contains null values (added NOT NULL without a default to a table of 4 rows), 4 rows'
+            in result.stdout), result.stdout
 
 
 def test_fully_migrated_clean_database_passes(clean_env):
@@ -92,7 +126,7 @@ def test_fully_migrated_clean_database_passes(clean_env):
     assert result.returncode == 0, result.stdout
     (db,) = json.loads(result.stdout)["databases"]
     assert db["migrations"]["states"]["applied"] == 11 and db["migrations"]["items"] == []
-    assert db["drift"] == [] and db["preflight"] == []
+    assert db["drift"] == [] and db["deploy"]["migrations"] == [] and db["deploy"]["prisma_status"] == "up_to_date"
     # The expected schema adds its own constraints to the configured ones.
     names = {(c["table"], c["name"]) for c in db["constraints"]}
     assert ("Order", "Order_createdById_fkey") in names and ("Item", "Item_pkey") in names

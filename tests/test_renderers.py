@@ -23,9 +23,11 @@ from exporter.schema.model import ConstraintKind
 from exporter.metrics.contract import METRICS
 from exporter.metrics.endpoint import MetricsEndpoint
 from exporter.metrics.render import families_for
-from exporter.migrations.history import Deploy, MigrationHistory, MigrationItem, MigrationState
+from exporter.migrations.deploy import (
+    ACCESS_EXCLUSIVE, ROW_EXCLUSIVE, DeployPrediction, Forecast, MigrationPrediction, Outcome, StatementResult,
+)
+from exporter.migrations.history import Deploy, MigrationHistory, MigrationItem, MigrationState, PrismaStatus, PrismaView
 from exporter.migrations.monitor import MigrationsResult, Part
-from exporter.migrations.preflight import PreflightItem, PreflightKind, PreflightStatus
 from exporter.poll import PollResult
 from exporter.privileges import Privileges
 from exporter.report import EXIT_CANNOT_RUN, EXIT_OK, EXIT_PROBLEMS, exit_code, render_json, render_text
@@ -65,17 +67,22 @@ HISTORY = MigrationHistory(True, None, (
     MigrationItem("1_init", MigrationState.APPLIED, FINISHED),
     MigrationItem("2_harden", MigrationState.PENDING, None, "", True),
 ), FINISHED)
-PREFLIGHT = (
-    PreflightItem("2_harden", "Stock", "check_quantity", PreflightKind.CHECK, PreflightStatus.BLOCKED, 3,
-                  'SELECT * FROM "Stock"'),
-    PreflightItem("2_harden", "Order", "Order_sentAt", PreflightKind.NOT_NULL, PreflightStatus.CANNOT_EVALUATE,
-                  None, "", "column not there yet"),
+SANITIZE = StatementResult(1, 3, 'UPDATE "Stock" SET quantity = 0 WHERE quantity < -100', Outcome.PASSES, "Stock",
+                           rows_updated=5, lock=ROW_EXCLUSIVE, rows_scanned=40)
+FAILING = StatementResult(2, 4, 'ALTER TABLE "Stock" ADD CONSTRAINT "check_quantity" CHECK (quantity >= 0)',
+                          Outcome.FAILS, "Stock", 'check constraint "check_quantity" of relation "Stock" is violated',
+                          "23514", 3, 'SELECT * FROM "Stock" WHERE NOT (quantity >= 0)', lock=ACCESS_EXCLUSIVE)
+FORECAST = Forecast(
+    PrismaView(PrismaStatus.PENDING, None, ("2_harden", "3_later"), (), (), False),
+    DeployPrediction(Outcome.FAILS, (MigrationPrediction("2_harden", Outcome.FAILS, (SANITIZE, FAILING)),
+                                     MigrationPrediction("3_later", Outcome.NOT_REACHED))),
+    (),
 )
 DRIFT = (
     DriftItem(DriftSource.MIGRATIONS, DriftKind.EXTRA_COLUMN, "Item.legacy", "column Item.legacy exists"),
     DriftItem(DriftSource.SCHEMA_PRISMA, DriftKind.MISSING_INDEX, "Item_sku_idx", "index missing", True),
 )
-MIGRATIONS = MigrationsResult(HISTORY, Schema(), DRIFT, PREFLIGHT, (), tuple(Part), max_drift_series=1)
+MIGRATIONS = MigrationsResult(HISTORY, Schema(), DRIFT, FORECAST, "", (), tuple(Part), max_drift_series=1)
 DEPLOY = Deploy(("1_init",), FINISHED, FINISHED)
 DUMP = Dump("/backups/shop.dump", DumpFormat.CUSTOM, DumpStatus.COMPLETE, 4096, T0 - 600, "shop", "15.1",
             time_resolution=1.0)
@@ -157,10 +164,15 @@ def test_a_full_result_renders_its_numbers():
     assert value(text, "venzory_db_migration_info", **db, migration="2_harden", state="pending") == 1
     assert value(text, "venzory_db_migration_info", **db, migration="1_init", state="applied") is None
     assert value(text, "venzory_db_last_migration_finished_timestamp_seconds", **db) == FINISHED.timestamp()
-    assert value(text, "venzory_db_migration_blocked_rows", **db, migration="2_harden", table="Stock",
-                 constraint="check_quantity") == 3
-    assert value(text, "venzory_db_migration_preflight_unevaluable", **db, migration="2_harden", table="Order",
-                 constraint="Order_sentAt") == 1
+    assert value(text, "venzory_db_deploy_prediction", **db, outcome="fails") == 1
+    assert value(text, "venzory_db_deploy_prediction", **db, outcome="passes") == 0
+    assert value(text, "venzory_db_deploy_failing_rows", **db, migration="2_harden", statement="2", table="Stock") == 3
+    assert value(text, "venzory_db_deploy_rows", **db, migration="2_harden", effect="rows_updated") == 5
+    assert value(text, "venzory_db_deploy_rows", **db, migration="3_later", effect="rows_updated") is None
+    assert value(text, "venzory_db_deploy_lock_rows", **db, migration="2_harden", statement="1", table="Stock",
+                 lock="ROW EXCLUSIVE") == 40
+    assert value(text, "venzory_db_prisma_status", **db, status="pending") == 1
+    assert value(text, "venzory_db_migration_baseline_unresolved", **db) == 0
     assert value(text, "venzory_db_migrations_part_success", **db, part="preflight") == 1
 
 
@@ -241,7 +253,12 @@ def test_verify_json_follows_the_contract():
         "items": [{"name": "2_harden", "state": "pending", "detail": ""}]}
     assert [(d["source"], d["kind"], d["acknowledged"]) for d in db["drift"]] == [
         ("migrations", "extra_column", False), ("schema_prisma", "missing_index", True)]
-    assert [(p["status"], p["blocked_rows"]) for p in db["preflight"]] == [("blocked", 3), ("cannot_evaluate", None)]
+    deploy = db["deploy"]
+    assert (deploy["outcome"], deploy["prisma_status"]) == ("fails", "pending")
+    assert (deploy["failure"]["migration"], deploy["failure"]["number"], deploy["failure"]["offending_rows"]) == (
+        "2_harden", 2, 3)
+    assert [(m["name"], m["outcome"], m["rows_updated"]) for m in deploy["migrations"]] == [
+        ("2_harden", "fails", 5), ("3_later", "not_reached", 0)]
     assert db["privileges"]["can_write"] is False and db["duration_seconds"] == 2.5
 
 
@@ -254,7 +271,9 @@ def test_verify_text_says_what_is_wrong_and_hides_the_password():
     assert "  ! order_sent_at (Order): check failed [timeout]: canceling statement" in lines
     assert "  ✘ Item.Item_name_key (unique): not_valid - index is invalid" in lines
     assert "      pending: 2_harden" in lines
-    assert "  ✘ 2_harden will fail: check check_quantity on Stock blocked by 3 rows" in lines
+    assert ("  ✘ prisma migrate deploy, predicted statement by statement: deploy will fail at 2_harden statement 2 "
+            "(line 4): check constraint \"check_quantity\" of relation \"Stock\" is violated, 3 rows") in lines
+    assert "      passes: 3_later" not in lines and "      not_reached: 3_later" in lines
     assert "  ✔ [schema_prisma] missing_index Item_sku_idx: index missing (acknowledged)" in lines
     assert "  ! cannot connect: connection refused" in lines
     assert lines[-1] == ("✘ Summary: 1/3 checks healthy, 1 violated (3 rows), 1 failed, "

@@ -99,7 +99,7 @@ class MigrationsConfig(Strict):
             shadow=has_dir and self.shadow_dsn is not None,
             snapshot=self.snapshot is not None,
             schema_prisma=self.schema_prisma is not None,
-            preflight=has_dir and self.shadow_dsn is not None,
+            preflight=has_dir,  # the deploy prediction reads the live database only
         )
 
     def describe_off(self) -> str:
@@ -109,7 +109,7 @@ class MigrationsConfig(Strict):
             (on.history, "migration history (migrations.dir is empty)"),
             (on.shadow or on.snapshot, "expected schema from migrations (needs migrations.dir with "
                                        "migrations.shadow_dsn, or migrations.snapshot)"),
-            (on.preflight, "pending-migration preflight (needs migrations.dir and migrations.shadow_dsn)"),
+            (on.preflight, "deploy prediction (needs migrations.dir)"),
             (on.schema_prisma, "drift against schema.prisma (migrations.schema_prisma is empty)"),
         ) if not enabled]
         # Settings that do nothing on their own usually mean a forgotten variable.

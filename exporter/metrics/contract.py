@@ -106,24 +106,39 @@ CONFIG_STALE = _gauge(
     "1 for each configured check or constraint whose table or column exists neither in the database nor "
     "in the expected schema (verify prints the fix).", DB, "entry", "table")
 
-# -- migrations, drift, preflight (docs/migrations.md) -------------------------------------------------
+# -- migrations, drift, the deploy prediction (docs/migrations.md) -------------------------------------------------
 MIGRATIONS_PART_SUCCESS = _gauge(
     "venzory_db_migrations_part_success",
     "1 if this part of the migrations assessment could be computed (history, expected_schema, "
-    "schema_prisma, preflight), 0 if its input was unreadable or unreachable.", DB, "part")
+    "schema_prisma, preflight (the deploy prediction)), 0 if its input was unreadable or unreachable.", DB, "part")
 MIGRATIONS = _gauge("venzory_db_migrations", "Migrations per state.", DB, "state")
 MIGRATION_INFO = _gauge("venzory_db_migration_info", "1 for each migration that is not plainly applied.",
                         DB, "migration", "state")
 LAST_MIGRATION_FINISHED = _gauge("venzory_db_last_migration_finished_timestamp_seconds",
                                  "Unix time the most recent migration finished.", DB)
-MIGRATION_BLOCKED_ROWS = _gauge(
-    "venzory_db_migration_blocked_rows",
-    "Live rows that would make a pending migration fail on this constraint (0: it would pass).",
-    DB, "migration", "table", "constraint")
-MIGRATION_PREFLIGHT_UNEVALUABLE = _gauge(
-    "venzory_db_migration_preflight_unevaluable",
-    "1 for a pending constraint that cannot be evaluated on the live database yet.",
-    DB, "migration", "table", "constraint")
+DEPLOY_PREDICTION = _gauge(
+    "venzory_db_deploy_prediction",
+    "1 for what `prisma migrate deploy` of the pending migrations is predicted to do (passes, fails, "
+    "cannot_evaluate, refused), 0 for the others.", DB, "outcome")
+DEPLOY_FAILING_ROWS = _gauge(
+    "venzory_db_deploy_failing_rows",
+    "Rows that make the first failing statement of the deploy fail (0 when the failure is not about rows); "
+    "present only while the deploy is predicted to fail.", DB, "migration", "statement", "table")
+DEPLOY_ROWS = _gauge(
+    "venzory_db_deploy_rows",
+    "What the deploy will do to the data, per pending migration: rows_updated, rows_deleted, rows_lost "
+    "(DROP TABLE), values_lost (non-null values of a DROP COLUMN).", DB, "migration", "effect")
+DEPLOY_LOCK_ROWS = _gauge(
+    "venzory_db_deploy_lock_rows",
+    "Rows a statement of a pending migration scans or rewrites while it holds its lock.",
+    DB, "migration", "statement", "table", "lock")
+PRISMA_STATUS = _gauge(
+    "venzory_db_prisma_status",
+    "1 for what `prisma migrate status` says of the history (up_to_date, pending, failed, diverged), 0 for the others.",
+    DB, "status")
+BASELINE_UNRESOLVED = _gauge(
+    "venzory_db_migration_baseline_unresolved",
+    "1 if the schema exists but no migration of the folder is recorded as applied.", DB)
 SCHEMA_DRIFT_ITEMS = _gauge("venzory_db_schema_drift_items", "Schema drift items.",
                             DB, "source", "kind", "acknowledged")
 SCHEMA_DRIFT_ITEM = _gauge("venzory_db_schema_drift_item",
@@ -206,7 +221,8 @@ METRICS: tuple[MetricSpec, ...] = (
     UP, DOWN_REASON, LAST_POLL, POLL_DURATION, FULL_SCAN, POLLS_SKIPPED, BUILD_INFO, ROLE_CAN_WRITE,
     CHECK_VIOLATIONS, DUPLICATE_GROUPS, CHECK_SUCCESS, CHECK_DURATION, CHECK_GUARDED,
     CONSTRAINT_PRESENT, CONSTRAINT_VALID, CONSTRAINT_STATUS, CONFIG_STALE,
-    MIGRATIONS, MIGRATION_INFO, LAST_MIGRATION_FINISHED, MIGRATION_BLOCKED_ROWS, MIGRATION_PREFLIGHT_UNEVALUABLE,
+    MIGRATIONS, MIGRATION_INFO, LAST_MIGRATION_FINISHED, DEPLOY_PREDICTION, DEPLOY_FAILING_ROWS, DEPLOY_ROWS,
+    DEPLOY_LOCK_ROWS, PRISMA_STATUS, BASELINE_UNRESOLVED,
     SCHEMA_DRIFT_ITEMS, SCHEMA_DRIFT_ITEM, MIGRATIONS_PART_SUCCESS,
     PRISMA_ERRORS, EVENTS_RECEIVED, EVENTS_REJECTED, EVENTS_IGNORED,
     BACKUP_FILES, BACKUP_NEWEST, BACKUP_NEWEST_SIZE, BACKUP_BEFORE_DEPLOY_AGE,

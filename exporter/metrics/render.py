@@ -15,9 +15,9 @@ from exporter.backups.monitor import BackupsResult
 from exporter.checks.constraints import Status
 from exporter.db import DownReason
 from exporter.metrics import contract as m
-from exporter.migrations.history import MigrationHistory
+from exporter.migrations.history import MigrationHistory, PrismaStatus
 from exporter.migrations.monitor import MigrationsResult
-from exporter.migrations.preflight import PreflightItem
+from exporter.migrations.deploy import Forecast, Outcome
 from exporter.poll import PollResult
 from exporter.schema.diff import DriftItem, DriftKind, DriftSource
 from exporter.watch.deploy import DeployResult, Phase
@@ -95,8 +95,8 @@ def _migration_families(db: str, migrations: MigrationsResult) -> list[Metric]:
     families: list[Metric] = [ok]
     if migrations.history:
         families += _history_families(db, migrations.history)
-    if migrations.preflight:
-        families += _preflight_families(db, migrations.preflight)
+    if migrations.forecast:
+        families += _forecast_families(db, migrations.forecast)
     if migrations.drift_assessed:
         families += _drift_families(db, migrations.drift, migrations.max_drift_series)
     return families
@@ -116,15 +116,31 @@ def _history_families(db: str, history: MigrationHistory) -> list[Metric]:
     return [states, info, last]
 
 
-def _preflight_families(db: str, preflight: Iterable[PreflightItem]) -> list[Metric]:
-    blocked, unknown = m.MIGRATION_BLOCKED_ROWS.family(), m.MIGRATION_PREFLIGHT_UNEVALUABLE.family()
-    for p in preflight:
-        labels = [db, p.migration, p.table, p.constraint]
-        if p.blocked_rows is not None:
-            blocked.add_metric(labels, p.blocked_rows)
-        else:
-            unknown.add_metric(labels, 1)
-    return [blocked, unknown]
+DEPLOY_OUTCOMES = (Outcome.PASSES, Outcome.FAILS, Outcome.CANNOT_EVALUATE, Outcome.REFUSED)
+
+
+def _forecast_families(db: str, f: Forecast) -> list[Metric]:
+    deploy = f.deploy
+    outcome, status, baseline = m.DEPLOY_PREDICTION.family(), m.PRISMA_STATUS.family(), m.BASELINE_UNRESOLVED.family()
+    for value in DEPLOY_OUTCOMES:
+        outcome.add_metric([db, value], 1 if deploy.outcome == value else 0)
+    for state in PrismaStatus:
+        status.add_metric([db, state], 1 if f.view.status == state else 0)
+    baseline.add_metric([db], 1 if f.view.baseline_unresolved else 0)
+    failing = m.DEPLOY_FAILING_ROWS.family()
+    if deploy.failure:
+        name, failed = deploy.failure
+        failing.add_metric([db, name, str(failed.number), failed.table], failed.offending_rows or 0)
+    effects, locks = m.DEPLOY_ROWS.family(), m.DEPLOY_LOCK_ROWS.family()
+    for migration in deploy.migrations:
+        if migration.outcome == Outcome.NOT_REACHED:
+            continue
+        for effect, n in migration.effects.items():
+            effects.add_metric([db, migration.name, effect], n)
+        for s in migration.statements:
+            if s.lock and s.rows_scanned is not None:
+                locks.add_metric([db, migration.name, str(s.number), s.table, s.lock], s.rows_scanned)
+    return [outcome, status, baseline, failing, effects, locks]
 
 
 def _drift_families(db: str, drift: Iterable[DriftItem], cap: int) -> list[Metric]:

@@ -1,1 +1,1 @@
-"""Prisma migrations: the `_prisma_migrations` history, checksums, replay and preflight."""
+"""Prisma migrations: the `_prisma_migrations` history, checksums, replay and the deploy prediction."""

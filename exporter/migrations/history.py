@@ -27,8 +27,8 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass
-from enum import StrEnum
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from collections.abc import Iterable, Mapping
 
@@ -109,6 +109,8 @@ class MigrationHistory:
     folder_problem: str | None  # why the folder could not be listed (None: it was read)
     items: tuple[MigrationItem, ...]  # sorted by name, as Prisma sorts folders
     last_finished_at: datetime | None  # latest finished_at of a row that was not rolled back
+    rows: tuple[MigrationRow, ...] = ()  # _prisma_migrations as read
+    folder: tuple[FolderEntry, ...] | None = None  # the folder as read (None: unreadable)
 
     @property
     def folder_read(self) -> bool:
@@ -129,7 +131,7 @@ class MigrationHistory:
     def pending_names(self) -> tuple[str, ...]:
         """The migrations `prisma migrate deploy` still has to apply, in its order: pending
         folders, rolled-back migrations whose folder is still there, and a failed one (deploy
-        retries it once it is resolved as rolled back) - what the preflight checks."""
+        retries it once it is resolved as rolled back) - what the deploy prediction walks."""
         unapplied = (MigrationState.PENDING, MigrationState.ROLLED_BACK, MigrationState.FAILED)
         return tuple(i.name for i in self.items if i.state in unapplied and i.in_folder)
 
@@ -285,4 +287,76 @@ def read_history(conn: psycopg.Connection, folder: Path | None, schema: str = "p
         folder_problem=folder_problem,
         items=items,
         last_finished_at=max(finished, default=None),
+        rows=tuple(rows or ()),
+        folder=tuple(entries) if entries is not None else None,
     )
+
+
+# -- the history as `prisma migrate status` / `deploy` see it --------------------------------
+
+
+class PrismaStatus(StrEnum):
+    """What `prisma migrate status` concludes (its exit code is 1 for all but UP_TO_DATE)."""
+
+    UP_TO_DATE = "up_to_date"
+    PENDING = "pending"  # "Following migrations have not yet been applied"
+    FAILED = "failed"  # a failed migration is recorded (and nothing is pending or diverged)
+    DIVERGED = "diverged"  # "... are different. The last common migration is: X"
+
+
+@dataclass(frozen=True)
+class PrismaView:
+    status: PrismaStatus
+    last_common: str | None  # for DIVERGED: the last migration both agree on (None: Prisma's `null`)
+    not_applied: tuple[str, ...]  # folder migrations with no applied row (deploy applies them)
+    not_in_folder: tuple[str, ...]  # applied rows with no folder
+    failed: tuple[str, ...]
+    baseline_unresolved: bool  # the schema exists, but no migration of the folder is recorded as applied
+    commands: tuple[str, ...] = ()  # the `prisma migrate resolve` commands that fix it
+
+    @property
+    def deploy_refused(self) -> str:
+        """Why `prisma migrate deploy` will not run at all ("" when it will)."""
+        if self.failed:
+            return (f"P3009: migration {self.failed[0]} is recorded as failed; deploy applies nothing until it is "
+                    "resolved")
+        return ""
+
+
+def prisma_view(rows: Iterable[MigrationRow] | None, folder: Iterable[str], *, has_tables: bool) -> PrismaView:
+    """Prisma's own reading of the history (prisma-engines' diagnoseMigrationHistory): the
+    rows not rolled back, in the order they were started, against the folder's names in
+    order; the first position where the names differ is where the histories diverge.
+    `has_tables`: the database holds tables of the app (a schema without recorded migrations
+    is an unresolved baseline)."""
+    folder = sorted(folder)
+    live = [r for r in (rows or ()) if r.rolled_back_at is None]
+    failed = tuple(dict.fromkeys(r.name for r in live if r.finished_at is None))
+    db_names = list(dict.fromkeys(r.name for r in live))
+    applied = {r.name for r in live if r.finished_at is not None}
+    diverged_at = next((i for i, (a, b) in enumerate(zip(db_names, folder)) if a != b), None)
+    known = set(folder)
+    not_applied = tuple(n for n in folder if n not in applied and n not in failed)
+    not_in_folder = tuple(n for n in db_names if n not in known)
+    baseline_unresolved = has_tables and bool(folder) and not (applied & known)
+    commands: list[str] = []
+    for name in failed:
+        commands.append(f"prisma migrate resolve --rolled-back {name}   # after fixing its cause: deploy runs it again")
+        commands.append(f"prisma migrate resolve --applied {name}   # if its changes were applied by hand")
+    # The order `prisma migrate status` reports in (seen with the real CLI): a history problem
+    # (diverged, then migrations not applied) is printed instead of the failed migrations.
+    if diverged_at is not None:
+        status = PrismaStatus.DIVERGED
+    elif not_applied:
+        status = PrismaStatus.PENDING
+    elif failed:
+        status = PrismaStatus.FAILED
+    else:
+        status = PrismaStatus.UP_TO_DATE
+    last_common = folder[diverged_at - 1] if diverged_at else None
+    return PrismaView(status, last_common, not_applied, not_in_folder, failed, baseline_unresolved, tuple(commands))
+
+
+def baseline_commands(already_present: Iterable[str]) -> tuple[str, ...]:
+    """`migrate resolve --applied` for each migration whose objects the database already has."""
+    return tuple(f"prisma migrate resolve --applied {name}" for name in already_present)

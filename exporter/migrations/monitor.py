@@ -1,5 +1,5 @@
 """What one poll learns about a database's Prisma migrations: history, expected schema,
-drift, and the pending-migration preflight.
+drift, and the deploy prediction.
 
 Each part fails on its own: an unreachable shadow server or a half-copied schema.prisma
 is reported as that part's error while the other parts still answer. Expensive inputs
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -24,10 +24,10 @@ from exporter.checks.run import KIND_MODULES, CheckResult
 from exporter.config import DatabaseConfig
 from exporter.db import is_connection_error
 from exporter.migrations import shadow
-from exporter.migrations.history import MigrationHistory, MigrationState, read_history
-from exporter.migrations.preflight import PlannedCount, PreflightStatus, PreflightItem, plan_preflight, run_planned
+from exporter.migrations.deploy import Forecast, Known, forecast, session_query
+from exporter.migrations.history import MigrationHistory, MigrationState, read_folder, read_history
 from exporter.schema.diff import DriftItem, DriftSource, acknowledge, diff_schemas
-from exporter.schema.model import Schema
+from exporter.schema.model import Constraint, Index, Schema
 from exporter.schema.prisma import parse_prisma_schema, to_schema
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class MigrationsResult:
     history: MigrationHistory | None = None
     expected: Schema | None = None  # what the applied migrations should have produced
     drift: tuple[DriftItem, ...] = ()
-    preflight: tuple[PreflightItem, ...] = ()
+    forecast: Forecast | None = None  # `prisma migrate status` and `deploy`, predicted
+    expected_unknown: str = ""  # why there is no expected schema to compare with (drift not computed)
     errors: tuple[tuple[Part, str], ...] = ()  # (part, message)
     parts: tuple[Part, ...] = ()  # parts this database has switched on
     max_drift_series: int = 200  # cap on per-item drift series (config drift.max_item_series)
@@ -68,8 +69,8 @@ class MigrationsResult:
                 names = ", ".join(i.name for i in self.history.by_state(state))
                 found.append(f"migrations {state}: {names}")
         found += [f"drift {d.source} {d.kind} {d.object}" for d in self.drift if d.is_problem]
-        found += [f"preflight {p.migration}: {p.table}.{p.constraint} blocked by {p.blocked_rows} rows"
-                  for p in self.preflight if p.is_problem]
+        if self.forecast:
+            found += self.forecast.problems()
         return found
 
 
@@ -182,6 +183,7 @@ class MigrationsMonitor:
             steps = attempt(Part.EXPECTED_SCHEMA, lambda: self._steps(folder, shadow_dsn))
         expected, source = None, None
         if steps is not None:
+            # None when no migration of the folder is recorded as applied: see expected_unknown.
             expected, source = _applied_state(steps, history), Source.MIGRATIONS
         elif (snapshot := cfg.snapshot) is not None:  # features.snapshot
             expected = attempt(Part.EXPECTED_SCHEMA, lambda: shadow.load_snapshot(snapshot))
@@ -199,13 +201,16 @@ class MigrationsMonitor:
         attempt.errors.extend(inputs.errors)
         history, steps, expected = inputs.history, inputs.steps, inputs.expected
         drift = self._drift(live, inputs)
-        checked: tuple[PreflightItem, ...] = ()
-        if steps is not None and history is not None and history.pending_names:
-            pending = [n for n in history.pending_names if n in steps.names]
-            schema_name = self.database.db_schema
-            checked = attempt(Part.PREFLIGHT, lambda: _preflight(conn, live, steps, pending, schema_name, checks)) or ()
+        expected_unknown = ""
+        if steps is not None and expected is None:
+            expected_unknown = ("the expected schema is unknown: no migration of the folder is recorded as "
+                                "applied, so drift is not computed (resolve the baseline first)")
+        predicted = None
+        if self.features.preflight and history is not None and history.folder is not None:
+            known_history = history
+            predicted = attempt(Part.PREFLIGHT, lambda: self._forecast(conn, known_history, live, checks))
         return MigrationsResult(
-            history, expected, tuple(drift), tuple(checked), tuple(attempt.errors), self.parts(),
+            history, expected, tuple(drift), predicted, expected_unknown, tuple(attempt.errors), self.parts(),
             self.config.drift.max_item_series,
         )
 
@@ -235,6 +240,19 @@ class MigrationsMonitor:
                 log.warning("migrations %s of %s: %s (the other checks still run)", part, self.database.name, message)
         self._logged = current
 
+    def _forecast(self, conn: psycopg.Connection, history: MigrationHistory, live: Schema,
+                  checks: Sequence[CheckResult]) -> Forecast:
+        folder = history.folder or ()
+        result = forecast(history.rows if history.managed else None, folder, live, session_query(conn),
+                          schema=self.database.db_schema, known=_known_from(checks))
+        # A deploy copying files while we read: the prediction is of a folder that no longer is.
+        if self.config.dir is not None:
+            now = read_folder(self.config.dir)
+            if [(e.name, e.sql) for e in now] != [(e.name, e.sql) for e in folder]:
+                raise ValueError(f"migrations folder {self.config.dir} changed while it was read; "
+                                 "predicted again next poll")
+        return result
+
     def _steps(self, folder: Path, shadow_dsn: str) -> shadow.ExpectedSteps:
         return shadow.expected_steps(
             folder, shadow_dsn,
@@ -242,40 +260,33 @@ class MigrationsMonitor:
         )
 
 
-def _preflight(conn: psycopg.Connection, live: Schema, steps: shadow.ExpectedSteps, pending: list[str], schema: str,
-               checks: Sequence[CheckResult]) -> tuple[PreflightItem, ...]:
-    """The preflight, where a check of this same poll already counted the same rows (the
-    runbook's constraints are the checks' own questions) taking its number instead of
-    scanning the table again."""
-    items = []
-    for plan in plan_preflight(live, steps, pending, schema=schema):
-        answer = _answered_by_check(plan, checks)
-        items.append(answer or run_planned(conn, [plan])[0])
-    return tuple(items)
+def _known_from(checks: Sequence[CheckResult]) -> Known:
+    """The runbook's constraints are the checks' own questions: where a check of this poll
+    counted exactly the rows a pending rule rejects, the table is not scanned again."""
 
-
-def _answered_by_check(plan: PlannedCount, checks: Sequence[CheckResult]) -> PreflightItem | None:
-    if plan.count_sql is None or plan.addition is None or plan.addition.rule is None:
+    def known(rule: Constraint | Index) -> tuple[int, int | None] | None:
+        for result in checks:
+            kind = KIND_MODULES[result.check.kind]
+            if result.violations is not None and not result.guarded and kind.counts_same_rows(result.check, rule):
+                return result.violations, result.groups
         return None
-    for result in checks:
-        kind = KIND_MODULES[result.check.kind]
-        if result.violations is not None and kind.counts_same_rows(result.check, plan.addition.rule):
-            return replace(
-                plan.item, status=PreflightStatus.BLOCKED if result.violations else PreflightStatus.OK,
-                blocked_rows=result.violations,
-                duplicate_groups=result.groups, reason=f"counted by check {result.check.name}",
-            )
-    return None
+
+    return known
 
 
-def _applied_state(steps: shadow.ExpectedSteps, history: MigrationHistory | None) -> Schema:
+def _applied_state(steps: shadow.ExpectedSteps, history: MigrationHistory | None) -> Schema | None:
     """The Schema the applied migrations produce, as Prisma's shadow database does: drift is
-    a difference from what was applied, not from migrations still pending."""
+    a difference from what was applied, not from migrations still pending. None when no
+    migration of the folder is applied but the database has rows of another history (a
+    consolidated baseline never resolved): what it should look like is then unknown, and
+    reporting its whole schema as drift would be noise."""
     if history is None or not history.managed:
         return steps.final
     applied = {i.name for i in history.items if i.state in (MigrationState.APPLIED, MigrationState.MODIFIED)}
     done = [i for i, name in enumerate(steps.names) if name in applied]
-    return steps.steps[max(done)].schema if done else Schema()
+    if done:
+        return steps.steps[max(done)].schema
+    return None if history.rows else Schema()
 
 
 def _describe(error: Exception) -> str:

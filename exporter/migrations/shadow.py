@@ -162,7 +162,7 @@ def expected_schema(
 def expected_steps(
     migrations_dir: Path, shadow_dsn: str, *, shadow_database: str | None = None, connect_timeout: float = 10
 ) -> ExpectedSteps:
-    """The Schema after each migration (for the preflight): one replay, introspecting after
+    """The Schema after each migration (the expected schema of the applied migrations): one replay, introspecting after
     each step; cached like expected_schema."""
     scripts = read_scripts(migrations_dir)
     key = folder_key(scripts)

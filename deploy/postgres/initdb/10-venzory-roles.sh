@@ -4,7 +4,7 @@
 #   venzory_monitor  read-only: SELECT on every table (pg_read_all_data, PostgreSQL 14+)
 #                    and read-only transactions by default. DATABASE_URL uses it.
 #   venzory_shadow   may create and drop its own scratch databases, for the replay of the
-#                    migrations folder (drift, preflight). SHADOW_DATABASE_URL uses it.
+#                    migrations folder (drift). SHADOW_DATABASE_URL uses it.
 # The application's own role and schema are not created here: apply the app's migrations
 # with `prisma migrate deploy` (as POSTGRES_USER), or point DATABASE_URL at your database.
 set -eu

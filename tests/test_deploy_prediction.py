@@ -1,0 +1,117 @@
+"""The deploy prediction (exporter/migrations/deploy.py) on real databases built from the
+fixture: bad input, read-only evaluation, history as Prisma sees it. Its agreement with the
+real Prisma CLI is tests/test_deploy_differential.py."""
+
+from __future__ import annotations
+
+import shutil
+
+import psycopg
+import pytest
+
+from exporter.config import DatabaseConfig
+from exporter.migrations.deploy import Outcome, forecast, predict_deploy, session_query
+from exporter.migrations.history import PrismaStatus, read_folder, read_history, read_rows
+from exporter.migrations.monitor import MigrationsMonitor
+from exporter.schema.catalog import introspect
+from venzory_fixture import MIGRATIONS, STEPS, build_database
+
+
+@pytest.fixture(scope="module")
+def clean(pg_server):
+    return build_database(pg_server, "deploy_pred_clean", seed="clean")
+
+
+def predict(dsn, scripts):
+    with psycopg.connect(dsn, autocommit=True, options="-c default_transaction_read_only=on") as conn:
+        return predict_deploy(scripts, introspect(conn), session_query(conn))
+
+
+CAP = 'ALTER TABLE "LocationInventory" ADD CONSTRAINT "check_cap" CHECK ("quantity" < 1000000);'
+
+
+def test_unparsable_migration_fails_at_its_line_earlier_ones_are_evaluated_later_ones_named(clean):
+    p = predict(clean, [("1_ok", CAP), ("2_bad", 'ALTER TABLE "Item"\n  ADD COLUM "x" TEXT;'),
+                        ("3_also_bad", "SELEC 1;"), ("4_fine", CAP.replace("check_cap", "check_cap2"))])
+    assert [m.outcome for m in p.migrations] == [Outcome.PASSES, Outcome.FAILS, Outcome.NOT_REACHED, Outcome.NOT_REACHED]
+    failure = p.failure
+    assert failure[0] == "2_bad" and failure[1].sqlstate == "42601" and failure[1].line == 2
+    assert "syntax error at line 2" in failure[1].reason
+    assert "unparsable migration.sql" in p.migrations[2].reason and p.migrations[3].reason == ""
+    assert p.outcome == Outcome.FAILS
+
+
+def test_commit_inside_a_migration_is_named_and_concurrently_fails_in_a_script(clean):
+    p = predict(clean, [("1_tx", f"BEGIN;\n{CAP}\nCOMMIT;"),
+                        ("2_conc", 'CREATE INDEX CONCURRENTLY "i_name" ON "Item"("name");\nSELECT 1;')])
+    assert p.migrations[0].outcome == Outcome.PASSES
+    assert any("BEGIN/COMMIT inside the migration" in w for w in p.migrations[0].warnings)
+    assert p.migrations[1].outcome == Outcome.FAILS and p.failure[1].sqlstate == "25001"
+    alone = predict(clean, [("1_conc", 'CREATE INDEX CONCURRENTLY "i_name" ON "Item"("name");')])
+    assert alone.outcome == Outcome.PASSES
+
+
+def test_the_walk_never_writes(clean):
+    scripts = [("1", 'UPDATE "LocationInventory" SET "quantity" = "quantity" + 1;\nDELETE FROM "OrderItem";\n'
+                     'DROP TABLE "OrderTemplate";\nALTER TABLE "Item" DROP COLUMN "sku";')]
+    with psycopg.connect(clean, autocommit=True) as conn:
+        before = conn.execute('SELECT (SELECT sum("quantity") FROM "LocationInventory"), (SELECT count(*) FROM '
+                              '"OrderItem"), (SELECT count(*) FROM "OrderTemplate"), (SELECT count("sku") FROM "Item")'
+                              ).fetchone()
+    p = predict(clean, scripts)  # on a read-only session: a write would raise
+    (m,) = p.migrations
+    assert m.effects == {"rows_updated": 20, "rows_deleted": before[1], "rows_lost": before[2], "values_lost": before[3]}
+    with psycopg.connect(clean, autocommit=True) as conn:
+        after = conn.execute('SELECT (SELECT sum("quantity") FROM "LocationInventory"), (SELECT count(*) FROM '
+                             '"OrderItem"), (SELECT count(*) FROM "OrderTemplate"), (SELECT count("sku") FROM "Item")'
+                             ).fetchone()
+    assert after == before
+
+
+def test_unmodellable_statements_never_pass(clean):
+    p = predict(clean, [("1", 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") SELECT "id" || \'x\', "name", now() '
+                              'FROM "GlobalSupplier";\nCREATE UNIQUE INDEX "g_name" ON "GlobalSupplier"("name");\n' + CAP)])
+    (m,) = p.migrations
+    outcomes = [s.outcome for s in m.statements]
+    # The index on the table the INSERT changed cannot be known; the CHECK on another table can.
+    assert outcomes == [Outcome.CANNOT_EVALUATE, Outcome.CANNOT_EVALUATE, Outcome.PASSES]
+    assert m.outcome == p.outcome == Outcome.CANNOT_EVALUATE and "INSERT" in p.reason
+
+
+def test_diverged_history_and_unresolved_baseline(pg_server, tmp_path):
+    dsn = build_database(pg_server, "deploy_pred_diverged", seed="clean")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE _prisma_migrations SET migration_name = 'old_' || migration_name")
+    folder = tmp_path / "migrations"
+    (folder / "20251130000000_init").mkdir(parents=True)
+    (folder / "20251130000000_init" / "migration.sql").write_text(
+        "\n".join((MIGRATIONS / n / "migration.sql").read_text() for n in STEPS))
+    with psycopg.connect(dsn, autocommit=True, options="-c default_transaction_read_only=on") as conn:
+        f = forecast(read_rows(conn), read_folder(folder), introspect(conn), session_query(conn))
+    assert f.view.status == PrismaStatus.DIVERGED and f.view.last_common is None and f.view.baseline_unresolved
+    assert f.view.not_in_folder[0] == "old_" + STEPS[0]
+    assert f.deploy.failure[1].number == 1 and f.deploy.failure[1].sqlstate == "42710"  # CREATE TYPE exists
+    assert f.commands == ("prisma migrate resolve --applied 20251130000000_init",)
+
+
+def test_failed_migration_refuses_the_deploy_with_the_commands_that_fix_it(pg_server):
+    dsn = build_database(pg_server, "deploy_pred_failed", upto=STEPS[9], seed=None)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO _prisma_migrations (id, checksum, migration_name, started_at) "
+                     f"VALUES ('f', 'x', '{STEPS[10]}', now())")
+        f = forecast(read_rows(conn), read_folder(MIGRATIONS), introspect(conn), session_query(conn))
+    assert f.deploy.outcome == Outcome.REFUSED and "P3009" in f.deploy.reason
+    assert f"prisma migrate resolve --rolled-back {STEPS[10]}" in f.commands[0]
+
+
+def test_a_folder_changing_while_read_is_reported_not_predicted(pg_server, clean, tmp_path):
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, folder)
+    database = DatabaseConfig(name="venzory", dsn=clean, migrations={"dir": str(folder)})
+    monitor = MigrationsMonitor(database)
+    with psycopg.connect(clean, autocommit=True) as conn:
+        history = read_history(conn, folder)
+        (folder / "20251201000000_late").mkdir()  # a deploy copying files meanwhile
+        (folder / "20251201000000_late" / "migration.sql").write_text(CAP)
+        with pytest.raises(ValueError, match="changed while it was read"):
+            monitor._forecast(conn, history, introspect(conn), ())
