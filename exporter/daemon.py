@@ -63,6 +63,7 @@ class Daemon:
 
     def on_result(self, result: PollResult) -> None:
         self.store.put(result)
+        self.metrics.prepare()
         # Event labels may take the constraint and table names the schema knows: the
         # expected schema when there is one, else what the live catalog has.
         schema = result.migrations.expected if result.migrations and result.migrations.expected else result.schema

@@ -1,7 +1,7 @@
 """/metrics: the registries, and the poll families rendered once per poll.
 
-Families of a database are built the first time a scrape sees its new result, and the
-merged families rendered once per format: a scrape copies bytes instead of formatting
+Families of a database are built once per result, and the merged families rendered once per
+format, on the poll thread right after the result is stored (`prepare`): a scrape copies bytes instead of formatting
 hundreds of samples, the bulk of /metrics (docs/performance.md). What changes between
 polls - build info, skipped polls, event counters, process metrics - is rendered per
 scrape, or reused for REUSE_SECONDS while none of it has changed. A scrape never waits for
@@ -34,6 +34,9 @@ Encoder = Callable[[Collector], bytes]
 # Prometheus servers whose intervals line up) costs one render, not fifty. Only the
 # process metrics (CPU seconds, memory) can be this much older than the scrape.
 REUSE_SECONDS = 0.25
+
+# What Prometheus asks for first; the plain text format is prepared as well.
+PREPARED_FORMAT = "application/openmetrics-text; version=1.0.0"
 
 
 @runtime_checkable
@@ -69,6 +72,13 @@ class MetricsEndpoint:
         # render at a time: the other scrapes of a burst wait for it and reuse it.
         self._recent: dict[tuple[str, bool], tuple[float, bytes, tuple[int, ...], bytes]] = {}
         self._render_lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Build and render the poll part for the formats Prometheus asks for (OpenMetrics
+        and text 0.0.4), called after each stored result: that work belongs to the poll,
+        not to the first scrape after it."""
+        for accept in (PREPARED_FORMAT, ""):
+            self._poll_part(*choose_encoder(accept))
 
     def body(self, accept: str | None, gzipped: bool = False) -> tuple[str, bytes]:
         """(content type, body) for a plain GET with this Accept header, gzip-compressed
