@@ -166,8 +166,10 @@ class Daemon:
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, on_signal)
-        self.start()
         try:
+            # Inside the try: the HTTP server's worker threads exist from the constructor on
+            # (it binds there) and would keep a process whose start failed from exiting.
+            self.start()
             while not self._stopping:
                 time.sleep(0.1)
                 if self._reload_requested and not self._stopping:

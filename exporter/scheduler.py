@@ -95,7 +95,8 @@ class PollScheduler:
     def stop(self) -> None:
         # Do not wait for running polls here: the caller breaks them off (Poller.close).
         self._stopped = True
-        self._scheduler.shutdown(wait=False)
+        if self._scheduler.running:  # a daemon stopped before it started has nothing to shut down
+            self._scheduler.shutdown(wait=False)
 
     def wait_idle(self, timeout: float) -> bool:
         """True once no poll is running (within `timeout` seconds)."""

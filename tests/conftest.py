@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import threading
+import time
 
 import psycopg
 import pytest
@@ -24,6 +27,44 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "pg_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind():
+    """A test that leaves a non-daemon thread running fails, naming the thread: the
+    interpreter waits for such threads at exit, so one forgotten server kept the whole
+    suite - and CI - from ever ending after its summary line."""
+    before = set(threading.enumerate())
+    yield
+
+    def left() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t not in before and not t.daemon and t.is_alive()]
+
+    deadline = time.monotonic() + 5  # threads a test stopped may need a moment to end
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left():
+        pytest.fail(f"the test left {len(left())} non-daemon thread(s) running: "
+                    f"{sorted({t.name for t in left()})[:5]} - stop what it started", pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """Threads a failing test left behind would still hold the exit: the failure is
+    reported, so end here rather than hang until CI's timeout."""
+    stuck = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if stuck:
+        sys.stderr.write(f"conftest: {len(stuck)} non-daemon thread(s) still running at exit "
+                         f"({sorted(set(stuck))[:5]}): exiting without waiting for them\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(config.stash.get(_EXIT_STATUS, 1) or 1)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
 
 
 class PgServer:
