@@ -148,6 +148,16 @@ _DUP_EMAILS = 'UPDATE "Supplier" SET "email" = \'dup@example.test\' WHERE "id" I
 _NUMERIC_REFS = 'UPDATE "Order" SET "reference" = regexp_replace(coalesce("reference", \'0\'), \'[^0-9]\', \'\', \'g\');'
 _SKUS = 'UPDATE "Item" SET "sku" = \'SKU-\' || "id" WHERE "sku" IS NULL;'
 
+_NO_PRACTICE_SUPPLIERS = ('UPDATE "Item" SET "defaultPracticeSupplierId" = NULL; UPDATE "Order" SET "practiceSupplierId" = NULL; '
+                          'UPDATE "SupplierItem" SET "practiceSupplierId" = NULL; DELETE FROM "PracticeSupplier";')
+
+
+def _do_if_missing(table: str, column: str, then: str) -> str:
+    return ("DO $$\nBEGIN\n    IF NOT EXISTS (\n        SELECT 1 FROM information_schema.columns\n"
+            f"        WHERE table_schema = current_schema() AND table_name = '{table}' AND column_name = '{column}'\n"
+            f"    ) THEN\n        {then}\n    END IF;\nEND $$;")
+
+
 SYNTHETIC: list[tuple[str, str, dict[str, str]]] = [
     ("check_added", _REORDER_CAP, {"clean": "", "violating": _BIG_REORDER}),
     ("update_then_check", 'UPDATE "LocationInventory" SET "reorderPoint" = 1000 WHERE "reorderPoint" > 1000;\n' + _REORDER_CAP,
@@ -163,8 +173,7 @@ SYNTHETIC: list[tuple[str, str, dict[str, str]]] = [
     ("fill_then_not_null", 'UPDATE "Item" SET "sku" = \'SKU-\' || "id" WHERE "sku" IS NULL;\n'
      'ALTER TABLE "Item" ALTER COLUMN "sku" SET NOT NULL;', {"nulls": "", "filled": _SKUS}),
     ("required_column", '-- AlterTable\nALTER TABLE "PracticeSupplier" ADD COLUMN "globalRef" TEXT NOT NULL;',
-     {"rows": "", "empty": 'UPDATE "Item" SET "defaultPracticeSupplierId" = NULL; UPDATE "Order" SET "practiceSupplierId" = NULL; '
-      'UPDATE "SupplierItem" SET "practiceSupplierId" = NULL; DELETE FROM "PracticeSupplier";'}),
+     {"rows": "", "empty": _NO_PRACTICE_SUPPLIERS}),
     ("required_column_default", 'ALTER TABLE "PracticeSupplier" ADD COLUMN "region" TEXT NOT NULL DEFAULT \'EU\';', {"rows": ""}),
     ("type_using", 'ALTER TABLE "Order" ALTER COLUMN "reference" SET DATA TYPE INTEGER USING ("reference"::integer);',
      {"text": "", "numeric": _NUMERIC_REFS}),
@@ -188,6 +197,24 @@ SYNTHETIC: list[tuple[str, str, dict[str, str]]] = [
     ("insert_select_then_check", 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") SELECT "id" || \'-copy\', "name" || \' copy\', now() '
      'FROM "GlobalSupplier";\nALTER TABLE "GlobalSupplier" ADD CONSTRAINT "check_name" CHECK (length("name") < 10);', {"rows": ""}),
     ("do_block", 'DO $$ BEGIN UPDATE "Item" SET "unit" = \'pcs\' WHERE "unit" IS NULL; END $$;\n'
+     'ALTER TABLE "Item" ALTER COLUMN "unit" SET NOT NULL;',
+     {"rows": "", "nulls": 'UPDATE "Item" SET "unit" = NULL WHERE "id" IN (SELECT "id" FROM "Item" ORDER BY "id" LIMIT 3);'}),
+    # DO blocks: the idempotent-DDL pattern (condition true / false), ELSIF/ELSE, and a LOOP left unevaluated.
+    ("do_add_column_if_missing", _do_if_missing("PracticeSupplier", "globalRef",
+                                                'ALTER TABLE "PracticeSupplier" ADD COLUMN "globalRef" TEXT NOT NULL;'),
+     {"rows": "", "empty": _NO_PRACTICE_SUPPLIERS}),
+    ("do_column_present_skipped", _do_if_missing("Item", "sku", 'ALTER TABLE "Item" ADD COLUMN "sku" TEXT NOT NULL;')
+     + '\nCREATE INDEX "Item_sku_idx" ON "Item"("sku");', {"rows": ""}),
+    ("do_check_if_missing", "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'check_reorder_cap') "
+     f"THEN {_REORDER_CAP} END IF; END $$;", {"clean": "", "violating": _BIG_REORDER}),
+    ("do_check_exists_then_skipped", _REORDER_CAP + "\nDO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema"
+     ".table_constraints WHERE constraint_name = 'check_reorder_cap') THEN " + _REORDER_CAP + " END IF; END $$;",
+     {"clean": "", "violating": _BIG_REORDER}),
+    ("do_elsif_else", "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_type WHERE typname = 'NoSuchType') THEN "
+     'DROP TABLE "Item"; ELSIF EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = \'no_such_idx\') THEN '
+     'DROP TABLE "Item"; ELSE UPDATE "LocationInventory" SET "quantity" = "quantity" - 1000 WHERE "reorderPoint" > 1000; '
+     "END IF; END $$;", {"clean": "", "violating": _BIG_REORDER}),
+    ("do_loop", 'DO $$ BEGIN LOOP UPDATE "Item" SET "unit" = \'pcs\' WHERE "unit" IS NULL; EXIT; END LOOP; END $$;\n'
      'ALTER TABLE "Item" ALTER COLUMN "unit" SET NOT NULL;', {"rows": ""}),
     ("create_existing_type", 'CREATE TYPE "OrderStatus" AS ENUM (\'A\');', {"rows": ""}),
     ("create_existing_table", 'CREATE TABLE "Item" ("id" TEXT NOT NULL);', {"rows": ""}),
@@ -469,16 +496,29 @@ def _run_migration(conn: psycopg.Connection, text: str, touched: dict[str, int])
             continue
         if isinstance(s.node, ast.IndexStmt) and s.node.concurrent and len(statements) == 1:
             continue  # alone it runs outside a transaction, as deploy sends it
+        before = _rows_touched_in_transaction(conn) if isinstance(s.node, ast.DoStmt) else None
         try:
             with conn.transaction():
                 cur = conn.execute(s.text)
         except psycopg.Error as e:
             return s.number, f"{e.sqlstate} {str(e).splitlines()[0]}"
-        if isinstance(s.node, ast.UpdateStmt):
+        if before is not None:  # a DO block reports no row count: the transaction's statistics do
+            after = _rows_touched_in_transaction(conn)
+            touched["updated"] += after[0] - before[0]
+            touched["deleted"] += after[1] - before[1]
+        elif isinstance(s.node, ast.UpdateStmt):
             touched["updated"] += max(cur.rowcount, 0)
         elif isinstance(s.node, ast.DeleteStmt):
             touched["deleted"] += max(cur.rowcount, 0)
     return None
+
+
+def _rows_touched_in_transaction(conn: psycopg.Connection) -> tuple[int, int]:
+    """(rows updated, rows deleted) by the current transaction so far, all tables."""
+    row = conn.execute("SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_del), 0) "
+                       "FROM pg_stat_xact_user_tables").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def _status_verdict(exit_code: int, output: str) -> str:

@@ -115,3 +115,52 @@ def test_a_folder_changing_while_read_is_reported_not_predicted(pg_server, clean
         (folder / "20251201000000_late" / "migration.sql").write_text(CAP)
         with pytest.raises(ValueError, match="changed while it was read"):
             monitor._forecast(conn, history, introspect(conn), ())
+
+
+def _add_column_if_missing(column: str) -> str:
+    return ("DO $$\nBEGIN\n  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+            f" AND table_name = 'Item' AND column_name = '{column}') THEN\n"
+            f'    ALTER TABLE "Item" ADD COLUMN "{column}" TEXT NOT NULL;\n  END IF;\nEND $$;\n')
+
+
+def test_idempotent_do_block_decided_from_the_catalog_as_earlier_statements_left_it(clean):
+    # The column exists: the branch is skipped, the DO passes; absent: its ADD COLUMN NOT NULL fails on Item's rows.
+    present = predict(clean, [("1", _add_column_if_missing("sku") + 'CREATE INDEX "i_sku" ON "Item"("sku");')])
+    assert present.outcome == Outcome.PASSES, present.summary()
+    absent = predict(clean, [("1", 'ALTER TABLE "Item" DROP COLUMN "sku";\n' + _add_column_if_missing("sku"))])
+    failure = absent.failure[1]
+    assert (failure.number, failure.line, failure.sqlstate, failure.table) == (2, 2, "23502", "Item")
+    assert failure.text.startswith("DO $$") and failure.offending_rows > 0
+
+
+def test_do_block_of_plain_statements_is_walked_with_its_rows_counted(clean):
+    p = predict(clean, [("1", 'DO $$ BEGIN UPDATE "Item" SET "sku" = \'SKU-\' || "id" WHERE "sku" IS NULL; END $$;\n'
+                              'ALTER TABLE "Item" ALTER COLUMN "sku" SET NOT NULL;')])
+    with psycopg.connect(clean) as conn:
+        nulls = conn.execute('SELECT count(*) FROM "Item" WHERE "sku" IS NULL').fetchone()[0]
+    assert nulls > 0 and p.outcome == Outcome.PASSES, p.summary()
+    do = p.migrations[0].statements[0]
+    assert (do.rows_updated, do.lock, do.table) == (nulls, "ROW EXCLUSIVE", "Item")
+
+
+def test_do_block_elsif_else_and_catalog_views(clean):
+    script = ("DO $$ BEGIN\n IF EXISTS (SELECT 1 FROM pg_type WHERE typname = 'NoSuchType') THEN\n"
+              '  ALTER TABLE "Nope" ADD COLUMN "x" TEXT;\n'
+              " ELSIF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'LocationInventory_pkey') THEN\n"
+              '  ALTER TABLE "Nope" ADD COLUMN "y" TEXT;\n'
+              " ELSE\n  ALTER TABLE \"Item\" ADD COLUMN \"z\" TEXT;\n END IF;\nEND $$;\n"
+              'ALTER TABLE "Item" ALTER COLUMN "z" SET DEFAULT \'a\';')
+    assert predict(clean, [("1", script)]).outcome == Outcome.PASSES
+    text_type = script.replace("'NoSuchType'", "'text'")  # a built-in type: found live, in pg_catalog
+    failure = predict(clean, [("1", text_type)]).failure[1]
+    assert failure.sqlstate == "42P01" and '"Nope"' in failure.reason
+
+
+def test_do_blocks_that_are_not_modelled_stay_cannot_evaluate_and_prove_no_absence(clean):
+    for body, what in [("LOOP EXIT; END LOOP;", "LOOP"), ("EXECUTE 'SELECT 1';", "EXECUTE"),
+                       ("PERFORM 1;", "PERFORM"), ("RAISE NOTICE 'x';", "RAISE"),
+                       ("IF (SELECT count(*) FROM \"Item\") > 0 THEN NULL; END IF;", "IF condition")]:
+        p = predict(clean, [("1", f"DO $$ BEGIN {body} END $$;\n" + 'ALTER TABLE "Nope" ADD COLUMN "x" TEXT;\n' + CAP)])
+        outcomes = [s.outcome for s in p.migrations[0].statements]
+        assert outcomes == [Outcome.CANNOT_EVALUATE] * 3, (body, outcomes)
+        assert what in p.migrations[0].statements[0].reason

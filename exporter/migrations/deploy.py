@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import partial
 from enum import StrEnum
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
@@ -41,6 +42,7 @@ from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
+from exporter.migrations import do_block
 from exporter.migrations.history import (
     FolderEntry, MigrationRow, PrismaStatus, PrismaView, baseline_commands, prisma_view,
 )
@@ -1207,12 +1209,43 @@ class _Evaluator:
         self._taint(table, "INSERT is not modelled")
         raise _Unknown("INSERT is not modelled")
 
-    def on_DoStmt(self, node: ast.Node, base: StatementResult) -> StatementResult:
-        reason = f"a DO block (statement {base.number})"
-        for t in self.state.tables.values():
-            t.tainted = t.tainted or f"{reason} may change any table"
-        self.state.catalog_unknown = self.state.catalog_unknown or reason
-        raise _Unknown("a DO block is not modelled: it may change any table or the schema")
+    def on_DoStmt(self, node: ast.DoStmt, base: StatementResult) -> StatementResult:
+        """A body of plain statements and IF branches on catalog look-ups (do_block.py) is
+        walked as if its statements stood here; anything else may change any table or the
+        schema, so every table's rows and the absence of anything become unknown."""
+        try:
+            if self.state.catalog_unknown:
+                raise do_block.NotModelled(f"the catalog is unknown after {self.state.catalog_unknown}")
+            done: list[StatementResult] = []
+            self._run_steps(do_block.parse(node, base.text), base, done)
+        except (do_block.NotModelled, psycopg.Error) as e:
+            reason = f"a DO block (statement {base.number})"
+            for t in self.state.tables.values():
+                t.tainted = t.tainted or f"{reason} may change any table"
+            self.state.catalog_unknown = self.state.catalog_unknown or reason
+            what = _error_text(e) if isinstance(e, psycopg.Error) else str(e)
+            raise _Unknown(f"a DO block is not modelled ({what}): it may change any table or the schema") from None
+        return _combined(base, done)
+
+    def _run_steps(self, steps: Sequence[do_block.Step], base: StatementResult, done: list[StatementResult]) -> bool:
+        """Runs a DO block's steps; False once a RETURN or a failing statement ends the block."""
+        for step in steps:
+            if isinstance(step, do_block.Return):
+                return False
+            if isinstance(step, do_block.If):
+                lookup = partial(do_block.exists, self.state, query=self.query, literal=_literal)
+                body = next(b for cond, b in step.branches
+                            if cond is None or do_block.decide(cond, lookup, self.state.schema))
+                if not self._run_steps(body, base, done):
+                    return False
+                continue
+            result = self.run(_Statement(base.number, base.line, step.text, step.node))
+            if result.outcome == Outcome.CANNOT_EVALUATE:
+                raise do_block.NotModelled(f"{step.text[:60]!r}: {result.reason}")
+            done.append(result)
+            if result.outcome == Outcome.FAILS:
+                return False
+        return True
 
     def on_CreateTrigStmt(self, node: ast.CreateTrigStmt, base: StatementResult) -> StatementResult:
         self._taint(node.relation.relname, "a trigger runs on later changes: not modelled")
@@ -1238,6 +1271,26 @@ class _Evaluator:
 
 
 _VOLATILE = {"random", "gen_random_uuid", "uuid_generate_v4", "clock_timestamp", "nextval", "timeofday"}
+
+
+_LOCK_ORDER = ("", ROW_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, ACCESS_EXCLUSIVE)
+
+
+def _combined(base: StatementResult, parts: Sequence[StatementResult]) -> StatementResult:
+    """A DO block's result from its statements': their effects added up, the strongest lock
+    (on its table), the failure of the last one if it failed; numbered as the DO statement."""
+    effects = {e: sum(getattr(p, e) for p in parts) for e in EFFECTS}
+    scanned = [p.rows_scanned for p in parts if p.rows_scanned is not None]
+    result = replace(base, **effects, rewrites=any(p.rewrites for p in parts),
+                     rows_scanned=max(scanned, default=0) if len(scanned) == len(parts) else None)
+    locked = max(parts, key=lambda p: _LOCK_ORDER.index(p.lock) if p.lock in _LOCK_ORDER else 0, default=None)
+    if locked is not None:
+        result = replace(result, table=locked.table, lock=locked.lock)
+    if parts and parts[-1].outcome == Outcome.FAILS:
+        f = parts[-1]
+        result = replace(result, outcome=Outcome.FAILS, table=f.table, reason=f.reason, sqlstate=f.sqlstate,
+                         offending_rows=f.offending_rows, inspect_sql=f.inspect_sql)
+    return result
 
 
 def _expression_node(expression: str) -> ast.Node:
