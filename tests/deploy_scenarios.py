@@ -148,6 +148,7 @@ _DUP_EMAILS = 'UPDATE "Supplier" SET "email" = \'dup@example.test\' WHERE "id" I
 _NUMERIC_REFS = 'UPDATE "Order" SET "reference" = regexp_replace(coalesce("reference", \'0\'), \'[^0-9]\', \'\', \'g\');'
 _SKUS = 'UPDATE "Item" SET "sku" = \'SKU-\' || "id" WHERE "sku" IS NULL;'
 
+_GLOBAL = 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") VALUES '
 _NO_PRACTICE_SUPPLIERS = ('UPDATE "Item" SET "defaultPracticeSupplierId" = NULL; UPDATE "Order" SET "practiceSupplierId" = NULL; '
                           'UPDATE "SupplierItem" SET "practiceSupplierId" = NULL; DELETE FROM "PracticeSupplier";')
 
@@ -216,6 +217,18 @@ SYNTHETIC: list[tuple[str, str, dict[str, str]]] = [
      "END IF; END $$;", {"clean": "", "violating": _BIG_REORDER}),
     ("do_loop", 'DO $$ BEGIN LOOP UPDATE "Item" SET "unit" = \'pcs\' WHERE "unit" IS NULL; EXIT; END LOOP; END $$;\n'
      'ALTER TABLE "Item" ALTER COLUMN "unit" SET NOT NULL;', {"rows": ""}),
+    # INSERT: VALUES with defaults, conflicts it raises itself, INSERT ... SELECT, ON CONFLICT left unevaluated.
+    ("insert_values", _GLOBAL + "('g_new1', 'Fresh One', now()), ('g_new2', 'Fresh Two', CURRENT_TIMESTAMP);\n"
+     'CREATE UNIQUE INDEX "GlobalSupplier_email_key" ON "GlobalSupplier"("email");',
+     {"clean": "", "name_taken": _GLOBAL + "('g_old', 'Fresh Two', now());"}),
+    ("insert_missing_required", 'INSERT INTO "GlobalSupplier" ("id", "name") VALUES (\'g_new\', \'Fresh\');', {"rows": ""}),
+    ("insert_missing_parent", 'INSERT INTO "PracticeSupplier" ("id", "practiceId", "globalSupplierId", "updatedAt") '
+     "SELECT 'ps_' || \"id\", \"id\", 'g_parent', now() FROM \"Practice\";",
+     {"no_parent": "", "parent": _GLOBAL + "('g_parent', 'Parent', now());"}),
+    ("insert_then_check", _GLOBAL + "('g_new', 'Fresh', now());\n"
+     'ALTER TABLE "GlobalSupplier" ADD CONSTRAINT "check_email" CHECK ("email" IS NOT NULL);',
+     {"rows": "", "emails": 'UPDATE "GlobalSupplier" SET "email" = "id" || \'@example.test\';'}),
+    ("insert_on_conflict", _GLOBAL + "('g_new', 'Fresh', now()) ON CONFLICT DO NOTHING;", {"rows": ""}),
     ("create_existing_type", 'CREATE TYPE "OrderStatus" AS ENUM (\'A\');', {"rows": ""}),
     ("create_existing_table", 'CREATE TABLE "Item" ("id" TEXT NOT NULL);', {"rows": ""}),
     ("update_violates_check", 'UPDATE "LocationInventory" SET "quantity" = "quantity" - 1000 WHERE "reorderPoint" > 1000;',
@@ -332,6 +345,7 @@ class Observed:
     outcome: str  # passes | fails | refused | cannot_evaluate
     failing_migration: str | None = None
     failing_statement: int | None = None  # 1-based; 0 for a script PostgreSQL cannot parse
+    rows_inserted: int | None = None
     rows_updated: int | None = None
     rows_deleted: int | None = None
     status: str | None = None
@@ -350,7 +364,7 @@ class Comparison:
         return self.predicted.outcome == Outcome.PASSES and self.real.outcome != Outcome.PASSES
 
 
-FIELDS = ("outcome", "failing_migration", "failing_statement", "rows_updated", "rows_deleted", "status")
+FIELDS = ("outcome", "failing_migration", "failing_statement", "rows_inserted", "rows_updated", "rows_deleted", "status")
 
 
 class Lab:
@@ -435,16 +449,17 @@ class Lab:
             fc = forecast(rows, read_folder(folder), introspect(conn), session_query(conn))
         d = fc.deploy
         failure = d.failure
-        updated = deleted = 0
+        inserted = updated = deleted = 0
         for m in d.migrations:
             for s in m.statements:
+                inserted += s.rows_inserted
                 updated += s.rows_updated
                 deleted += s.rows_deleted
         statement = None
         if failure:
             statement = 0 if failure[1].sqlstate == "42601" else failure[1].number
         return Observed(d.outcome.value, failure[0] if failure else None, statement,
-                        updated, deleted, fc.view.status.value, d.summary()), fc
+                        inserted, updated, deleted, fc.view.status.value, d.summary()), fc
 
     def _real(self, dsn: str, folder: Path, with_status: bool) -> Observed:
         cli = PrismaCli(folder)
@@ -467,7 +482,7 @@ class Lab:
         """Run the statements one by one for the failing statement and the rows each
         UPDATE/DELETE touched, as PostgreSQL reports them: one transaction per migration, as
         deploy runs them (a label added by one migration is usable by the next)."""
-        touched = {"updated": 0, "deleted": 0}
+        touched = {"inserted": 0, "updated": 0, "deleted": 0}
         with psycopg.connect(dsn) as conn:
             for name in names:
                 conn.execute("SELECT 1")  # opens the migration's transaction: each statement is a savepoint in it
@@ -481,12 +496,12 @@ class Lab:
                 real.detail = real.detail or error
                 break
             conn.rollback()
-        real.rows_updated, real.rows_deleted = touched["updated"], touched["deleted"]
+        real.rows_inserted, real.rows_updated, real.rows_deleted = touched["inserted"], touched["updated"], touched["deleted"]
 
 
 def _run_migration(conn: psycopg.Connection, text: str, touched: dict[str, int]) -> tuple[int, str] | None:
     """(statement number, error) of the first statement that fails (0: the script does not
-    parse), or None; UPDATE/DELETE row counts added to `touched`."""
+    parse), or None; INSERT/UPDATE/DELETE row counts added to `touched`."""
     try:
         statements = split_statements(text)
     except ParseError as e:
@@ -503,22 +518,22 @@ def _run_migration(conn: psycopg.Connection, text: str, touched: dict[str, int])
         except psycopg.Error as e:
             return s.number, f"{e.sqlstate} {str(e).splitlines()[0]}"
         if before is not None:  # a DO block reports no row count: the transaction's statistics do
-            after = _rows_touched_in_transaction(conn)
-            touched["updated"] += after[0] - before[0]
-            touched["deleted"] += after[1] - before[1]
-        elif isinstance(s.node, ast.UpdateStmt):
-            touched["updated"] += max(cur.rowcount, 0)
-        elif isinstance(s.node, ast.DeleteStmt):
-            touched["deleted"] += max(cur.rowcount, 0)
+            for key, was, now in zip(("inserted", "updated", "deleted"), before, _rows_touched_in_transaction(conn)):
+                touched[key] += now - was
+        elif type(s.node) in _COUNTED:
+            touched[_COUNTED[type(s.node)]] += max(cur.rowcount, 0)
     return None
 
 
-def _rows_touched_in_transaction(conn: psycopg.Connection) -> tuple[int, int]:
-    """(rows updated, rows deleted) by the current transaction so far, all tables."""
-    row = conn.execute("SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_del), 0) "
+_COUNTED: dict[type, str] = {ast.InsertStmt: "inserted", ast.UpdateStmt: "updated", ast.DeleteStmt: "deleted"}
+
+
+def _rows_touched_in_transaction(conn: psycopg.Connection) -> tuple[int, int, int]:
+    """(rows inserted, updated, deleted) by the current transaction so far, all tables."""
+    row = conn.execute("SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_del), 0) "
                        "FROM pg_stat_xact_user_tables").fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def _status_verdict(exit_code: int, output: str) -> str:
@@ -551,6 +566,7 @@ def _compare(scenario: Scenario, predicted: Observed, real: Observed) -> Compari
     c.fields["failing_migration"] = predicted.failing_migration == real.failing_migration
     both_ran = real.outcome in (Outcome.PASSES, Outcome.FAILS)
     c.fields["failing_statement"] = predicted.failing_statement == real.failing_statement if both_ran else True
+    c.fields["rows_inserted"] = predicted.rows_inserted == real.rows_inserted if both_ran else True
     c.fields["rows_updated"] = predicted.rows_updated == real.rows_updated if both_ran else True
     c.fields["rows_deleted"] = predicted.rows_deleted == real.rows_deleted if both_ran else True
     c.fields["status"] = predicted.status == real.status if real.status else None

@@ -60,7 +60,7 @@ def test_the_walk_never_writes(clean):
                               ).fetchone()
     p = predict(clean, scripts)  # on a read-only session: a write would raise
     (m,) = p.migrations
-    assert m.effects == {"rows_updated": 20, "rows_deleted": before[1], "rows_lost": before[2], "values_lost": before[3]}
+    assert m.effects == {"rows_inserted": 0, "rows_updated": 20, "rows_deleted": before[1], "rows_lost": before[2], "values_lost": before[3]}
     with psycopg.connect(clean, autocommit=True) as conn:
         after = conn.execute('SELECT (SELECT sum("quantity") FROM "LocationInventory"), (SELECT count(*) FROM '
                              '"OrderItem"), (SELECT count(*) FROM "OrderTemplate"), (SELECT count("sku") FROM "Item")'
@@ -70,7 +70,8 @@ def test_the_walk_never_writes(clean):
 
 def test_unmodellable_statements_never_pass(clean):
     p = predict(clean, [("1", 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") SELECT "id" || \'x\', "name", now() '
-                              'FROM "GlobalSupplier";\nCREATE UNIQUE INDEX "g_name" ON "GlobalSupplier"("name");\n' + CAP)])
+                              'FROM "GlobalSupplier" ON CONFLICT DO NOTHING;\n'
+                              'CREATE UNIQUE INDEX "g_name" ON "GlobalSupplier"("name");\n' + CAP)])
     (m,) = p.migrations
     outcomes = [s.outcome for s in m.statements]
     # The index on the table the INSERT changed cannot be known; the CHECK on another table can.
@@ -164,3 +165,48 @@ def test_do_blocks_that_are_not_modelled_stay_cannot_evaluate_and_prove_no_absen
         outcomes = [s.outcome for s in p.migrations[0].statements]
         assert outcomes == [Outcome.CANNOT_EVALUATE] * 3, (body, outcomes)
         assert what in p.migrations[0].statements[0].reason
+
+
+GLOBAL = 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") VALUES '
+
+
+def test_insert_values_rows_count_in_later_checks(clean):
+    p = predict(clean, [("1", GLOBAL + "('g_new1', 'Fresh One', now()), ('g_new2', 'Fresh Two', CURRENT_TIMESTAMP);\n"
+                              'INSERT INTO "GlobalSupplier" VALUES (\'g_new3\', \'Fresh Three\', NULL, NULL, NULL, NULL, '
+                              'DEFAULT, now()::timestamp(3));\n'
+                              'ALTER TABLE "GlobalSupplier" ADD CONSTRAINT "short" CHECK (length("name") < 11);')])
+    first, second, check = p.migrations[0].statements
+    assert (first.rows_inserted, second.rows_inserted, p.migrations[0].effects["rows_inserted"]) == (2, 1, 3)
+    assert first.outcome == second.outcome == Outcome.PASSES and first.lock == "ROW EXCLUSIVE"
+    assert check.outcome == Outcome.FAILS and check.sqlstate == "23514" and check.offending_rows >= 1  # 'Fresh Three'
+
+
+def test_insert_conflicts_fail_with_the_sqlstate_postgresql_raises(clean):
+    with psycopg.connect(clean) as conn:
+        taken = conn.execute('SELECT "name" FROM "GlobalSupplier" LIMIT 1').fetchone()[0]
+    cases = {
+        "23502": 'INSERT INTO "GlobalSupplier" ("id", "name") VALUES (\'g1\', \'x\');',  # updatedAt: no default
+        "23505": GLOBAL + f"('g1', {taken!r}, now());",  # GlobalSupplier_name_key
+        "23503": 'INSERT INTO "PracticeSupplier" ("id", "practiceId", "globalSupplierId", "updatedAt") '
+                 "SELECT 'p' || \"id\", \"id\", 'no such supplier', now() FROM \"Practice\";",
+        "22007": GLOBAL + "('g1', 'x', 'not a time');",
+        "42601": GLOBAL + "('g1', 'x');",
+    }
+    for sqlstate, sql in cases.items():
+        p = predict(clean, [("1", sql)])
+        assert p.outcome == Outcome.FAILS and p.failure[1].sqlstate == sqlstate, (sql, p.summary())
+    # A CHECK, NOT VALID ones included, is checked on the new rows only.
+    with_check = ('ALTER TABLE "GlobalSupplier" ADD CONSTRAINT "no_x" CHECK ("name" <> \'x\') NOT VALID;\n'
+                  + GLOBAL + "('g1', 'x', now());")
+    failure = predict(clean, [("1", with_check)]).failure[1]
+    assert (failure.number, failure.sqlstate, failure.offending_rows) == (2, "23514", 1)
+
+
+def test_insert_select_from_the_same_table_reads_it_before_the_insert(clean):
+    with psycopg.connect(clean) as conn:
+        n = conn.execute('SELECT count(*) FROM "GlobalSupplier"').fetchone()[0]
+    p = predict(clean, [("1", 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") SELECT g."id" || \'-copy\', '
+                              'g."name" || \' copy\', now() FROM "GlobalSupplier" g WHERE g."id" IS NOT NULL;\n'
+                              'DELETE FROM "GlobalSupplier" WHERE "id" LIKE \'%-copy\';')])
+    insert, delete = p.migrations[0].statements
+    assert p.outcome == Outcome.PASSES and insert.rows_inserted == n and delete.rows_deleted == n

@@ -80,6 +80,7 @@ class StatementResult:
     sqlstate: str = ""  # the error PostgreSQL will raise, when it fails
     offending_rows: int | None = None  # rows that make it fail (None: not countable)
     inspect_sql: str = ""  # lists the offending rows on today's database, when it can
+    rows_inserted: int = 0
     rows_updated: int = 0
     rows_deleted: int = 0
     rows_lost: int = 0  # rows of a dropped table
@@ -90,7 +91,7 @@ class StatementResult:
 
 
 # What a statement does to the data (fields of StatementResult, labels of venzory_db_deploy_rows).
-EFFECTS = ("rows_updated", "rows_deleted", "rows_lost", "values_lost")
+EFFECTS = ("rows_inserted", "rows_updated", "rows_deleted", "rows_lost", "values_lost")
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,10 @@ class DeployPrediction:
             return f"deploy {head} at {name} statement {s.number} (line {s.line}): {s.reason}{rows}"
         if self.outcome == Outcome.CANNOT_EVALUATE:
             return f"deploy cannot be fully evaluated: {self.reason}"
-        updated = sum(m.effects["rows_updated"] for m in self.migrations)
-        deleted = sum(m.effects["rows_deleted"] for m in self.migrations)
-        return f"deploy will pass: {len(self.migrations)} migrations, {updated} rows updated, {deleted} rows deleted"
+        totals = {e: sum(m.effects[e] for m in self.migrations) for e in EFFECTS}
+        added = f", {totals['rows_inserted']} rows inserted" if totals["rows_inserted"] else ""
+        return (f"deploy will pass: {len(self.migrations)} migrations{added}, {totals['rows_updated']} rows updated, "
+                f"{totals['rows_deleted']} rows deleted")
 
 
 # -- the virtual state ------------------------------------------------------------------------
@@ -1140,18 +1142,27 @@ class _Evaluator:
                 continue
             if con.kind == CHECK and con.expression:
                 self._recheck_check(t, con, names)
-            elif con.kind in (PRIMARY_KEY, UNIQUE) and names & set(con.columns):
-                self._unique(t, [_ident(c) for c in con.columns], None, unused, what=f'constraint "{con.name}"',
-                             nulls_fail=False)
             elif con.kind == FOREIGN_KEY and names & set(con.columns):
                 self._foreign_key(t, con, unused)
-        for index_name, (table, unique, cols) in self.state.indexes.items():
-            if table == t.name and unique and names & set(cols) and (t.name, index_name) not in self.state.constraints:
-                self._unique(t, [_ident(c) for c in cols], None, unused, what=f'unique index "{index_name}"',
-                             nulls_fail=False)
+        self._recheck_unique(t, names, "could not create")
         for fk in self.state.fks_to(t.name):
             if names & set(fk.ref_columns):
                 self._taint(fk.table, f'an UPDATE of "{t.name}" key columns cascades: not modelled')
+
+    def _recheck_unique(self, t: _Table, changed: set[str], verb: str) -> None:
+        """Unique keys and indexes over the changed columns, on every row as it will be."""
+        keys = [(f'constraint "{c.name}"', c.columns) for c in self.state.constraints.values()
+                if c.table == t.name and c.kind in (PRIMARY_KEY, UNIQUE)]
+        keys += [(f'unique index "{name}"', cols) for name, (table, unique, cols) in self.state.indexes.items()
+                 if table == t.name and unique and (t.name, name) not in self.state.constraints]
+        unused = StatementResult(0, 0, "", Outcome.PASSES)
+        for what, cols in keys:
+            if not changed & set(cols):
+                continue
+            try:
+                self._unique(t, [_ident(c) for c in cols], None, unused, what=what, nulls_fail=False)
+            except _Fails as f:
+                raise _Fails(f.reason.replace("could not create", verb, 1), f.sqlstate, f.rows, f.inspect_sql) from None
 
     def _recheck_not_null(self, t: _Table, columns: list[_Column]) -> None:
         for col in columns:
@@ -1205,9 +1216,109 @@ class _Evaluator:
             self._taint(fk.table, f'ON DELETE {fk.on_delete} from a DELETE on "{t.name}" is not modelled')
 
     def on_InsertStmt(self, node: ast.InsertStmt, base: StatementResult) -> StatementResult:
+        """INSERT ... VALUES, or ... SELECT from one table: the new rows are checked as
+        PostgreSQL checks them (NOT NULL, CHECK - NOT VALID ones too -, foreign keys, unique
+        keys against every row), then joined to the table's rows for every later statement."""
         table = node.relation.relname or ""
-        self._taint(table, "INSERT is not modelled")
-        raise _Unknown("INSERT is not modelled")
+        try:
+            return self._insert(self.table(table), node, replace(base, table=table, lock=ROW_EXCLUSIVE))
+        except _Unknown as u:
+            self._taint(table, str(u))
+            raise
+        except psycopg.Error as e:
+            self._taint(table, f"an INSERT could not be evaluated: {_error_text(e)}")
+            raise
+
+    def _insert(self, t: _Table, node: ast.InsertStmt, base: StatementResult) -> StatementResult:
+        if node.onConflictClause or node.returningClause or node.withClause or node.override:
+            raise _Unknown("INSERT ... ON CONFLICT / RETURNING / WITH / OVERRIDING is not modelled")
+        inserted = _Table(t.name, t.columns, self._inserted_rows(t, node), changed=True)
+        try:
+            count = int(self.query(f"SELECT count(*), count(ROW({', '.join(map(_ident, t.columns))})::text) "
+                                   f"FROM {inserted.source}")[0])
+        except psycopg.errors.DataError as e:  # a value that does not convert fails the INSERT the same way
+            raise _Fails(_error_text(e), e.sqlstate or "22000") from None
+        if not count:
+            return base
+        self._check_new_rows(t, inserted)
+        old = t.source
+        columns = ", ".join(map(_ident, t.columns))
+        t.source = inserted.source if old is None else \
+            f"(SELECT {columns} FROM {old} UNION ALL SELECT {columns} FROM {inserted.source}) AS {_ident(t.name)}"
+        t.changed = True
+        self._recheck_unique(t, set(t.columns), "duplicate key value violates")
+        return replace(base, rows_inserted=count, rows_scanned=0)
+
+    def _inserted_rows(self, t: _Table, node: ast.InsertStmt) -> str:
+        """The new rows as a FROM item aliased as the table: every column, in its order."""
+        targets = [c.name or "" for c in node.cols or ()] or list(t.columns)
+        if any(c.indirection for c in node.cols or ()):
+            raise _Unknown("INSERT into a part of a column is not modelled")
+        for name in targets:
+            self._column(t, name)
+        select = node.selectStmt
+        if not isinstance(select, ast.SelectStmt) or select.op or select.withClause:
+            raise _Unknown("INSERT from this query is not modelled")
+        rows = [list(v) for v in select.valuesLists] if select.valuesLists else \
+            [[target.val for target in select.targetList or ()]]
+        mismatch = next((len(values) - len(targets) for values in rows if len(values) != len(targets)), 0)
+        if mismatch:
+            more, fewer = ("expressions", "target columns") if mismatch > 0 else ("target columns", "expressions")
+            raise _Fails(f"INSERT has more {more} than {fewer}", "42601")
+        source, alias = self._insert_source(select)
+        reads = source or _Table("", {}, None)  # VALUES read no table: a column reference is not modelled
+        selects = []
+        for values in rows:
+            given = dict(zip(targets, values))
+            exprs = []
+            for col in t.columns.values():
+                value = given.get(col.name)
+                if value is None or isinstance(value, ast.SetToDefault):
+                    sql = self.expression(t, _expression_node(col.default)) if col.default else "NULL"
+                else:
+                    sql = self.expression(reads, value, alias)
+                exprs.append(f"({sql})::{self.value_type(col)} AS {_ident(col.name)}")
+            selects.append("SELECT " + ", ".join(exprs))
+        if source is None:
+            return f"({' UNION ALL '.join(selects)}) AS {_ident(t.name)}"
+        if source.source is None:  # an empty table: no row
+            nothing = ", ".join(f"NULL::{self.value_type(c)} AS {_ident(c.name)}" for c in t.columns.values())
+            return f"(SELECT {nothing} WHERE false) AS {_ident(t.name)}"
+        where = f" WHERE {self.expression(source, select.whereClause, alias)}" if select.whereClause else ""
+        read_from = _aliased(source.source, alias) if alias else source.source
+        return f"({selects[0]} FROM {read_from}{where}) AS {_ident(t.name)}"
+
+    def _insert_source(self, select: ast.SelectStmt) -> tuple[_Table | None, str | None]:
+        """The one table an INSERT ... SELECT reads (None for VALUES or no FROM), and its alias."""
+        if select.valuesLists or not select.fromClause:
+            return None, None
+        clauses = (select.groupClause, select.havingClause, select.distinctClause, select.sortClause,
+                   select.limitCount, select.limitOffset, select.windowClause)
+        rv = select.fromClause[0]
+        if any(clauses) or len(select.fromClause) > 1 or not isinstance(rv, ast.RangeVar):
+            raise _Unknown("INSERT ... SELECT other than from one table with a WHERE is not modelled")
+        source = self.table(rv.relname or "")
+        if source.tainted:
+            raise _Unknown(f'the rows of "{source.name}" cannot be known: {source.tainted}')
+        return source, rv.alias.aliasname if rv.alias else None
+
+    def _check_new_rows(self, t: _Table, inserted: _Table) -> None:
+        """What PostgreSQL checks on each new row: NOT NULL, CHECK, foreign keys."""
+        self._recheck_not_null(inserted, [c for c in t.columns.values() if not c.nullable])
+        unused = StatementResult(0, 0, "", Outcome.PASSES)
+        for con in list(self.state.constraints.values()):
+            if con.table == t.name and con.kind == CHECK and con.expression:
+                self._recheck_check(inserted, con, set(t.columns))
+            elif con.table == t.name and con.kind == FOREIGN_KEY:
+                self._foreign_key(inserted, con, unused)
+        for enum_col in (c for c in t.columns.values() if c.type_name in self.state.enums):
+            enum = self.state.enums[enum_col.type_name]
+            if enum.live:
+                continue  # the cast to the live type already refused a value it does not have
+            labels = ", ".join(_literal(label) for label in enum.labels) or "NULL"
+            bad, _ = self.count(inserted, f"{_ident(enum_col.name)} NOT IN ({labels})")
+            if bad:
+                raise _Fails(f'invalid input value for enum {enum_col.type}', "22P02", bad)
 
     def on_DoStmt(self, node: ast.DoStmt, base: StatementResult) -> StatementResult:
         """A body of plain statements and IF branches on catalog look-ups (do_block.py) is
