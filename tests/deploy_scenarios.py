@@ -148,6 +148,8 @@ _DUP_EMAILS = 'UPDATE "Supplier" SET "email" = \'dup@example.test\' WHERE "id" I
 _NUMERIC_REFS = 'UPDATE "Order" SET "reference" = regexp_replace(coalesce("reference", \'0\'), \'[^0-9]\', \'\', \'g\');'
 _SKUS = 'UPDATE "Item" SET "sku" = \'SKU-\' || "id" WHERE "sku" IS NULL;'
 
+_BIG_ITEMS = ('UPDATE "OrderItem" SET "quantity" = 999 WHERE "orderId" IN '
+              '(SELECT "id" FROM "Order" WHERE "status" {op} \'DRAFT\');')
 _GLOBAL = 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") VALUES '
 _NO_PRACTICE_SUPPLIERS = ('UPDATE "Item" SET "defaultPracticeSupplierId" = NULL; UPDATE "Order" SET "practiceSupplierId" = NULL; '
                           'UPDATE "SupplierItem" SET "practiceSupplierId" = NULL; DELETE FROM "PracticeSupplier";')
@@ -229,6 +231,16 @@ SYNTHETIC: list[tuple[str, str, dict[str, str]]] = [
      'ALTER TABLE "GlobalSupplier" ADD CONSTRAINT "check_email" CHECK ("email" IS NOT NULL);',
      {"rows": "", "emails": 'UPDATE "GlobalSupplier" SET "email" = "id" || \'@example.test\';'}),
     ("insert_on_conflict", _GLOBAL + "('g_new', 'Fresh', now()) ON CONFLICT DO NOTHING;", {"rows": ""}),
+    # ON DELETE CASCADE / SET NULL: the children change, and a later check sees them as they will be.
+    ("delete_cascade_then_check", 'DELETE FROM "Order" WHERE "status" = \'DRAFT\';\n'
+     'ALTER TABLE "OrderItem" ADD CONSTRAINT "check_small_quantity" CHECK ("quantity" < 500);',
+     {"draft_big": _BIG_ITEMS.format(op="="), "sent_big": _BIG_ITEMS.format(op="<>")}),
+    ("delete_set_null_into_not_null", 'UPDATE "Order" SET "createdById" = \'user_anna\' WHERE "createdById" IS NULL;\n'
+     'ALTER TABLE "Order" ALTER COLUMN "createdById" SET NOT NULL;\n'
+     'DELETE FROM "User" WHERE "id" = \'user_ben\';\n'
+     'ALTER TABLE "OrderTemplate" ADD CONSTRAINT "check_creator" CHECK ("createdById" IS NOT NULL);',
+     {"orders": "", "reassigned": 'UPDATE "Order" SET "createdById" = \'user_anna\' WHERE "createdById" = \'user_ben\'; '
+      'UPDATE "OrderTemplate" SET "createdById" = \'user_anna\';'}),
     ("create_existing_type", 'CREATE TYPE "OrderStatus" AS ENUM (\'A\');', {"rows": ""}),
     ("create_existing_table", 'CREATE TABLE "Item" ("id" TEXT NOT NULL);', {"rows": ""}),
     ("update_violates_check", 'UPDATE "LocationInventory" SET "quantity" = "quantity" - 1000 WHERE "reorderPoint" > 1000;',

@@ -210,3 +210,27 @@ def test_insert_select_from_the_same_table_reads_it_before_the_insert(clean):
                               'DELETE FROM "GlobalSupplier" WHERE "id" LIKE \'%-copy\';')])
     insert, delete = p.migrations[0].statements
     assert p.outcome == Outcome.PASSES and insert.rows_inserted == n and delete.rows_deleted == n
+
+
+def test_delete_cascades_and_sets_null_down_the_chain(clean):
+    with psycopg.connect(clean) as conn:
+        items = conn.execute('SELECT count(*) FROM "OrderItem" i JOIN "Order" o ON o."id" = i."orderId" '
+                             'WHERE o."practiceId" = \'prac_north\'').fetchone()[0]
+        orders = conn.execute('SELECT count(*) FROM "Order" WHERE "createdById" = \'user_ben\'').fetchone()[0]
+    assert items and orders
+    # Practice -> Order (CASCADE) -> OrderItem (CASCADE): no item of the north practice is left to break the CHECK.
+    cascade = ('DELETE FROM "Order" WHERE "practiceId" = \'prac_north\';\n'
+               'ALTER TABLE "OrderItem" ADD CONSTRAINT "no_north" CHECK ("orderId" NOT LIKE \'%_n_%\' OR "quantity" > 0);\n'
+               'ALTER TABLE "OrderItem" ADD CONSTRAINT "gone" CHECK ("orderId" NOT IN (\'ord_n_4\'));')
+    p = predict(clean, [("1", cascade)])
+    assert p.outcome == Outcome.PASSES, p.summary()
+    # SET NULL into a column made NOT NULL first fails the DELETE with 23502.
+    p = predict(clean, [("1", 'UPDATE "Order" SET "createdById" = \'user_anna\' WHERE "createdById" IS NULL;\n'
+                              'ALTER TABLE "Order" ALTER COLUMN "createdById" SET NOT NULL;\n'
+                              'DELETE FROM "User" WHERE "id" = \'user_ben\';')])
+    failure = p.failure[1]
+    assert (failure.number, failure.sqlstate, failure.offending_rows) == (3, "23502", orders), failure
+    # Without it the orders keep existing with no creator.
+    p = predict(clean, [("1", 'DELETE FROM "User" WHERE "id" = \'user_ben\';\n'
+                              'ALTER TABLE "Order" ALTER COLUMN "createdById" SET NOT NULL;')])
+    assert p.failure[1].number == 2 and p.failure[1].offending_rows >= orders

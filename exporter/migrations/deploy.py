@@ -1187,33 +1187,51 @@ class _Evaluator:
         t, alias, condition = self._dml_target(node.relation, node.whereClause, unmodelled)
         deleted, total = self.count(t, condition, alias)
         if deleted:
-            if alias:
-                raise _Unknown("a DELETE with an alias on a table others reference is not modelled")
-            self._children_of_deleted(t, condition)
+            try:
+                if alias and self.state.fks_to(t.name):
+                    raise _Unknown("a DELETE with an alias on a table others reference is not modelled")
+                self._children_of_deleted(t, condition, t.source or "", t.name)
+            except _Unknown as u:
+                self._taint(t.name, str(u))
+                raise
         self.layer(t, self.identity(t), where=f"NOT {condition}", inner_alias=alias)
         return replace(base, rows_deleted=deleted, rows_scanned=total)
 
-    def _children_of_deleted(self, t: _Table, condition: str) -> None:
-        """Rows of other tables referencing deleted rows: RESTRICT / NO ACTION fails the
-        DELETE; CASCADE and SET NULL change the child table (not modelled: it is tainted)."""
+    def _children_of_deleted(self, t: _Table, condition: str, deleted: str, parent: str, depth: int = 0,
+                             ancestors: frozenset[str] = frozenset()) -> None:
+        """Rows of other tables referencing the deleted rows (those of `deleted`, aliased
+        `parent`, where `condition`): RESTRICT / NO ACTION fails the DELETE, CASCADE deletes
+        them (and their own children, down the chain), SET NULL empties their key columns (a
+        NOT NULL or CHECK on them is checked); SET DEFAULT and cycles are not modelled."""
         for fk in self.state.fks_to(t.name):
             child = self.state.tables.get(fk.table)
             if child is None or child.source is None:
                 continue
             if child.tainted:
                 raise _Unknown(f'the rows of "{child.name}" cannot be known: {child.tainted}')
-            deleted = t.source
-            joined = " AND ".join(f"{_ident(t.name)}.{_ident(p)} = child_key.{_ident(c)}"
+            alias = f"referencing_{depth}"
+            joined = " AND ".join(f"{_ident(parent)}.{_ident(p)} = {alias}.{_ident(c)}"
                                   for c, p in zip(fk.columns, fk.ref_columns))
-            child_source = _aliased(child.source, "child_key")
-            hit = int(self.query(f"SELECT count(*) FROM {child_source} WHERE EXISTS "
-                                 f"(SELECT 1 FROM {deleted} WHERE {condition} AND {joined})")[0])
+            referencing = f"EXISTS (SELECT 1 FROM {deleted} WHERE {condition} AND {joined})"
+            rows = _aliased(child.source, alias)
+            hit = int(self.query(f"SELECT count(*) FROM {rows} WHERE {referencing}")[0])
             if not hit:
                 continue
             if fk.on_delete in ("NO ACTION", "RESTRICT"):
                 raise _Fails(f'update or delete on table "{t.name}" violates foreign key constraint "{fk.name}" '
                              f'on table "{fk.table}" ({hit} rows still reference deleted rows)', "23503", hit)
-            self._taint(fk.table, f'ON DELETE {fk.on_delete} from a DELETE on "{t.name}" is not modelled')
+            if fk.on_delete not in ("CASCADE", "SET NULL") or child.name == t.name or child.name in ancestors:
+                self._taint(fk.table, f'ON DELETE {fk.on_delete} from a DELETE on "{t.name}" is not modelled')
+                raise _Unknown(f'ON DELETE {fk.on_delete} of "{fk.table}" from a DELETE on "{t.name}" is not modelled')
+            if fk.on_delete == "CASCADE":
+                self._children_of_deleted(child, referencing, rows, alias, depth + 1, ancestors | {t.name})
+                self.layer(child, self.identity(child), where=f"NOT {referencing}", inner_alias=alias)
+                continue
+            exprs = self.identity(child)
+            for c in fk.columns:
+                exprs[c] = f"CASE WHEN {referencing} THEN NULL ELSE {_ident(c)} END"
+            self.layer(child, exprs, inner_alias=alias)
+            self._recheck(child, [child.columns[c] for c in fk.columns])
 
     def on_InsertStmt(self, node: ast.InsertStmt, base: StatementResult) -> StatementResult:
         """INSERT ... VALUES, or ... SELECT from one table: the new rows are checked as
