@@ -7,15 +7,23 @@ constraints, enum labels) and, per table, an SQL expression of its rows as they 
 
 - `UPDATE t SET c = e WHERE p` becomes a layer over the table's rows with
   `CASE WHEN p THEN e ELSE c END AS c`; `DELETE FROM t WHERE p` a layer keeping
-  `NOT coalesce(p, false)`. Every later count reads the rows as they will be, so a
-  sanitize-then-constrain migration is seen to pass and its rows updated/deleted counted.
+  `NOT coalesce(p, false)` (and, on its ON DELETE CASCADE / SET NULL children, a filter or
+  a CASE on their keys); `INSERT ... VALUES` or `... SELECT` from one table a `UNION ALL`
+  of the new rows. Every later count reads the rows as they will be, so a
+  sanitize-then-constrain migration is seen to pass and its rows inserted/updated/deleted
+  counted.
+- A DO block whose body is plain statements and IF [NOT] EXISTS look-ups in the catalog
+  (do_block.py) is walked as if its statements stood there, the condition decided on the
+  catalog as the earlier statements left it.
 - What makes a statement fail is counted on those rows: ADD CONSTRAINT CHECK / UNIQUE /
   PRIMARY KEY / FOREIGN KEY (the parent's rows as they will be), CREATE UNIQUE INDEX, SET NOT
   NULL, ADD COLUMN NOT NULL without a default on a table that will have rows, ALTER COLUMN
   TYPE (a value that does not convert; no assignment cast without USING), Prisma's enum
-  rewrite with a row holding a dropped label, DROP of something still used, CREATE of
-  something that exists, and references to what does not exist.
-- What cannot be modelled (INSERT, UPDATE ... FROM, sub-queries, DO blocks, functions,
+  rewrite with a row holding a dropped label, an INSERT's new rows breaking NOT NULL, a
+  CHECK, a foreign or unique key, DROP of something still used, CREATE of something that
+  exists, and references to what does not exist.
+- What cannot be modelled (INSERT ... ON CONFLICT / RETURNING / WITH, UPDATE ... FROM,
+  sub-queries on changed tables, ON DELETE SET DEFAULT, other DO blocks, functions,
   triggers, statements not known here) makes the table it touches - for a DO block, the
   whole database - `cannot_evaluate`: anything later that depends on it is
   `cannot_evaluate` too, never "passes".
