@@ -150,6 +150,10 @@ _SKUS = 'UPDATE "Item" SET "sku" = \'SKU-\' || "id" WHERE "sku" IS NULL;'
 
 _BIG_ITEMS = ('UPDATE "OrderItem" SET "quantity" = 999 WHERE "orderId" IN '
               '(SELECT "id" FROM "Order" WHERE "status" {op} \'DRAFT\');')
+_PREFERRED = ('INSERT INTO "PracticeSupplier" ("id", "practiceId", "globalSupplierId", "isPreferred", "updatedAt") '
+              'SELECT \'ps_\' || "id", (SELECT min("id") FROM "Practice"), "id", {value}, now() FROM "GlobalSupplier" '
+              'WHERE "id" NOT IN (SELECT "globalSupplierId" FROM "PracticeSupplier" WHERE "practiceId" = '
+              '(SELECT min("id") FROM "Practice"));')
 _GLOBAL = 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") VALUES '
 _NO_PRACTICE_SUPPLIERS = ('UPDATE "Item" SET "defaultPracticeSupplierId" = NULL; UPDATE "Order" SET "practiceSupplierId" = NULL; '
                           'UPDATE "SupplierItem" SET "practiceSupplierId" = NULL; DELETE FROM "PracticeSupplier";')
@@ -230,6 +234,8 @@ SYNTHETIC: list[tuple[str, str, dict[str, str]]] = [
     ("insert_then_check", _GLOBAL + "('g_new', 'Fresh', now());\n"
      'ALTER TABLE "GlobalSupplier" ADD CONSTRAINT "check_email" CHECK ("email" IS NOT NULL);',
      {"rows": "", "emails": 'UPDATE "GlobalSupplier" SET "email" = "id" || \'@example.test\';'}),
+    ("insert_integer_into_boolean", _PREFERRED.format(value="1"), {"rows": ""}),
+    ("insert_boolean", _PREFERRED.format(value="true"), {"rows": ""}),
     ("insert_on_conflict", _GLOBAL + "('g_new', 'Fresh', now()) ON CONFLICT DO NOTHING;", {"rows": ""}),
     # ON DELETE CASCADE / SET NULL: the children change, and a later check sees them as they will be.
     ("delete_cascade_then_check", 'DELETE FROM "Order" WHERE "status" = \'DRAFT\';\n'

@@ -191,6 +191,8 @@ def test_insert_conflicts_fail_with_the_sqlstate_postgresql_raises(clean):
                  "SELECT 'p' || \"id\", \"id\", 'no such supplier', now() FROM \"Practice\";",
         "22007": GLOBAL + "('g1', 'x', 'not a time');",
         "42601": GLOBAL + "('g1', 'x');",
+        "42804": 'INSERT INTO "PracticeSupplier" ("id", "practiceId", "globalSupplierId", "isPreferred", "updatedAt") '
+                 "SELECT 'p' || \"id\", \"id\", \"id\", 1, now() FROM \"Practice\";",  # integer into boolean
     }
     for sqlstate, sql in cases.items():
         p = predict(clean, [("1", sql)])
@@ -200,6 +202,16 @@ def test_insert_conflicts_fail_with_the_sqlstate_postgresql_raises(clean):
                   + GLOBAL + "('g1', 'x', now());")
     failure = predict(clean, [("1", with_check)]).failure[1]
     assert (failure.number, failure.sqlstate, failure.offending_rows) == (2, "23514", 1)
+
+
+def test_insert_of_rows_referencing_each_other_passes_its_own_foreign_key(clean):
+    # Location.parentId references Location: the second new row's parent is the first.
+    p = predict(clean, [("1", 'INSERT INTO "Location" ("id", "practiceId", "name", "parentId", "updatedAt") VALUES '
+                              "('loc_a', 'prac_north', 'A', NULL, now()), ('loc_b', 'prac_north', 'B', 'loc_a', now());")])
+    assert p.outcome == Outcome.PASSES, p.summary()
+    p = predict(clean, [("1", 'INSERT INTO "Location" ("id", "practiceId", "name", "parentId", "updatedAt") VALUES '
+                              "('loc_b', 'prac_north', 'B', 'loc_nowhere', now());")])
+    assert p.failure[1].sqlstate == "23503"
 
 
 def test_insert_select_from_the_same_table_reads_it_before_the_insert(clean):

@@ -978,12 +978,17 @@ class _Evaluator:
         source_enum = self.state.enums.get(col.type_name)
         if source_enum is not None and not source_enum.live:
             raise _Unknown(f"cast from the new enum {col.type_name} is not modelled")
+        return self._assignable(col.type, type_sql)
+
+    def _assignable(self, source_type: str, target_type: str) -> bool:
+        """Whether PostgreSQL stores a value of the one type in a column of the other (an
+        assignment or implicit cast, or any type into a string type)."""
         row = self.query(
             "SELECT s.oid = t.oid OR t.typcategory = 'S' OR EXISTS (SELECT 1 FROM pg_cast "
             "WHERE castsource = s.oid AND casttarget = t.oid AND castcontext IN ('a', 'i')) "
-            f"FROM (SELECT {_literal(col.type)}::regtype::oid AS oid) AS s0 "
+            f"FROM (SELECT {_literal(source_type)}::regtype::oid AS oid) AS s0 "
             "JOIN pg_type s ON s.oid = s0.oid "
-            f"JOIN pg_type t ON t.oid = {_literal(type_sql)}::regtype::oid"
+            f"JOIN pg_type t ON t.oid = {_literal(target_type)}::regtype::oid"
         )
         return bool(row[0])
 
@@ -1272,6 +1277,9 @@ class _Evaluator:
         t.source = inserted.source if old is None else \
             f"(SELECT {columns} FROM {old} UNION ALL SELECT {columns} FROM {inserted.source}) AS {_ident(t.name)}"
         t.changed = True
+        unused = StatementResult(0, 0, "", Outcome.PASSES)
+        for fk in [c for c in self.state.constraints.values() if c.table == t.name and c.kind == FOREIGN_KEY]:
+            self._foreign_key(inserted, fk, unused)  # after the new rows joined: they may reference each other
         self._recheck_unique(t, set(t.columns), "duplicate key value violates")
         return replace(base, rows_inserted=count, rows_scanned=0)
 
@@ -1293,26 +1301,46 @@ class _Evaluator:
             raise _Fails(f"INSERT has more {more} than {fewer}", "42601")
         source, alias = self._insert_source(select)
         reads = source or _Table("", {}, None)  # VALUES read no table: a column reference is not modelled
-        selects = []
-        for values in rows:
-            given = dict(zip(targets, values))
-            exprs = []
-            for col in t.columns.values():
-                value = given.get(col.name)
-                if value is None or isinstance(value, ast.SetToDefault):
-                    sql = self.expression(t, _expression_node(col.default)) if col.default else "NULL"
-                else:
-                    sql = self.expression(reads, value, alias)
-                exprs.append(f"({sql})::{self.value_type(col)} AS {_ident(col.name)}")
-            selects.append("SELECT " + ", ".join(exprs))
-        if source is None:
-            return f"({' UNION ALL '.join(selects)}) AS {_ident(t.name)}"
-        if source.source is None:  # an empty table: no row
+        typed: list[tuple[_Column, str]] = []
+        selects = [self._new_row(t, dict(zip(targets, values)), reads, alias, typed) for values in rows]
+        if source is not None and source.source is None:  # an empty table: no row
             nothing = ", ".join(f"NULL::{self.value_type(c)} AS {_ident(c.name)}" for c in t.columns.values())
             return f"(SELECT {nothing} WHERE false) AS {_ident(t.name)}"
+        read_from = (_aliased(source.source, alias) if alias else source.source) if source and source.source else None
+        self._assignment_of(typed, read_from)
+        if source is None:
+            return f"({' UNION ALL '.join(selects)}) AS {_ident(t.name)}"
         where = f" WHERE {self.expression(source, select.whereClause, alias)}" if select.whereClause else ""
-        read_from = _aliased(source.source, alias) if alias else source.source
         return f"({selects[0]} FROM {read_from}{where}) AS {_ident(t.name)}"
+
+    def _new_row(self, t: _Table, given: dict[str, ast.Node], reads: _Table, alias: str | None,
+                 typed: list[tuple[_Column, str]]) -> str:
+        """SELECT of one new row: every column, given or its default; values that are not
+        untyped literals are added to `typed`, to be checked for assignment."""
+        exprs = []
+        for col in t.columns.values():
+            value = given.get(col.name)
+            if value is None or isinstance(value, ast.SetToDefault):
+                sql = self.expression(t, _expression_node(col.default)) if col.default else "NULL"
+            else:
+                sql = self.expression(reads, value, alias)
+                if not (isinstance(value, ast.A_Const) and (value.isnull or isinstance(value.val, ast.String))):
+                    typed.append((col, sql))
+            exprs.append(f"({sql})::{self.value_type(col)} AS {_ident(col.name)}")
+        return "SELECT " + ", ".join(exprs)
+
+    def _assignment_of(self, typed: list[tuple[_Column, str]], read_from: str | None) -> None:
+        """An INSERT's typed values must be assignable to their columns (42804 otherwise):
+        the rows are built with explicit casts, which allow more."""
+        if not typed:
+            return
+        types = ", ".join(f"pg_typeof({sql})::text" for _, sql in typed)
+        joined = f" LEFT JOIN {read_from} ON true" if read_from else ""
+        (found,) = self.query(f"SELECT ARRAY[{types}] FROM (SELECT 1) AS one{joined} LIMIT 1")
+        for (col, _), value_type in zip(typed, found):
+            if value_type != "unknown" and not self._assignable(value_type, self.value_type(col)):
+                raise _Fails(f'column "{col.name}" is of type {col.type} but expression is of type {value_type}',
+                             "42804")
 
     def _insert_source(self, select: ast.SelectStmt) -> tuple[_Table | None, str | None]:
         """The one table an INSERT ... SELECT reads (None for VALUES or no FROM), and its alias."""
@@ -1329,14 +1357,11 @@ class _Evaluator:
         return source, rv.alias.aliasname if rv.alias else None
 
     def _check_new_rows(self, t: _Table, inserted: _Table) -> None:
-        """What PostgreSQL checks on each new row: NOT NULL, CHECK, foreign keys."""
+        """What PostgreSQL checks on each new row before the keys: NOT NULL, CHECK, enum labels."""
         self._recheck_not_null(inserted, [c for c in t.columns.values() if not c.nullable])
-        unused = StatementResult(0, 0, "", Outcome.PASSES)
         for con in list(self.state.constraints.values()):
             if con.table == t.name and con.kind == CHECK and con.expression:
                 self._recheck_check(inserted, con, set(t.columns))
-            elif con.table == t.name and con.kind == FOREIGN_KEY:
-                self._foreign_key(inserted, con, unused)
         for enum_col in (c for c in t.columns.values() if c.type_name in self.state.enums):
             enum = self.state.enums[enum_col.type_name]
             if enum.live:
