@@ -40,7 +40,9 @@ def no_thread_left_behind():
     def left() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t not in before and not t.daemon and t.is_alive()]
 
-    deadline = time.monotonic() + 5  # threads a test stopped may need a moment to end
+    # Threads a test stopped may need a moment to end: a poll still connecting ends within
+    # its connect_timeout (5 s by default), more on a loaded machine.
+    deadline = time.monotonic() + 15
     while left() and time.monotonic() < deadline:
         time.sleep(0.05)
     if left():
