@@ -22,8 +22,8 @@ from venzory_fixture import STEP_6, build_database
 
 def pytest_collection_modifyitems(items):
     """Mark `db` every test that needs PostgreSQL through the fixtures below, so that
-    `pytest -m "not db"` runs the rest without one (about a minute: promtool, TLS, hypothesis). A module that starts a cluster of its
-    own says `pytestmark = pytest.mark.db`."""
+    `pytest -m "not db"` runs the rest without one (about a minute: promtool, TLS,
+    hypothesis). A module that starts a cluster of its own says `pytestmark = pytest.mark.db`."""
     for item in items:
         if "pg_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
