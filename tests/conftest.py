@@ -22,8 +22,8 @@ from venzory_fixture import STEP_6, build_database
 
 def pytest_collection_modifyitems(items):
     """Mark `db` every test that needs PostgreSQL through the fixtures below, so that
-    `pytest -m "not db"` runs the rest in seconds. A module that starts a cluster of its
-    own says `pytestmark = pytest.mark.db`."""
+    `pytest -m "not db"` runs the rest without one (about a minute: promtool, TLS,
+    hypothesis). A module that starts a cluster of its own says `pytestmark = pytest.mark.db`."""
     for item in items:
         if "pg_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
@@ -40,7 +40,9 @@ def no_thread_left_behind():
     def left() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t not in before and not t.daemon and t.is_alive()]
 
-    deadline = time.monotonic() + 5  # threads a test stopped may need a moment to end
+    # Threads a test stopped may need a moment to end: a poll still connecting ends within
+    # its connect_timeout (5 s by default), more on a loaded machine.
+    deadline = time.monotonic() + 15
     while left() and time.monotonic() < deadline:
         time.sleep(0.05)
     if left():

@@ -3,9 +3,10 @@
 Families of a database are built once per result, and the merged families rendered once per
 format, on the poll thread right after the result is stored (`prepare`): a scrape copies bytes instead of formatting
 hundreds of samples, the bulk of /metrics (docs/performance.md). What changes between
-polls - build info, skipped polls, event counters, process metrics - is rendered per
-scrape, or reused for REUSE_SECONDS while none of it has changed. A scrape never waits for
-a poll and never touches a database.
+polls is rendered per scrape: the event counters (up to `events.max_series` series) only
+when an event changed them, build info, skipped polls and process metrics every time; the
+whole answer is reused for REUSE_SECONDS while none of it has changed. A scrape never waits
+for a poll and never touches a database.
 """
 
 from __future__ import annotations
@@ -56,18 +57,21 @@ class MetricsEndpoint:
         self._store = store
         self._changing = [c for c in collectors if isinstance(c, Changing)]
         self.registry = CollectorRegistry(auto_describe=False)
-        self._live = CollectorRegistry(auto_describe=False)
+        self._live = CollectorRegistry(auto_describe=False)  # small: rendered per scrape
+        self._counted = CollectorRegistry(auto_describe=False)  # large (10,000 event series): per change
         for registry in (self.registry, self._live):
             registry.register(_LiveCounters(store))
-            for collector in collectors:
-                registry.register(collector)
             # The exporter's own memory, CPU and file descriptors: it must be watched too.
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
+        for collector in collectors:
+            self.registry.register(collector)
+            (self._counted if collector in self._changing else self._live).register(collector)
         self._poll = _PollFamilies(store)
         self.registry.register(self._poll)
         self._lock = threading.Lock()
         self._rendered: dict[str, tuple[object, bytes]] = {}  # content type -> (families, bytes)
+        self._counted_rendered: dict[str, tuple[tuple[int, ...], bytes]] = {}  # -> (changes, bytes)
         # (content type, gzip) -> (rendered at, its poll part, the changes it saw, body). One
         # render at a time: the other scrapes of a burst wait for it and reuse it.
         self._recent: dict[tuple[str, bool], tuple[float, bytes, tuple[int, ...], bytes]] = {}
@@ -91,7 +95,7 @@ class MetricsEndpoint:
             if recent is not None and recent[1] is polls and recent[2] == changes \
                     and time.monotonic() - recent[0] <= REUSE_SECONDS:
                 return content_type, recent[3]
-            body = polls + encoder(self._live)
+            body = polls + self._counted_part(encoder, content_type, changes[1:]) + encoder(self._live)
             if gzipped:
                 body = gzip.compress(body, compresslevel=1)  # 30 KB: level 1 is 3x faster, nearly as small
             self._recent[(content_type, gzipped)] = (time.monotonic(), polls, changes, body)
@@ -103,16 +107,29 @@ class MetricsEndpoint:
             cached = self._rendered.get(content_type)
         if cached is not None and cached[0] is families:
             return cached[1]
-        # Every format renders as its families plus a terminator (OpenMetrics: "# EOF"),
-        # which is what an empty collection renders as; the live part, rendered after this
-        # one, carries the body's terminator.
-        text = encoder(_Families(families))
-        terminator = encoder(_Families([]))
-        if terminator and text.endswith(terminator):
-            text = text[: -len(terminator)]
+        text = _unterminated(encoder, _Families(families))
         with self._lock:
             self._rendered[content_type] = (families, text)
         return text
+
+    def _counted_part(self, encoder: Encoder, content_type: str, changes: tuple[int, ...]) -> bytes:
+        """The `Changing` collectors, rendered again only after they changed (called under
+        the render lock): 10,000 event series cost a render per event batch, not per scrape."""
+        cached = self._counted_rendered.get(content_type)
+        if cached is not None and cached[0] == changes:
+            return cached[1]
+        text = _unterminated(encoder, self._counted)
+        self._counted_rendered[content_type] = (changes, text)
+        return text
+
+
+def _unterminated(encoder: Encoder, collector: Collector) -> bytes:
+    """`collector` rendered without the format's terminator (OpenMetrics: "# EOF"), which
+    is what an empty collection renders as: the small live part, rendered last, carries the
+    body's terminator."""
+    text = encoder(collector)
+    terminator = encoder(_Families([]))
+    return text[: -len(terminator)] if terminator and text.endswith(terminator) else text
 
 
 class _PollFamilies(Collector):
