@@ -82,7 +82,7 @@ def _migrations_json(m: MigrationsResult) -> dict[str, Any]:
 def _statement_json(s: StatementResult) -> dict[str, Any]:
     return {"number": s.number, "line": s.line, "outcome": s.outcome.value, "table": s.table, "sql": s.text,
             "reason": s.reason, "sqlstate": s.sqlstate, "offending_rows": s.offending_rows,
-            "inspect_sql": s.inspect_sql,
+            "inspect_sql": s.inspect_sql, "rows_inserted": s.rows_inserted,
             "rows_updated": s.rows_updated, "rows_deleted": s.rows_deleted, "rows_lost": s.rows_lost,
             "values_lost": s.values_lost, "lock": s.lock, "rows_scanned": s.rows_scanned, "rewrites": s.rewrites}
 
@@ -307,7 +307,7 @@ def _backup_lines(r: PollResult, backup_within: float | None) -> list[str]:
 
 
 
-_EFFECT_WORDS = {"rows_updated": "rows updated", "rows_deleted": "rows deleted",
+_EFFECT_WORDS = {"rows_inserted": "rows inserted", "rows_updated": "rows updated", "rows_deleted": "rows deleted",
                  "rows_lost": "rows lost (DROP TABLE)", "values_lost": "values lost (DROP COLUMN)"}
 
 

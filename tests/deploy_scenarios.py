@@ -148,6 +148,23 @@ _DUP_EMAILS = 'UPDATE "Supplier" SET "email" = \'dup@example.test\' WHERE "id" I
 _NUMERIC_REFS = 'UPDATE "Order" SET "reference" = regexp_replace(coalesce("reference", \'0\'), \'[^0-9]\', \'\', \'g\');'
 _SKUS = 'UPDATE "Item" SET "sku" = \'SKU-\' || "id" WHERE "sku" IS NULL;'
 
+_BIG_ITEMS = ('UPDATE "OrderItem" SET "quantity" = 999 WHERE "orderId" IN '
+              '(SELECT "id" FROM "Order" WHERE "status" {op} \'DRAFT\');')
+_PREFERRED = ('INSERT INTO "PracticeSupplier" ("id", "practiceId", "globalSupplierId", "isPreferred", "updatedAt") '
+              'SELECT \'ps_\' || "id", (SELECT min("id") FROM "Practice"), "id", {value}, now() FROM "GlobalSupplier" '
+              'WHERE "id" NOT IN (SELECT "globalSupplierId" FROM "PracticeSupplier" WHERE "practiceId" = '
+              '(SELECT min("id") FROM "Practice"));')
+_GLOBAL = 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") VALUES '
+_NO_PRACTICE_SUPPLIERS = ('UPDATE "Item" SET "defaultPracticeSupplierId" = NULL; UPDATE "Order" SET "practiceSupplierId" = NULL; '
+                          'UPDATE "SupplierItem" SET "practiceSupplierId" = NULL; DELETE FROM "PracticeSupplier";')
+
+
+def _do_if_missing(table: str, column: str, then: str) -> str:
+    return ("DO $$\nBEGIN\n    IF NOT EXISTS (\n        SELECT 1 FROM information_schema.columns\n"
+            f"        WHERE table_schema = current_schema() AND table_name = '{table}' AND column_name = '{column}'\n"
+            f"    ) THEN\n        {then}\n    END IF;\nEND $$;")
+
+
 SYNTHETIC: list[tuple[str, str, dict[str, str]]] = [
     ("check_added", _REORDER_CAP, {"clean": "", "violating": _BIG_REORDER}),
     ("update_then_check", 'UPDATE "LocationInventory" SET "reorderPoint" = 1000 WHERE "reorderPoint" > 1000;\n' + _REORDER_CAP,
@@ -163,8 +180,7 @@ SYNTHETIC: list[tuple[str, str, dict[str, str]]] = [
     ("fill_then_not_null", 'UPDATE "Item" SET "sku" = \'SKU-\' || "id" WHERE "sku" IS NULL;\n'
      'ALTER TABLE "Item" ALTER COLUMN "sku" SET NOT NULL;', {"nulls": "", "filled": _SKUS}),
     ("required_column", '-- AlterTable\nALTER TABLE "PracticeSupplier" ADD COLUMN "globalRef" TEXT NOT NULL;',
-     {"rows": "", "empty": 'UPDATE "Item" SET "defaultPracticeSupplierId" = NULL; UPDATE "Order" SET "practiceSupplierId" = NULL; '
-      'UPDATE "SupplierItem" SET "practiceSupplierId" = NULL; DELETE FROM "PracticeSupplier";'}),
+     {"rows": "", "empty": _NO_PRACTICE_SUPPLIERS}),
     ("required_column_default", 'ALTER TABLE "PracticeSupplier" ADD COLUMN "region" TEXT NOT NULL DEFAULT \'EU\';', {"rows": ""}),
     ("type_using", 'ALTER TABLE "Order" ALTER COLUMN "reference" SET DATA TYPE INTEGER USING ("reference"::integer);',
      {"text": "", "numeric": _NUMERIC_REFS}),
@@ -188,7 +204,49 @@ SYNTHETIC: list[tuple[str, str, dict[str, str]]] = [
     ("insert_select_then_check", 'INSERT INTO "GlobalSupplier" ("id", "name", "updatedAt") SELECT "id" || \'-copy\', "name" || \' copy\', now() '
      'FROM "GlobalSupplier";\nALTER TABLE "GlobalSupplier" ADD CONSTRAINT "check_name" CHECK (length("name") < 10);', {"rows": ""}),
     ("do_block", 'DO $$ BEGIN UPDATE "Item" SET "unit" = \'pcs\' WHERE "unit" IS NULL; END $$;\n'
+     'ALTER TABLE "Item" ALTER COLUMN "unit" SET NOT NULL;',
+     {"rows": "", "nulls": 'UPDATE "Item" SET "unit" = NULL WHERE "id" IN (SELECT "id" FROM "Item" ORDER BY "id" LIMIT 3);'}),
+    # DO blocks: the idempotent-DDL pattern (condition true / false), ELSIF/ELSE, and a LOOP left unevaluated.
+    ("do_add_column_if_missing", _do_if_missing("PracticeSupplier", "globalRef",
+                                                'ALTER TABLE "PracticeSupplier" ADD COLUMN "globalRef" TEXT NOT NULL;'),
+     {"rows": "", "empty": _NO_PRACTICE_SUPPLIERS}),
+    ("do_column_present_skipped", _do_if_missing("Item", "sku", 'ALTER TABLE "Item" ADD COLUMN "sku" TEXT NOT NULL;')
+     + '\nCREATE INDEX "Item_sku_idx" ON "Item"("sku");', {"rows": ""}),
+    ("do_check_if_missing", "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'check_reorder_cap') "
+     f"THEN {_REORDER_CAP} END IF; END $$;", {"clean": "", "violating": _BIG_REORDER}),
+    ("do_check_exists_then_skipped", _REORDER_CAP + "\nDO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema"
+     ".table_constraints WHERE constraint_name = 'check_reorder_cap') THEN " + _REORDER_CAP + " END IF; END $$;",
+     {"clean": "", "violating": _BIG_REORDER}),
+    ("do_elsif_else", "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_type WHERE typname = 'NoSuchType') THEN "
+     'DROP TABLE "Item"; ELSIF EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = \'no_such_idx\') THEN '
+     'DROP TABLE "Item"; ELSE UPDATE "LocationInventory" SET "quantity" = "quantity" - 1000 WHERE "reorderPoint" > 1000; '
+     "END IF; END $$;", {"clean": "", "violating": _BIG_REORDER}),
+    ("do_loop", 'DO $$ BEGIN LOOP UPDATE "Item" SET "unit" = \'pcs\' WHERE "unit" IS NULL; EXIT; END LOOP; END $$;\n'
      'ALTER TABLE "Item" ALTER COLUMN "unit" SET NOT NULL;', {"rows": ""}),
+    # INSERT: VALUES with defaults, conflicts it raises itself, INSERT ... SELECT, ON CONFLICT left unevaluated.
+    ("insert_values", _GLOBAL + "('g_new1', 'Fresh One', now()), ('g_new2', 'Fresh Two', CURRENT_TIMESTAMP);\n"
+     'CREATE UNIQUE INDEX "GlobalSupplier_email_key" ON "GlobalSupplier"("email");',
+     {"clean": "", "name_taken": _GLOBAL + "('g_old', 'Fresh Two', now());"}),
+    ("insert_missing_required", 'INSERT INTO "GlobalSupplier" ("id", "name") VALUES (\'g_new\', \'Fresh\');', {"rows": ""}),
+    ("insert_missing_parent", 'INSERT INTO "PracticeSupplier" ("id", "practiceId", "globalSupplierId", "updatedAt") '
+     "SELECT 'ps_' || \"id\", \"id\", 'g_parent', now() FROM \"Practice\";",
+     {"no_parent": "", "parent": _GLOBAL + "('g_parent', 'Parent', now());"}),
+    ("insert_then_check", _GLOBAL + "('g_new', 'Fresh', now());\n"
+     'ALTER TABLE "GlobalSupplier" ADD CONSTRAINT "check_email" CHECK ("email" IS NOT NULL);',
+     {"rows": "", "emails": 'UPDATE "GlobalSupplier" SET "email" = "id" || \'@example.test\';'}),
+    ("insert_integer_into_boolean", _PREFERRED.format(value="1"), {"rows": ""}),
+    ("insert_boolean", _PREFERRED.format(value="true"), {"rows": ""}),
+    ("insert_on_conflict", _GLOBAL + "('g_new', 'Fresh', now()) ON CONFLICT DO NOTHING;", {"rows": ""}),
+    # ON DELETE CASCADE / SET NULL: the children change, and a later check sees them as they will be.
+    ("delete_cascade_then_check", 'DELETE FROM "Order" WHERE "status" = \'DRAFT\';\n'
+     'ALTER TABLE "OrderItem" ADD CONSTRAINT "check_small_quantity" CHECK ("quantity" < 500);',
+     {"draft_big": _BIG_ITEMS.format(op="="), "sent_big": _BIG_ITEMS.format(op="<>")}),
+    ("delete_set_null_into_not_null", 'UPDATE "Order" SET "createdById" = \'user_anna\' WHERE "createdById" IS NULL;\n'
+     'ALTER TABLE "Order" ALTER COLUMN "createdById" SET NOT NULL;\n'
+     'DELETE FROM "User" WHERE "id" = \'user_ben\';\n'
+     'ALTER TABLE "OrderTemplate" ADD CONSTRAINT "check_creator" CHECK ("createdById" IS NOT NULL);',
+     {"orders": "", "reassigned": 'UPDATE "Order" SET "createdById" = \'user_anna\' WHERE "createdById" = \'user_ben\'; '
+      'UPDATE "OrderTemplate" SET "createdById" = \'user_anna\';'}),
     ("create_existing_type", 'CREATE TYPE "OrderStatus" AS ENUM (\'A\');', {"rows": ""}),
     ("create_existing_table", 'CREATE TABLE "Item" ("id" TEXT NOT NULL);', {"rows": ""}),
     ("update_violates_check", 'UPDATE "LocationInventory" SET "quantity" = "quantity" - 1000 WHERE "reorderPoint" > 1000;',
@@ -305,6 +363,7 @@ class Observed:
     outcome: str  # passes | fails | refused | cannot_evaluate
     failing_migration: str | None = None
     failing_statement: int | None = None  # 1-based; 0 for a script PostgreSQL cannot parse
+    rows_inserted: int | None = None
     rows_updated: int | None = None
     rows_deleted: int | None = None
     status: str | None = None
@@ -323,7 +382,7 @@ class Comparison:
         return self.predicted.outcome == Outcome.PASSES and self.real.outcome != Outcome.PASSES
 
 
-FIELDS = ("outcome", "failing_migration", "failing_statement", "rows_updated", "rows_deleted", "status")
+FIELDS = ("outcome", "failing_migration", "failing_statement", "rows_inserted", "rows_updated", "rows_deleted", "status")
 
 
 class Lab:
@@ -408,16 +467,17 @@ class Lab:
             fc = forecast(rows, read_folder(folder), introspect(conn), session_query(conn))
         d = fc.deploy
         failure = d.failure
-        updated = deleted = 0
+        inserted = updated = deleted = 0
         for m in d.migrations:
             for s in m.statements:
+                inserted += s.rows_inserted
                 updated += s.rows_updated
                 deleted += s.rows_deleted
         statement = None
         if failure:
             statement = 0 if failure[1].sqlstate == "42601" else failure[1].number
         return Observed(d.outcome.value, failure[0] if failure else None, statement,
-                        updated, deleted, fc.view.status.value, d.summary()), fc
+                        inserted, updated, deleted, fc.view.status.value, d.summary()), fc
 
     def _real(self, dsn: str, folder: Path, with_status: bool) -> Observed:
         cli = PrismaCli(folder)
@@ -440,7 +500,7 @@ class Lab:
         """Run the statements one by one for the failing statement and the rows each
         UPDATE/DELETE touched, as PostgreSQL reports them: one transaction per migration, as
         deploy runs them (a label added by one migration is usable by the next)."""
-        touched = {"updated": 0, "deleted": 0}
+        touched = {"inserted": 0, "updated": 0, "deleted": 0}
         with psycopg.connect(dsn) as conn:
             for name in names:
                 conn.execute("SELECT 1")  # opens the migration's transaction: each statement is a savepoint in it
@@ -454,12 +514,12 @@ class Lab:
                 real.detail = real.detail or error
                 break
             conn.rollback()
-        real.rows_updated, real.rows_deleted = touched["updated"], touched["deleted"]
+        real.rows_inserted, real.rows_updated, real.rows_deleted = touched["inserted"], touched["updated"], touched["deleted"]
 
 
 def _run_migration(conn: psycopg.Connection, text: str, touched: dict[str, int]) -> tuple[int, str] | None:
     """(statement number, error) of the first statement that fails (0: the script does not
-    parse), or None; UPDATE/DELETE row counts added to `touched`."""
+    parse), or None; INSERT/UPDATE/DELETE row counts added to `touched`."""
     try:
         statements = split_statements(text)
     except ParseError as e:
@@ -469,16 +529,29 @@ def _run_migration(conn: psycopg.Connection, text: str, touched: dict[str, int])
             continue
         if isinstance(s.node, ast.IndexStmt) and s.node.concurrent and len(statements) == 1:
             continue  # alone it runs outside a transaction, as deploy sends it
+        before = _rows_touched_in_transaction(conn) if isinstance(s.node, ast.DoStmt) else None
         try:
             with conn.transaction():
                 cur = conn.execute(s.text)
         except psycopg.Error as e:
             return s.number, f"{e.sqlstate} {str(e).splitlines()[0]}"
-        if isinstance(s.node, ast.UpdateStmt):
-            touched["updated"] += max(cur.rowcount, 0)
-        elif isinstance(s.node, ast.DeleteStmt):
-            touched["deleted"] += max(cur.rowcount, 0)
+        if before is not None:  # a DO block reports no row count: the transaction's statistics do
+            for key, was, now in zip(("inserted", "updated", "deleted"), before, _rows_touched_in_transaction(conn)):
+                touched[key] += now - was
+        elif type(s.node) in _COUNTED:
+            touched[_COUNTED[type(s.node)]] += max(cur.rowcount, 0)
     return None
+
+
+_COUNTED: dict[type, str] = {ast.InsertStmt: "inserted", ast.UpdateStmt: "updated", ast.DeleteStmt: "deleted"}
+
+
+def _rows_touched_in_transaction(conn: psycopg.Connection) -> tuple[int, int, int]:
+    """(rows inserted, updated, deleted) by the current transaction so far, all tables."""
+    row = conn.execute("SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_del), 0) "
+                       "FROM pg_stat_xact_user_tables").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def _status_verdict(exit_code: int, output: str) -> str:
@@ -511,6 +584,7 @@ def _compare(scenario: Scenario, predicted: Observed, real: Observed) -> Compari
     c.fields["failing_migration"] = predicted.failing_migration == real.failing_migration
     both_ran = real.outcome in (Outcome.PASSES, Outcome.FAILS)
     c.fields["failing_statement"] = predicted.failing_statement == real.failing_statement if both_ran else True
+    c.fields["rows_inserted"] = predicted.rows_inserted == real.rows_inserted if both_ran else True
     c.fields["rows_updated"] = predicted.rows_updated == real.rows_updated if both_ran else True
     c.fields["rows_deleted"] = predicted.rows_deleted == real.rows_deleted if both_ran else True
     c.fields["status"] = predicted.status == real.status if real.status else None

@@ -126,7 +126,7 @@ DEPLOY_FAILING_ROWS = _gauge(
     "present only while the deploy is predicted to fail.", DB, "migration", "statement", "table")
 DEPLOY_ROWS = _gauge(
     "venzory_db_deploy_rows",
-    "What the deploy will do to the data, per pending migration: rows_updated, rows_deleted, rows_lost "
+    "What the deploy will do to the data, per pending migration: rows_inserted, rows_updated, rows_deleted, rows_lost "
     "(DROP TABLE), values_lost (non-null values of a DROP COLUMN).", DB, "migration", "effect")
 DEPLOY_LOCK_ROWS = _gauge(
     "venzory_db_deploy_lock_rows",

@@ -7,15 +7,23 @@ constraints, enum labels) and, per table, an SQL expression of its rows as they 
 
 - `UPDATE t SET c = e WHERE p` becomes a layer over the table's rows with
   `CASE WHEN p THEN e ELSE c END AS c`; `DELETE FROM t WHERE p` a layer keeping
-  `NOT coalesce(p, false)`. Every later count reads the rows as they will be, so a
-  sanitize-then-constrain migration is seen to pass and its rows updated/deleted counted.
+  `NOT coalesce(p, false)` (and, on its ON DELETE CASCADE / SET NULL children, a filter or
+  a CASE on their keys); `INSERT ... VALUES` or `... SELECT` from one table a `UNION ALL`
+  of the new rows. Every later count reads the rows as they will be, so a
+  sanitize-then-constrain migration is seen to pass and its rows inserted/updated/deleted
+  counted.
+- A DO block whose body is plain statements and IF [NOT] EXISTS look-ups in the catalog
+  (do_block.py) is walked as if its statements stood there, the condition decided on the
+  catalog as the earlier statements left it.
 - What makes a statement fail is counted on those rows: ADD CONSTRAINT CHECK / UNIQUE /
   PRIMARY KEY / FOREIGN KEY (the parent's rows as they will be), CREATE UNIQUE INDEX, SET NOT
   NULL, ADD COLUMN NOT NULL without a default on a table that will have rows, ALTER COLUMN
   TYPE (a value that does not convert; no assignment cast without USING), Prisma's enum
-  rewrite with a row holding a dropped label, DROP of something still used, CREATE of
-  something that exists, and references to what does not exist.
-- What cannot be modelled (INSERT, UPDATE ... FROM, sub-queries, DO blocks, functions,
+  rewrite with a row holding a dropped label, an INSERT's new rows breaking NOT NULL, a
+  CHECK, a foreign or unique key, DROP of something still used, CREATE of something that
+  exists, and references to what does not exist.
+- What cannot be modelled (INSERT ... ON CONFLICT / RETURNING / WITH, UPDATE ... FROM,
+  sub-queries on changed tables, ON DELETE SET DEFAULT, other DO blocks, functions,
   triggers, statements not known here) makes the table it touches - for a DO block, the
   whole database - `cannot_evaluate`: anything later that depends on it is
   `cannot_evaluate` too, never "passes".
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import partial
 from enum import StrEnum
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
@@ -41,6 +50,7 @@ from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
+from exporter.migrations import do_block
 from exporter.migrations.history import (
     FolderEntry, MigrationRow, PrismaStatus, PrismaView, baseline_commands, prisma_view,
 )
@@ -78,6 +88,7 @@ class StatementResult:
     sqlstate: str = ""  # the error PostgreSQL will raise, when it fails
     offending_rows: int | None = None  # rows that make it fail (None: not countable)
     inspect_sql: str = ""  # lists the offending rows on today's database, when it can
+    rows_inserted: int = 0
     rows_updated: int = 0
     rows_deleted: int = 0
     rows_lost: int = 0  # rows of a dropped table
@@ -88,7 +99,7 @@ class StatementResult:
 
 
 # What a statement does to the data (fields of StatementResult, labels of venzory_db_deploy_rows).
-EFFECTS = ("rows_updated", "rows_deleted", "rows_lost", "values_lost")
+EFFECTS = ("rows_inserted", "rows_updated", "rows_deleted", "rows_lost", "values_lost")
 
 
 @dataclass(frozen=True)
@@ -139,9 +150,10 @@ class DeployPrediction:
             return f"deploy {head} at {name} statement {s.number} (line {s.line}): {s.reason}{rows}"
         if self.outcome == Outcome.CANNOT_EVALUATE:
             return f"deploy cannot be fully evaluated: {self.reason}"
-        updated = sum(m.effects["rows_updated"] for m in self.migrations)
-        deleted = sum(m.effects["rows_deleted"] for m in self.migrations)
-        return f"deploy will pass: {len(self.migrations)} migrations, {updated} rows updated, {deleted} rows deleted"
+        totals = {e: sum(m.effects[e] for m in self.migrations) for e in EFFECTS}
+        added = f", {totals['rows_inserted']} rows inserted" if totals["rows_inserted"] else ""
+        return (f"deploy will pass: {len(self.migrations)} migrations{added}, {totals['rows_updated']} rows updated, "
+                f"{totals['rows_deleted']} rows deleted")
 
 
 # -- the virtual state ------------------------------------------------------------------------
@@ -966,12 +978,17 @@ class _Evaluator:
         source_enum = self.state.enums.get(col.type_name)
         if source_enum is not None and not source_enum.live:
             raise _Unknown(f"cast from the new enum {col.type_name} is not modelled")
+        return self._assignable(col.type, type_sql)
+
+    def _assignable(self, source_type: str, target_type: str) -> bool:
+        """Whether PostgreSQL stores a value of the one type in a column of the other (an
+        assignment or implicit cast, or any type into a string type)."""
         row = self.query(
             "SELECT s.oid = t.oid OR t.typcategory = 'S' OR EXISTS (SELECT 1 FROM pg_cast "
             "WHERE castsource = s.oid AND casttarget = t.oid AND castcontext IN ('a', 'i')) "
-            f"FROM (SELECT {_literal(col.type)}::regtype::oid AS oid) AS s0 "
+            f"FROM (SELECT {_literal(source_type)}::regtype::oid AS oid) AS s0 "
             "JOIN pg_type s ON s.oid = s0.oid "
-            f"JOIN pg_type t ON t.oid = {_literal(type_sql)}::regtype::oid"
+            f"JOIN pg_type t ON t.oid = {_literal(target_type)}::regtype::oid"
         )
         return bool(row[0])
 
@@ -1138,18 +1155,27 @@ class _Evaluator:
                 continue
             if con.kind == CHECK and con.expression:
                 self._recheck_check(t, con, names)
-            elif con.kind in (PRIMARY_KEY, UNIQUE) and names & set(con.columns):
-                self._unique(t, [_ident(c) for c in con.columns], None, unused, what=f'constraint "{con.name}"',
-                             nulls_fail=False)
             elif con.kind == FOREIGN_KEY and names & set(con.columns):
                 self._foreign_key(t, con, unused)
-        for index_name, (table, unique, cols) in self.state.indexes.items():
-            if table == t.name and unique and names & set(cols) and (t.name, index_name) not in self.state.constraints:
-                self._unique(t, [_ident(c) for c in cols], None, unused, what=f'unique index "{index_name}"',
-                             nulls_fail=False)
+        self._recheck_unique(t, names, "could not create")
         for fk in self.state.fks_to(t.name):
             if names & set(fk.ref_columns):
                 self._taint(fk.table, f'an UPDATE of "{t.name}" key columns cascades: not modelled')
+
+    def _recheck_unique(self, t: _Table, changed: set[str], verb: str) -> None:
+        """Unique keys and indexes over the changed columns, on every row as it will be."""
+        keys = [(f'constraint "{c.name}"', c.columns) for c in self.state.constraints.values()
+                if c.table == t.name and c.kind in (PRIMARY_KEY, UNIQUE)]
+        keys += [(f'unique index "{name}"', cols) for name, (table, unique, cols) in self.state.indexes.items()
+                 if table == t.name and unique and (t.name, name) not in self.state.constraints]
+        unused = StatementResult(0, 0, "", Outcome.PASSES)
+        for what, cols in keys:
+            if not changed & set(cols):
+                continue
+            try:
+                self._unique(t, [_ident(c) for c in cols], None, unused, what=what, nulls_fail=False)
+            except _Fails as f:
+                raise _Fails(f.reason.replace("could not create", verb, 1), f.sqlstate, f.rows, f.inspect_sql) from None
 
     def _recheck_not_null(self, t: _Table, columns: list[_Column]) -> None:
         for col in columns:
@@ -1174,45 +1200,214 @@ class _Evaluator:
         t, alias, condition = self._dml_target(node.relation, node.whereClause, unmodelled)
         deleted, total = self.count(t, condition, alias)
         if deleted:
-            if alias:
-                raise _Unknown("a DELETE with an alias on a table others reference is not modelled")
-            self._children_of_deleted(t, condition)
+            try:
+                if alias and self.state.fks_to(t.name):
+                    raise _Unknown("a DELETE with an alias on a table others reference is not modelled")
+                self._children_of_deleted(t, condition, t.source or "", t.name)
+            except _Unknown as u:
+                self._taint(t.name, str(u))
+                raise
         self.layer(t, self.identity(t), where=f"NOT {condition}", inner_alias=alias)
         return replace(base, rows_deleted=deleted, rows_scanned=total)
 
-    def _children_of_deleted(self, t: _Table, condition: str) -> None:
-        """Rows of other tables referencing deleted rows: RESTRICT / NO ACTION fails the
-        DELETE; CASCADE and SET NULL change the child table (not modelled: it is tainted)."""
+    def _children_of_deleted(self, t: _Table, condition: str, deleted: str, parent: str, depth: int = 0,
+                             ancestors: frozenset[str] = frozenset()) -> None:
+        """Rows of other tables referencing the deleted rows (those of `deleted`, aliased
+        `parent`, where `condition`): RESTRICT / NO ACTION fails the DELETE, CASCADE deletes
+        them (and their own children, down the chain), SET NULL empties their key columns (a
+        NOT NULL or CHECK on them is checked); SET DEFAULT and cycles are not modelled."""
         for fk in self.state.fks_to(t.name):
             child = self.state.tables.get(fk.table)
             if child is None or child.source is None:
                 continue
             if child.tainted:
                 raise _Unknown(f'the rows of "{child.name}" cannot be known: {child.tainted}')
-            deleted = t.source
-            joined = " AND ".join(f"{_ident(t.name)}.{_ident(p)} = child_key.{_ident(c)}"
+            alias = f"referencing_{depth}"
+            joined = " AND ".join(f"{_ident(parent)}.{_ident(p)} = {alias}.{_ident(c)}"
                                   for c, p in zip(fk.columns, fk.ref_columns))
-            child_source = _aliased(child.source, "child_key")
-            hit = int(self.query(f"SELECT count(*) FROM {child_source} WHERE EXISTS "
-                                 f"(SELECT 1 FROM {deleted} WHERE {condition} AND {joined})")[0])
+            referencing = f"EXISTS (SELECT 1 FROM {deleted} WHERE {condition} AND {joined})"
+            rows = _aliased(child.source, alias)
+            hit = int(self.query(f"SELECT count(*) FROM {rows} WHERE {referencing}")[0])
             if not hit:
                 continue
             if fk.on_delete in ("NO ACTION", "RESTRICT"):
                 raise _Fails(f'update or delete on table "{t.name}" violates foreign key constraint "{fk.name}" '
                              f'on table "{fk.table}" ({hit} rows still reference deleted rows)', "23503", hit)
-            self._taint(fk.table, f'ON DELETE {fk.on_delete} from a DELETE on "{t.name}" is not modelled')
+            if fk.on_delete not in ("CASCADE", "SET NULL") or child.name == t.name or child.name in ancestors:
+                self._taint(fk.table, f'ON DELETE {fk.on_delete} from a DELETE on "{t.name}" is not modelled')
+                raise _Unknown(f'ON DELETE {fk.on_delete} of "{fk.table}" from a DELETE on "{t.name}" is not modelled')
+            if fk.on_delete == "CASCADE":
+                self._children_of_deleted(child, referencing, rows, alias, depth + 1, ancestors | {t.name})
+                self.layer(child, self.identity(child), where=f"NOT {referencing}", inner_alias=alias)
+                continue
+            exprs = self.identity(child)
+            for c in fk.columns:
+                exprs[c] = f"CASE WHEN {referencing} THEN NULL ELSE {_ident(c)} END"
+            self.layer(child, exprs, inner_alias=alias)
+            self._recheck(child, [child.columns[c] for c in fk.columns])
 
     def on_InsertStmt(self, node: ast.InsertStmt, base: StatementResult) -> StatementResult:
+        """INSERT ... VALUES, or ... SELECT from one table: the new rows are checked as
+        PostgreSQL checks them (NOT NULL, CHECK - NOT VALID ones too -, foreign keys, unique
+        keys against every row), then joined to the table's rows for every later statement."""
         table = node.relation.relname or ""
-        self._taint(table, "INSERT is not modelled")
-        raise _Unknown("INSERT is not modelled")
+        try:
+            return self._insert(self.table(table), node, replace(base, table=table, lock=ROW_EXCLUSIVE))
+        except _Unknown as u:
+            self._taint(table, str(u))
+            raise
+        except psycopg.Error as e:
+            self._taint(table, f"an INSERT could not be evaluated: {_error_text(e)}")
+            raise
 
-    def on_DoStmt(self, node: ast.Node, base: StatementResult) -> StatementResult:
-        reason = f"a DO block (statement {base.number})"
-        for t in self.state.tables.values():
-            t.tainted = t.tainted or f"{reason} may change any table"
-        self.state.catalog_unknown = self.state.catalog_unknown or reason
-        raise _Unknown("a DO block is not modelled: it may change any table or the schema")
+    def _insert(self, t: _Table, node: ast.InsertStmt, base: StatementResult) -> StatementResult:
+        if node.onConflictClause or node.returningClause or node.withClause or node.override:
+            raise _Unknown("INSERT ... ON CONFLICT / RETURNING / WITH / OVERRIDING is not modelled")
+        inserted = _Table(t.name, t.columns, self._inserted_rows(t, node), changed=True)
+        try:
+            count = int(self.query(f"SELECT count(*), count(ROW({', '.join(map(_ident, t.columns))})::text) "
+                                   f"FROM {inserted.source}")[0])
+        except psycopg.errors.DataError as e:  # a value that does not convert fails the INSERT the same way
+            raise _Fails(_error_text(e), e.sqlstate or "22000") from None
+        if not count:
+            return base
+        self._check_new_rows(t, inserted)
+        old = t.source
+        columns = ", ".join(map(_ident, t.columns))
+        t.source = inserted.source if old is None else \
+            f"(SELECT {columns} FROM {old} UNION ALL SELECT {columns} FROM {inserted.source}) AS {_ident(t.name)}"
+        t.changed = True
+        unused = StatementResult(0, 0, "", Outcome.PASSES)
+        for fk in [c for c in self.state.constraints.values() if c.table == t.name and c.kind == FOREIGN_KEY]:
+            self._foreign_key(inserted, fk, unused)  # after the new rows joined: they may reference each other
+        self._recheck_unique(t, set(t.columns), "duplicate key value violates")
+        return replace(base, rows_inserted=count, rows_scanned=0)
+
+    def _inserted_rows(self, t: _Table, node: ast.InsertStmt) -> str:
+        """The new rows as a FROM item aliased as the table: every column, in its order."""
+        targets = [c.name or "" for c in node.cols or ()] or list(t.columns)
+        if any(c.indirection for c in node.cols or ()):
+            raise _Unknown("INSERT into a part of a column is not modelled")
+        for name in targets:
+            self._column(t, name)
+        select = node.selectStmt
+        if not isinstance(select, ast.SelectStmt) or select.op or select.withClause:
+            raise _Unknown("INSERT from this query is not modelled")
+        rows = [list(v) for v in select.valuesLists] if select.valuesLists else \
+            [[target.val for target in select.targetList or ()]]
+        mismatch = next((len(values) - len(targets) for values in rows if len(values) != len(targets)), 0)
+        if mismatch:
+            more, fewer = ("expressions", "target columns") if mismatch > 0 else ("target columns", "expressions")
+            raise _Fails(f"INSERT has more {more} than {fewer}", "42601")
+        source, alias = self._insert_source(select)
+        reads = source or _Table("", {}, None)  # VALUES read no table: a column reference is not modelled
+        typed: list[tuple[_Column, str]] = []
+        selects = [self._new_row(t, dict(zip(targets, values)), reads, alias, typed) for values in rows]
+        if source is not None and source.source is None:  # an empty table: no row
+            nothing = ", ".join(f"NULL::{self.value_type(c)} AS {_ident(c.name)}" for c in t.columns.values())
+            return f"(SELECT {nothing} WHERE false) AS {_ident(t.name)}"
+        read_from = (_aliased(source.source, alias) if alias else source.source) if source and source.source else None
+        self._assignment_of(typed, read_from)
+        if source is None:
+            return f"({' UNION ALL '.join(selects)}) AS {_ident(t.name)}"
+        where = f" WHERE {self.expression(source, select.whereClause, alias)}" if select.whereClause else ""
+        return f"({selects[0]} FROM {read_from}{where}) AS {_ident(t.name)}"
+
+    def _new_row(self, t: _Table, given: dict[str, ast.Node], reads: _Table, alias: str | None,
+                 typed: list[tuple[_Column, str]]) -> str:
+        """SELECT of one new row: every column, given or its default; values that are not
+        untyped literals are added to `typed`, to be checked for assignment."""
+        exprs = []
+        for col in t.columns.values():
+            value = given.get(col.name)
+            if value is None or isinstance(value, ast.SetToDefault):
+                sql = self.expression(t, _expression_node(col.default)) if col.default else "NULL"
+            else:
+                sql = self.expression(reads, value, alias)
+                if not (isinstance(value, ast.A_Const) and (value.isnull or isinstance(value.val, ast.String))):
+                    typed.append((col, sql))
+            exprs.append(f"({sql})::{self.value_type(col)} AS {_ident(col.name)}")
+        return "SELECT " + ", ".join(exprs)
+
+    def _assignment_of(self, typed: list[tuple[_Column, str]], read_from: str | None) -> None:
+        """An INSERT's typed values must be assignable to their columns (42804 otherwise):
+        the rows are built with explicit casts, which allow more."""
+        if not typed:
+            return
+        types = ", ".join(f"pg_typeof({sql})::text" for _, sql in typed)
+        joined = f" LEFT JOIN {read_from} ON true" if read_from else ""
+        (found,) = self.query(f"SELECT ARRAY[{types}] FROM (SELECT 1) AS one{joined} LIMIT 1")
+        for (col, _), value_type in zip(typed, found):
+            if value_type != "unknown" and not self._assignable(value_type, self.value_type(col)):
+                raise _Fails(f'column "{col.name}" is of type {col.type} but expression is of type {value_type}',
+                             "42804")
+
+    def _insert_source(self, select: ast.SelectStmt) -> tuple[_Table | None, str | None]:
+        """The one table an INSERT ... SELECT reads (None for VALUES or no FROM), and its alias."""
+        if select.valuesLists or not select.fromClause:
+            return None, None
+        clauses = (select.groupClause, select.havingClause, select.distinctClause, select.sortClause,
+                   select.limitCount, select.limitOffset, select.windowClause)
+        rv = select.fromClause[0]
+        if any(clauses) or len(select.fromClause) > 1 or not isinstance(rv, ast.RangeVar):
+            raise _Unknown("INSERT ... SELECT other than from one table with a WHERE is not modelled")
+        source = self.table(rv.relname or "")
+        if source.tainted:
+            raise _Unknown(f'the rows of "{source.name}" cannot be known: {source.tainted}')
+        return source, rv.alias.aliasname if rv.alias else None
+
+    def _check_new_rows(self, t: _Table, inserted: _Table) -> None:
+        """What PostgreSQL checks on each new row before the keys: NOT NULL, CHECK, enum labels."""
+        self._recheck_not_null(inserted, [c for c in t.columns.values() if not c.nullable])
+        for con in list(self.state.constraints.values()):
+            if con.table == t.name and con.kind == CHECK and con.expression:
+                self._recheck_check(inserted, con, set(t.columns))
+        for enum_col in (c for c in t.columns.values() if c.type_name in self.state.enums):
+            enum = self.state.enums[enum_col.type_name]
+            if enum.live:
+                continue  # the cast to the live type already refused a value it does not have
+            labels = ", ".join(_literal(label) for label in enum.labels) or "NULL"
+            bad, _ = self.count(inserted, f"{_ident(enum_col.name)} NOT IN ({labels})")
+            if bad:
+                raise _Fails(f'invalid input value for enum {enum_col.type}', "22P02", bad)
+
+    def on_DoStmt(self, node: ast.DoStmt, base: StatementResult) -> StatementResult:
+        """A body of plain statements and IF branches on catalog look-ups (do_block.py) is
+        walked as if its statements stood here; anything else may change any table or the
+        schema, so every table's rows and the absence of anything become unknown."""
+        try:
+            if self.state.catalog_unknown:
+                raise do_block.NotModelled(f"the catalog is unknown after {self.state.catalog_unknown}")
+            done: list[StatementResult] = []
+            self._run_steps(do_block.parse(node, base.text), base, done)
+        except (do_block.NotModelled, psycopg.Error) as e:
+            reason = f"a DO block (statement {base.number})"
+            for t in self.state.tables.values():
+                t.tainted = t.tainted or f"{reason} may change any table"
+            self.state.catalog_unknown = self.state.catalog_unknown or reason
+            what = _error_text(e) if isinstance(e, psycopg.Error) else str(e)
+            raise _Unknown(f"a DO block is not modelled ({what}): it may change any table or the schema") from None
+        return _combined(base, done)
+
+    def _run_steps(self, steps: Sequence[do_block.Step], base: StatementResult, done: list[StatementResult]) -> bool:
+        """Runs a DO block's steps; False once a RETURN or a failing statement ends the block."""
+        for step in steps:
+            if isinstance(step, do_block.Return):
+                return False
+            if isinstance(step, do_block.If):
+                lookup = partial(do_block.exists, self.state, query=self.query, literal=_literal)
+                body = next(b for cond, b in step.branches
+                            if cond is None or do_block.decide(cond, lookup, self.state.schema))
+                if not self._run_steps(body, base, done):
+                    return False
+                continue
+            result = self.run(_Statement(base.number, base.line, step.text, step.node))
+            if result.outcome == Outcome.CANNOT_EVALUATE:
+                raise do_block.NotModelled(f"{step.text[:60]!r}: {result.reason}")
+            done.append(result)
+            if result.outcome == Outcome.FAILS:
+                return False
+        return True
 
     def on_CreateTrigStmt(self, node: ast.CreateTrigStmt, base: StatementResult) -> StatementResult:
         self._taint(node.relation.relname, "a trigger runs on later changes: not modelled")
@@ -1238,6 +1433,26 @@ class _Evaluator:
 
 
 _VOLATILE = {"random", "gen_random_uuid", "uuid_generate_v4", "clock_timestamp", "nextval", "timeofday"}
+
+
+_LOCK_ORDER = ("", ROW_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, ACCESS_EXCLUSIVE)
+
+
+def _combined(base: StatementResult, parts: Sequence[StatementResult]) -> StatementResult:
+    """A DO block's result from its statements': their effects added up, the strongest lock
+    (on its table), the failure of the last one if it failed; numbered as the DO statement."""
+    effects = {e: sum(getattr(p, e) for p in parts) for e in EFFECTS}
+    scanned = [p.rows_scanned for p in parts if p.rows_scanned is not None]
+    result = replace(base, **effects, rewrites=any(p.rewrites for p in parts),
+                     rows_scanned=max(scanned, default=0) if len(scanned) == len(parts) else None)
+    locked = max(parts, key=lambda p: _LOCK_ORDER.index(p.lock) if p.lock in _LOCK_ORDER else 0, default=None)
+    if locked is not None:
+        result = replace(result, table=locked.table, lock=locked.lock)
+    if parts and parts[-1].outcome == Outcome.FAILS:
+        f = parts[-1]
+        result = replace(result, outcome=Outcome.FAILS, table=f.table, reason=f.reason, sqlstate=f.sqlstate,
+                         offending_rows=f.offending_rows, inspect_sql=f.inspect_sql)
+    return result
 
 
 def _expression_node(expression: str) -> ast.Node:
