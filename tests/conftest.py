@@ -43,11 +43,11 @@ def no_thread_left_behind():
     # Threads a test stopped may need a moment to end: a poll still connecting ends within
     # its connect_timeout (5 s by default), more on a loaded machine.
     deadline = time.monotonic() + 15
-    while left() and time.monotonic() < deadline:
+    while (stuck := left()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if left():
-        pytest.fail(f"the test left {len(left())} non-daemon thread(s) running: "
-                    f"{sorted({t.name for t in left()})[:5]} - stop what it started", pytrace=False)
+    if stuck:
+        pytest.fail(f"the test left {len(stuck)} non-daemon thread(s) running: "
+                    f"{sorted({t.name for t in stuck})[:5]} - stop what it started", pytrace=False)
 
 
 def pytest_sessionfinish(session, exitstatus):
