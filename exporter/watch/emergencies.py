@@ -7,7 +7,10 @@ two polls from what the poll already has and one statistics view - no table is r
   than one poll ago (from the history the migrations monitor reads anyway);
 - a table emptied or mass-deleted (`migrate reset`, `db push --accept-data-loss`, a DELETE
   without WHERE): its live-row estimate in pg_stat_user_tables fell by more than
-  `mass_delete_fraction` of it, and by at least `mass_delete_min_rows`, between two polls;
+  `mass_delete_fraction` of it, and by at least `mass_delete_min_rows`, between two polls
+  (an autoanalyze that sampled before the DELETE and reported after it can write the old
+  count back: the loss is then seen at the poll after the next vacuum, as `truncated`;
+  n_tup_del alone would also count a DELETE that was rolled back);
 - schema drift that appeared since the last poll (hand-written DDL): an unacknowledged
   drift item that was not there one poll ago and is still there on the next poll (one
   poll's drift can be a deploy caught half-way), with the time it was first seen.
