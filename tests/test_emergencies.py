@@ -6,6 +6,7 @@ app table for it."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psycopg
@@ -20,7 +21,7 @@ from exporter.metrics.render import families_for
 from exporter.migrations.replay import apply_migrations
 from exporter.poll import Poller
 from exporter.schema.diff import DriftItem
-from exporter.watch.emergencies import EmergencyWatch, Loss, TableStats
+from exporter.watch.emergencies import EmergencyWatch, Loss, TableStats, read_tables
 from test_security_privileges import apply_role_sql, as_monitor
 from venzory_fixture import MIGRATIONS, SCHEMA_PRISMA, STEP_6, build_database
 
@@ -243,6 +244,41 @@ def test_drift_hidden_by_a_locked_table_is_not_new_when_the_lock_goes(watched):
 
 def _watch(**config):
     return EmergencyWatch(EmergenciesConfig(**config))
+
+
+def test_an_analyze_racing_a_delete_delays_the_loss_to_the_poll_after_the_next_vacuum(pg_server):
+    """What the watch's docstring claims for production, on a real server: an ANALYZE that
+    counted its sample before a DELETE and reports after the DELETE's statistics were flushed
+    writes the old count back; the loss shows at the next vacuum, as `truncated` (n_tup_del
+    moved a poll earlier). A slow index expression keeps ANALYZE busy after its count."""
+    dsn = pg_server.create_database("emergency_analyze_race")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY) WITH (autovacuum_enabled = false)")
+        conn.execute("INSERT INTO t SELECT g FROM generate_series(1, %s) g", (ROWS,))
+        conn.execute("CREATE FUNCTION slow(i int) RETURNS int IMMUTABLE LANGUAGE plpgsql "
+                     "AS $$ BEGIN PERFORM pg_sleep(0.002); RETURN i; END $$")
+        conn.execute("CREATE INDEX ON t (slow(id))")
+    wait_for_live_rows(dsn, "t", lambda n: n == ROWS)
+    watch = _watch()
+    with psycopg.connect(dsn, autocommit=True) as poller, psycopg.connect(dsn, autocommit=True) as analyzer:
+        assert watch.observe(0, read_tables(poller, "public"), None, None).mass_deletes == ()
+        analyzing = threading.Thread(target=analyzer.execute, args=("ANALYZE t",))
+        analyzing.start()
+        deadline = time.monotonic() + 15  # ANALYZE has counted and is computing the index's statistics
+        while not poller.execute("SELECT 1 FROM pg_stat_progress_analyze WHERE relid = 't'::regclass "
+                                 "AND phase = 'computing statistics'").fetchone():
+            assert time.monotonic() < deadline, "ANALYZE never reached its statistics phase"
+            time.sleep(0.01)
+        with psycopg.connect(dsn, autocommit=True) as app:
+            app.execute("DELETE FROM t WHERE id <> 1")
+        wait_for_live_rows(dsn, "t", lambda n: n == 1)
+        analyzing.join()
+        wait_for_live_rows(dsn, "t", lambda n: n == ROWS)  # the stale count, written back
+        assert watch.observe(60, read_tables(poller, "public"), None, None).mass_deletes == ()
+        analyzer.execute("VACUUM t")
+        wait_for_live_rows(dsn, "t", lambda n: n == 1)
+        (seen,) = watch.observe(120, read_tables(poller, "public"), None, None).mass_deletes
+    assert (seen.table, seen.rows_lost, seen.how) == ("t", ROWS - 1, Loss.TRUNCATED)
 
 
 def test_more_than_the_fraction_and_at_least_the_minimum():
