@@ -105,9 +105,8 @@ def _drop_column(ev: Evaluator, t: Table, cmd: ast.AlterTableCmd, base: Statemen
     name = cmd.name or ""
     state = ev.state
     if name not in t.columns:
-        if cmd.missing_ok:
-            return base
-        ev.missing(f'column "{name}" of relation "{t.name}" does not exist', "42703")
+        ev.missing_unless(bool(cmd.missing_ok), f'column "{name}" of relation "{t.name}" does not exist', "42703")
+        return base
     users = [c for c in state.fks_to(t.name) if name in c.ref_columns and c.table != t.name]
     if users and cmd.behavior != DropBehavior.DROP_CASCADE:
         raise Fails(f'cannot drop column {name} of table "{t.name}" because other objects depend on it '

@@ -133,9 +133,9 @@ def drop_constraint(ev: Evaluator, t: Table, cmd: ast.AlterTableCmd, base: State
     key = (t.name, cmd.name or "")
     con = ev.state.constraints.get(key)
     if con is None:
-        if cmd.missing_ok:
-            return base
-        ev.missing(f'constraint "{cmd.name}" of relation "{t.name}" does not exist', "42704")
+        ev.missing_unless(bool(cmd.missing_ok), f'constraint "{cmd.name}" of relation "{t.name}" does not exist',
+                          "42704")
+        return base
     if con.kind in (PRIMARY_KEY, UNIQUE):
         users = [f for f in ev.state.fks_to(t.name) if set(f.ref_columns) == set(con.columns)]
         if users and cmd.behavior != DropBehavior.DROP_CASCADE:

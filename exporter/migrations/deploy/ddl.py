@@ -217,9 +217,8 @@ def drop(ev: Evaluator, node: ast.DropStmt, base: StatementResult) -> StatementR
 def _drop_types(ev: Evaluator, names: list[str], cascade: bool, missing_ok: bool) -> None:
     for name in names:
         if name not in ev.state.enums:
-            if missing_ok:
-                continue
-            ev.missing(f'type "{name}" does not exist', "42704")
+            ev.missing_unless(missing_ok, f'type "{name}" does not exist', "42704")
+            continue
         users = [f"{t.name}.{c.name}" for t in ev.state.tables.values()
                  for c in t.columns.values() if c.type_name == name]
         if users and not cascade:
@@ -253,9 +252,8 @@ def _drop_tables(ev: Evaluator, names: list[str], cascade: bool, missing_ok: boo
 def _drop_indexes(ev: Evaluator, names: list[str], missing_ok: bool, base: StatementResult) -> StatementResult:
     for name in names:
         if name not in ev.state.indexes:
-            if missing_ok:
-                continue
-            ev.missing(f'index "{name}" does not exist', "42704")
+            ev.missing_unless(missing_ok, f'index "{name}" does not exist', "42704")
+            continue
         table = ev.state.indexes[name][0]
         if (table, name) in ev.state.constraints:
             raise Fails(f'cannot drop index "{name}" because constraint {name} on table "{table}" '

@@ -95,6 +95,11 @@ class Evaluator:
             raise Unknown(f"{reason}, unless {self.state.catalog_unknown} created it")
         raise Fails(reason, sqlstate)
 
+    def missing_unless(self, if_exists: bool, reason: str, sqlstate: str) -> None:
+        """A DROP / ALTER names what does not exist: skipped under IF EXISTS, else it fails."""
+        if not if_exists:
+            self.missing(reason, sqlstate)
+
     def exists_already(self, reason: str, sqlstate: str) -> NoReturn:
         if self.state.catalog_unknown:
             raise Unknown(f"{reason}, unless {self.state.catalog_unknown} changed it")

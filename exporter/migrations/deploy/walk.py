@@ -33,7 +33,7 @@ def _not_modelled(what: str) -> Callable[[Evaluator, Any, StatementResult], Stat
 
 
 # Each statement kind the prediction knows, by its node type; any other is `cannot_evaluate`.
-_KINDS: dict[type[ast.Node], Callable[[Evaluator, Any, StatementResult], StatementResult]] = {
+_HANDLERS: dict[type[ast.Node], Callable[[Evaluator, Any, StatementResult], StatementResult]] = {
     ast.CommentStmt: ddl.passes,
     ast.VariableSetStmt: ddl.passes,
     ast.TransactionStmt: ddl.passes,
@@ -59,7 +59,7 @@ def run(ev: Evaluator, stmt: Statement) -> StatementResult:
     """One statement: what it does to the virtual state, and whether it fails."""
     base = StatementResult(stmt.number, stmt.line, stmt.text, Outcome.PASSES)
     node = stmt.node
-    handler = _KINDS.get(type(node))
+    handler = _HANDLERS.get(type(node))
     try:
         if handler is None:
             raise Unknown(f"{type(node).__name__} is not modelled")
