@@ -33,17 +33,16 @@ whole database - `cannot_evaluate`: anything later that depends on it is
 migration and for the deploy what happens; forecast.py adds the history as Prisma sees it.
 """
 
-from exporter.migrations.deploy.evaluator import Known, Query, session_query
+# What callers import (verify, /metrics, the monitor, the tests and benchmarks).
+from exporter.migrations.deploy.evaluator import Known, session_query
 from exporter.migrations.deploy.forecast import Forecast, forecast
 from exporter.migrations.deploy.parsing import split_statements
 from exporter.migrations.deploy.results import (
-    ACCESS_EXCLUSIVE, EFFECTS, ROW_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, DeployPrediction, MigrationPrediction,
-    Outcome, StatementResult,
+    ACCESS_EXCLUSIVE, ROW_EXCLUSIVE, DeployPrediction, MigrationPrediction, Outcome, StatementResult,
 )
 from exporter.migrations.deploy.walk import predict_deploy
 
 __all__ = [
-    "ACCESS_EXCLUSIVE", "EFFECTS", "ROW_EXCLUSIVE", "SHARE", "SHARE_ROW_EXCLUSIVE", "DeployPrediction", "Forecast",
-    "Known", "MigrationPrediction", "Outcome", "Query", "StatementResult", "forecast", "predict_deploy",
-    "session_query", "split_statements",
+    "ACCESS_EXCLUSIVE", "ROW_EXCLUSIVE", "DeployPrediction", "Forecast", "Known", "MigrationPrediction", "Outcome",
+    "StatementResult", "forecast", "predict_deploy", "session_query", "split_statements",
 ]

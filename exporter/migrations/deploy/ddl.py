@@ -16,11 +16,6 @@ from exporter.migrations.deploy.results import ACCESS_EXCLUSIVE, StatementResult
 from exporter.migrations.deploy.state import Column, EnumType, Table
 
 
-def passes(ev: Evaluator, node: ast.Node, base: StatementResult) -> StatementResult:
-    """COMMENT, SET, BEGIN/COMMIT (named by the migration's warnings): nothing to fail on."""
-    return base
-
-
 def create_table(ev: Evaluator, node: ast.CreateStmt, base: StatementResult) -> StatementResult:
     name = node.relation.relname or ""
     if ev.state.relation_exists(name):
