@@ -1,4 +1,4 @@
-"""The deploy prediction (exporter/migrations/deploy.py) on real databases built from the
+"""The deploy prediction (exporter/migrations/deploy/) on real databases built from the
 fixture: bad input, read-only evaluation, history as Prisma sees it. Its agreement with the
 real Prisma CLI is tests/test_deploy_differential.py."""
 

@@ -1,4 +1,5 @@
-"""The decidable part of a migration's DO block, for the deploy prediction (deploy.py).
+"""DO blocks: the decidable part of a migration's PL/pgSQL, walked as if its statements
+stood in the migration.
 
 Hand-edited Prisma migrations make DDL idempotent with a DO block:
 `DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE ...) THEN
@@ -6,22 +7,28 @@ ALTER TABLE ... ADD COLUMN ...; END IF; END $$;`. Such a body is parsed here wit
 PL/pgSQL parser into plain SQL statements and IF / ELSIF / ELSE branches whose conditions are
 `[NOT] EXISTS` look-ups by name in a catalog view; the look-up is answered from the virtual
 catalog as the earlier statements left it (and, for the other schemas, from the live
-catalog). Anything else (variables, loops, EXECUTE, PERFORM, RAISE, exception handlers,
-a condition on anything but a catalog look-up by constants) raises NotModelled naming it:
-the caller then keeps the honest fallback (the block may change anything).
-
-It lives apart from deploy.py because it is its own small language: the PL/pgSQL tree, the
-catalog views and their columns, none of which the statement walker needs.
+catalog), and the chosen branch's statements are run by the statement walker. Anything else
+(variables, loops, EXECUTE, PERFORM, RAISE, exception handlers, a condition on anything but
+a catalog look-up by constants) raises NotModelled naming it: the block may then change any
+table or the schema, so every table's rows and the absence of anything become unknown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
+import psycopg
 from pglast import ast, parse_plpgsql, parse_sql
 from pglast.enums import A_Expr_Kind, BoolExprType, SQLValueFunctionOp, SubLinkType
+
+from exporter.migrations.deploy.evaluator import Evaluator, Query, Unknown, error_text
+from exporter.migrations.deploy.parsing import Statement, expression_node, literal, strings
+from exporter.migrations.deploy.results import EFFECTS, LOCK_ORDER, Outcome, StatementResult
+from exporter.migrations.deploy.state import CHECK, FOREIGN_KEY, PRIMARY_KEY, UNIQUE, State
+from exporter.schema.model import ConstraintKind
 
 
 class NotModelled(Exception):
@@ -46,6 +53,69 @@ class Return:
 
 
 Step = Sql | If | Return
+
+# The statement walker (walk.run), handed in: it runs each statement of the chosen branch.
+Run = Callable[[Evaluator, Statement], StatementResult]
+
+
+def evaluate(ev: Evaluator, node: ast.DoStmt, base: StatementResult, run: Run) -> StatementResult:
+    """A body of plain statements and IF branches on catalog look-ups is walked as if its
+    statements stood here; anything else may change any table or the schema, so every
+    table's rows and the absence of anything become unknown."""
+    try:
+        if ev.state.catalog_unknown:
+            raise NotModelled(f"the catalog is unknown after {ev.state.catalog_unknown}")
+        done: list[StatementResult] = []
+        _run_steps(ev, parse(node, base.text), base, done, run)
+    except (NotModelled, psycopg.Error) as e:
+        reason = f"a DO block (statement {base.number})"
+        for t in ev.state.tables.values():
+            t.tainted = t.tainted or f"{reason} may change any table"
+        ev.state.catalog_unknown = ev.state.catalog_unknown or reason
+        what = error_text(e) if isinstance(e, psycopg.Error) else str(e)
+        raise Unknown(f"a DO block is not modelled ({what}): it may change any table or the schema") from None
+    return _combined(base, done)
+
+
+def _run_steps(ev: Evaluator, steps: Sequence[Step], base: StatementResult, done: list[StatementResult],
+               run: Run) -> bool:
+    """Runs a DO block's steps; False once a RETURN or a failing statement ends the block."""
+    for step in steps:
+        if isinstance(step, Return):
+            return False
+        if isinstance(step, If):
+            lookup = partial(exists, ev.state, query=ev.query)
+            body = next(b for cond, b in step.branches if cond is None or decide(cond, lookup, ev.state.schema))
+            if not _run_steps(ev, body, base, done, run):
+                return False
+            continue
+        result = run(ev, Statement(base.number, base.line, step.text, step.node))
+        if result.outcome == Outcome.CANNOT_EVALUATE:
+            raise NotModelled(f"{step.text[:60]!r}: {result.reason}")
+        done.append(result)
+        if result.outcome == Outcome.FAILS:
+            return False
+    return True
+
+
+def _combined(base: StatementResult, parts: Sequence[StatementResult]) -> StatementResult:
+    """A DO block's result from its statements': their effects added up, the strongest lock
+    (on its table), the failure of the last one if it failed; numbered as the DO statement."""
+    effects = {e: sum(getattr(p, e) for p in parts) for e in EFFECTS}
+    scanned = [p.rows_scanned for p in parts if p.rows_scanned is not None]
+    result = replace(base, **effects, rewrites=any(p.rewrites for p in parts),
+                     rows_scanned=max(scanned, default=0) if len(scanned) == len(parts) else None)
+    locked = max(parts, key=lambda p: LOCK_ORDER.index(p.lock) if p.lock in LOCK_ORDER else 0, default=None)
+    if locked is not None:
+        result = replace(result, table=locked.table, lock=locked.lock)
+    if parts and parts[-1].outcome == Outcome.FAILS:
+        f = parts[-1]
+        result = replace(result, outcome=Outcome.FAILS, table=f.table, reason=f.reason, sqlstate=f.sqlstate,
+                         offending_rows=f.offending_rows, inspect_sql=f.inspect_sql)
+    return result
+
+
+# -- the body, as steps -------------------------------------------------------------------------
 
 _KINDS = {
     "PLpgSQL_stmt_dynexecute": "EXECUTE", "PLpgSQL_stmt_perform": "PERFORM", "PLpgSQL_stmt_raise": "RAISE",
@@ -110,11 +180,7 @@ def _step(statement: dict[str, Any]) -> Step:
 
 
 def _condition(cond: dict[str, Any]) -> ast.Node:
-    select = parse_sql("SELECT " + cond["PLpgSQL_expr"]["query"])[0].stmt
-    assert isinstance(select, ast.SelectStmt) and select.targetList
-    value = select.targetList[0].val
-    assert isinstance(value, ast.Node)
-    return value
+    return expression_node(cond["PLpgSQL_expr"]["query"])
 
 
 # -- conditions: look-ups by name in a catalog view --------------------------------------------
@@ -165,31 +231,26 @@ def _look_up(select: ast.Node | None, schema: str) -> tuple[str, dict[str, str]]
 
 def _equality(term: ast.Node, schema: str) -> tuple[list[str], str] | None:
     if not (isinstance(term, ast.A_Expr) and term.kind == A_Expr_Kind.AEXPR_OP
-            and _strings(term.name) == ["="]):
+            and strings(term.name) == ["="]):
         return None
     for column, value in ((term.lexpr, term.rexpr), (term.rexpr, term.lexpr)):
         constant = _constant(value, schema)
         if isinstance(column, ast.ColumnRef) and constant is not None:
-            return _strings(column.fields), constant
+            return strings(column.fields), constant
     return None
 
 
 def _constant(node: object, schema: str) -> str | None:
-    if isinstance(node, ast.TypeCast) and node.typeName and _strings(node.typeName.names)[-1:] in (
+    if isinstance(node, ast.TypeCast) and node.typeName and strings(node.typeName.names)[-1:] in (
             ["text"], ["name"], ["varchar"]):
         return _constant(node.arg, schema)
     if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
         return node.val.sval
     if isinstance(node, ast.SQLValueFunction) and node.op == SQLValueFunctionOp.SVFOP_CURRENT_SCHEMA:
         return schema
-    if isinstance(node, ast.FuncCall) and _strings(node.funcname)[-1:] == ["current_schema"] and not node.args:
+    if isinstance(node, ast.FuncCall) and strings(node.funcname)[-1:] == ["current_schema"] and not node.args:
         return schema
     return None
-
-
-def _strings(nodes: Any) -> list[str]:
-    """The String values of a name list (an operator, a qualified column or function name)."""
-    return [n.sval or "" for n in nodes or () if isinstance(n, ast.String)]
 
 
 # -- the catalog views, as the virtual catalog answers them -------------------------------------
@@ -200,54 +261,55 @@ class View:
     columns: frozenset[str]  # that a filter may name
     schema_columns: tuple[str, ...]  # naming the schema (text); the others are answered live
     other_schemas: str  # SQL condition: the row is in another schema than {schema}
-    rows: Callable[[Any], Iterator[dict[str, str]]]  # from the virtual state; a missing column: unknown
+    rows: Callable[[State], Iterator[dict[str, str]]]  # from the virtual state; a missing column: unknown
     required: str = ""  # a filter it needs to be exact (table_constraints also lists NOT NULLs)
 
 
-def _columns(state: Any) -> Iterator[dict[str, str]]:
+def _columns(state: State) -> Iterator[dict[str, str]]:
     for t in state.tables.values():
         for c in t.columns:
             yield {"table_schema": state.schema, "table_name": t.name, "column_name": c}
 
 
-def _tables(state: Any) -> Iterator[dict[str, str]]:
+def _tables(state: State) -> Iterator[dict[str, str]]:
     for t in state.tables:
         yield {"table_schema": state.schema, "table_name": t, "table_type": "BASE TABLE"}
     for name in state.other_relations:  # a view is listed, a sequence is not: unknown
         yield {"table_schema": state.schema, "table_name": name, "?": ""}
 
 
-_CONSTRAINT_TYPES = {"CHECK": ("CHECK", "c"), "FOREIGN_KEY": ("FOREIGN KEY", "f"),
-                     "PRIMARY_KEY": ("PRIMARY KEY", "p"), "UNIQUE": ("UNIQUE", "u")}
+# ConstraintKind -> (information_schema's constraint_type, pg_constraint's contype)
+_CONSTRAINT_TYPES = {CHECK: ("CHECK", "c"), FOREIGN_KEY: ("FOREIGN KEY", "f"),
+                     PRIMARY_KEY: ("PRIMARY KEY", "p"), UNIQUE: ("UNIQUE", "u")}
 
 
-def _constraint_type(kind: Any) -> tuple[str, str]:
-    return _CONSTRAINT_TYPES.get(getattr(kind, "name", str(kind)), ("?", "?"))
+def _constraint_type(kind: ConstraintKind) -> tuple[str, str]:
+    return _CONSTRAINT_TYPES.get(kind, ("?", "?"))
 
 
-def _table_constraints(state: Any) -> Iterator[dict[str, str]]:
+def _table_constraints(state: State) -> Iterator[dict[str, str]]:
     for c in state.constraints.values():
         yield {"constraint_schema": state.schema, "table_schema": state.schema, "constraint_name": c.name,
                "table_name": c.table, "constraint_type": _constraint_type(c.kind)[0]}
 
 
-def _pg_constraint(state: Any) -> Iterator[dict[str, str]]:
+def _pg_constraint(state: State) -> Iterator[dict[str, str]]:
     for c in state.constraints.values():
         yield {"conname": c.name, "contype": _constraint_type(c.kind)[1]}
 
 
-def _pg_indexes(state: Any) -> Iterator[dict[str, str]]:
+def _pg_indexes(state: State) -> Iterator[dict[str, str]]:
     for name, (table, _, _) in state.indexes.items():
         yield {"schemaname": state.schema, "tablename": table, "indexname": name}
 
 
-def _pg_class(state: Any) -> Iterator[dict[str, str]]:
+def _pg_class(state: State) -> Iterator[dict[str, str]]:
     yield from ({"relname": t, "relkind": "r"} for t in state.tables)
     yield from ({"relname": i, "relkind": "i"} for i in state.indexes)
     yield from ({"relname": o} for o in state.other_relations)
 
 
-def _pg_type(state: Any) -> Iterator[dict[str, str]]:
+def _pg_type(state: State) -> Iterator[dict[str, str]]:
     for name in state.enums:
         yield {"typname": name, "typtype": "e"}
         yield {"typname": "_" + name, "typtype": "b"}
@@ -280,8 +342,7 @@ VIEWS = {
 }
 
 
-def exists(state: Any, view_name: str, filters: dict[str, str], query: Callable[[str], tuple[Any, ...]],
-           literal: Callable[[str], str]) -> bool:
+def exists(state: State, view_name: str, filters: dict[str, str], query: Query) -> bool:
     """Whether the view holds a row matching `filters`: in the monitored schema from the
     virtual state, in the other schemas (which migrations do not change) from the live catalog."""
     if "?" in filters:
