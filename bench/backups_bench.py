@@ -35,6 +35,7 @@ from exporter.config.models import Config  # noqa: E402
 from exporter.migrations.replay import apply_migrations  # noqa: E402
 from exporter.pgcluster import start_cluster  # noqa: E402
 from exporter.poll import Poller  # noqa: E402
+from timing import time_runs  # noqa: E402 - bench/timing.py, beside this script
 
 MIGRATIONS = ROOT / "tests" / "fixtures" / "venzory" / "prisma" / "migrations"
 
@@ -45,12 +46,8 @@ def tool(name: str) -> str:
 
 
 def timed(fn, repeat: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times), min(times)
+    times, _ = time_runs(fn, repeat)
+    return statistics.median(times), times[0]
 
 
 def main() -> int:

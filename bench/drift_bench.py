@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from exporter.schema.diff import DriftSource, diff_schemas  # noqa: E402
 from exporter.schema.model import ConstraintKind, Schema, Table  # noqa: E402
 from exporter.schema.prisma import parse_prisma_schema, to_schema  # noqa: E402
+from timing import time_runs  # noqa: E402 - bench/timing.py, beside this script
 
 FIXTURE = ROOT / "tests" / "fixtures" / "venzory" / "prisma" / "schema.prisma"
 
@@ -91,12 +91,8 @@ def drifted(schema: Schema) -> Schema:
 
 
 def timed(function, repeat: int) -> tuple[float, float, object]:
-    runs, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = function()
-        runs.append((time.perf_counter() - start) * 1000)
-    return statistics.median(runs), min(runs), result
+    runs, result = time_runs(function, repeat)
+    return statistics.median(runs), runs[0], result
 
 
 def measure(label: str, text: str, repeat: int) -> None:

@@ -39,6 +39,7 @@ from exporter.events.known import KnownNames  # noqa: E402
 from exporter.events.pipeline import EventPipeline  # noqa: E402
 from exporter.metrics.endpoint import MetricsEndpoint  # noqa: E402
 from exporter.store import ResultStore  # noqa: E402
+from timing import time_runs  # noqa: E402 - bench/timing.py, beside this script
 
 OUT = REPO / "bench" / "out"
 
@@ -57,12 +58,7 @@ def post(pipeline: EventPipeline, body: str) -> None:
 
 
 def timed(action, scrapes: int) -> dict[str, float]:
-    times = []
-    for _ in range(scrapes):
-        started = time.perf_counter()
-        action()
-        times.append((time.perf_counter() - started) * 1000)
-    times.sort()
+    times, _ = time_runs(action, scrapes)
     return {"median_ms": statistics.median(times), "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))]}
 
 
